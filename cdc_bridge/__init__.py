@@ -1,0 +1,3 @@
+"""cdc-bridge: trigger-based change-data-capture between two business applications."""
+
+__version__ = "0.1.0"

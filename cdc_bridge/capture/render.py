@@ -1,0 +1,412 @@
+"""Config -> install SQL. Never connects to a database.
+
+The install is: the bridge schema and its tables, the versioned functions, then per
+table a few thin triggers whose WHEN clauses keep PL/pgSQL out of no-op updates, then
+grants for the least-privilege relay role. Each table's triggers carry a hash of their
+definition (`COMMENT ON TRIGGER`), which `triggers status` compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from psycopg import sql
+
+from cdc_bridge import sql as queries
+from cdc_bridge.capture.filters import for_trigger
+from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
+from cdc_bridge.errors import IdentifierError
+
+# Base objects, in install order. Other stages add their tables by listing blocks here.
+BASE_BLOCKS: tuple[str, ...] = (
+    "create_schema",
+    "create_outbox",
+    "create_installed_tables",
+    "create_handoffs",
+    "create_capture_function",
+    "create_notify_function",
+    "create_guard_function",
+    "create_truncate_guard_function",
+)
+EXTRA_BASE_BLOCKS: list[str] = []  # appended by the relay, inbound and ops stages
+
+TRIGGER_PREFIX = "cdc_bridge_"
+STAMP_PREFIX = "cdc-bridge definition "
+
+Row = Literal["NEW", "OLD"]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    timing: Literal["BEFORE", "AFTER"]
+    events: str  # e.g. "UPDATE" or "INSERT OR DELETE"
+    level: Literal["ROW", "STATEMENT"]
+    function: str
+    args: tuple[str, ...]
+    when: sql.Composable | None = None
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def pg_text_array(items: Iterable[str]) -> str:
+    """A PostgreSQL text[] literal body, every element quoted."""
+    quoted = ('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items)
+    return "{" + ",".join(quoted) + "}"
+
+
+def to_text(statements: Sequence[sql.Composable]) -> str:
+    """Statements as one SQL script (no connection needed to quote)."""
+    return "\n".join(_terminated(s.as_string(None)) for s in statements)
+
+
+def _terminated(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith(";") else text + ";"
+
+
+def _column(row: Row, name: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.SQL(row), sql.Identifier(name))
+
+
+def _any_changed(columns: Sequence[str]) -> sql.Composable:
+    return sql.SQL(" OR ").join(
+        sql.SQL("{} IS DISTINCT FROM {}").format(_column("OLD", c), _column("NEW", c))
+        for c in columns
+    )
+
+
+def _not_from_peer(config: BridgeConfig) -> sql.Composable:
+    return sql.SQL("current_setting('cdc_bridge.origin', true) IS DISTINCT FROM {}").format(
+        sql.Literal(config.peer.name)
+    )
+
+
+def _filter(spec: TableSpec, row: Row) -> sql.Composable:
+    assert spec.where is not None
+    return sql.SQL("coalesce(({}), false)").format(sql.SQL(for_trigger(spec.where, row)))
+
+
+def _all(*parts: sql.Composable | None) -> sql.Composable | None:
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    return sql.SQL(" AND ").join(sql.SQL("({})").format(p) for p in present)
+
+
+# ------------------------------------------------------------------ triggers
+
+
+def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
+    if not spec.captures:
+        return []
+    shipped = "*" if spec.ships_whole_rows else pg_text_array(spec.shipped_fields)
+
+    def args(op: str = "") -> tuple[str, ...]:
+        return (
+            spec.label,
+            config.system,
+            pg_text_array(spec.key),
+            shipped,
+            pg_text_array(spec.both_fields),
+            op,
+        )
+
+    if spec.ships_whole_rows:
+        changed: sql.Composable = sql.SQL("OLD.* IS DISTINCT FROM NEW.*")
+    else:
+        changed = _any_changed(spec.key + spec.shipped_fields)
+    new_in = _filter(spec, "NEW") if spec.where else None
+    old_in = _filter(spec, "OLD") if spec.where else None
+    fn = "capture_v1"
+    triggers = [
+        Trigger(f"{TRIGGER_PREFIX}capture_ins", "AFTER", "INSERT", "ROW", fn, args(), new_in),
+        Trigger(
+            f"{TRIGGER_PREFIX}capture_upd",
+            "AFTER",
+            "UPDATE",
+            "ROW",
+            fn,
+            args(),
+            _all(old_in, new_in, changed),
+        ),
+    ]
+    if not spec.key_owned_by_peer:
+        triggers.append(
+            Trigger(f"{TRIGGER_PREFIX}capture_del", "AFTER", "DELETE", "ROW", fn, args(), old_in)
+        )
+    if old_in is not None and new_in is not None:
+        # A row that starts (or stops) matching the filter arrives at (or leaves) the peer.
+        triggers += [
+            Trigger(
+                f"{TRIGGER_PREFIX}capture_enter",
+                "AFTER",
+                "UPDATE",
+                "ROW",
+                fn,
+                args("I"),
+                _all(sql.SQL("NOT {}").format(old_in), new_in),
+            ),
+            Trigger(
+                f"{TRIGGER_PREFIX}capture_leave",
+                "AFTER",
+                "UPDATE",
+                "ROW",
+                fn,
+                args("D"),
+                _all(old_in, sql.SQL("NOT {}").format(new_in)),
+            ),
+        ]
+    triggers += [
+        Trigger(
+            f"{TRIGGER_PREFIX}notify",
+            "AFTER",
+            "INSERT OR UPDATE OR DELETE",
+            "STATEMENT",
+            "notify_v1",
+            (config.bridge_schema, spec.label),
+        ),
+        Trigger(
+            f"{TRIGGER_PREFIX}no_truncate",
+            "BEFORE",
+            "TRUNCATE",
+            "STATEMENT",
+            "refuse_truncate_v1",
+            (spec.label,),
+        ),
+    ]
+    return triggers
+
+
+def guard_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
+    if not spec.guard:
+        return []
+    local = _not_from_peer(config)
+    owner = config.peer.name
+    key = pg_text_array(spec.key)
+    fn = "guard_v1"
+    name = f"{TRIGGER_PREFIX}guard"
+    if spec.mode is TableMode.PEER:
+        return [
+            Trigger(
+                name,
+                "BEFORE",
+                "INSERT OR UPDATE OR DELETE",
+                "ROW",
+                fn,
+                (spec.label, owner, "", "", key),
+                local,
+            ),
+        ]
+    if spec.mode is TableMode.HANDOFF:
+        return [
+            Trigger(
+                name,
+                "BEFORE",
+                "UPDATE OR DELETE",
+                "ROW",
+                fn,
+                (spec.label, owner, "", "handoff", key),
+                local,
+            ),
+        ]
+    triggers = []
+    if spec.peer_fields:
+        triggers.append(
+            Trigger(
+                f"{name}_fields",
+                "BEFORE",
+                "UPDATE",
+                "ROW",
+                fn,
+                (spec.label, owner, pg_text_array(spec.peer_fields), "", key),
+                _all(local, _any_changed(spec.peer_fields)),
+            )
+        )
+    if spec.key_owned_by_peer:
+        triggers.append(
+            Trigger(
+                f"{name}_rows",
+                "BEFORE",
+                "INSERT OR DELETE",
+                "ROW",
+                fn,
+                (spec.label, owner, "", "", key),
+                local,
+            )
+        )
+    return triggers
+
+
+def table_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
+    return guard_triggers(config, spec) + capture_triggers(config, spec)
+
+
+def _create_trigger(config: BridgeConfig, spec: TableSpec, trigger: Trigger) -> sql.Composable:
+    when = sql.SQL("") if trigger.when is None else sql.SQL("\n    WHEN ({})").format(trigger.when)
+    return sql.SQL(
+        "CREATE TRIGGER {name} {timing} {events} ON {table}\n"
+        "    FOR EACH {level}{when}\n"
+        "    EXECUTE FUNCTION {function}({args})"
+    ).format(
+        name=sql.Identifier(trigger.name),
+        timing=sql.SQL(trigger.timing),
+        events=sql.SQL(trigger.events),
+        table=spec.name.identifier,
+        level=sql.SQL(trigger.level),
+        when=when,
+        function=sql.Identifier(config.bridge_schema, trigger.function),
+        args=sql.SQL(", ").join(sql.Literal(a) for a in trigger.args),
+    )
+
+
+def _drop_trigger(spec: TableSpec, name: str) -> sql.Composable:
+    return sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+        sql.Identifier(name), spec.name.identifier
+    )
+
+
+ALL_TRIGGER_NAMES = tuple(
+    TRIGGER_PREFIX + n
+    for n in (
+        "guard",
+        "guard_fields",
+        "guard_rows",
+        "capture_ins",
+        "capture_upd",
+        "capture_del",
+        "capture_enter",
+        "capture_leave",
+        "notify",
+        "no_truncate",
+    )
+)
+
+
+# ------------------------------------------------------------------ per table
+
+
+def definition_hash(config: BridgeConfig, spec: TableSpec) -> str:
+    """A stable hash of what is installed on the table (its trigger DDL)."""
+    text = to_text([_create_trigger(config, spec, t) for t in table_triggers(config, spec)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def install_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
+    digest = definition_hash(config, spec)
+    statements: list[sql.Composable] = []
+    for trigger in table_triggers(config, spec):
+        # Re-running an install replaces the triggers; stale ones from an older config
+        # are dropped by the migration that changes the config.
+        statements.append(_drop_trigger(spec, trigger.name))
+        statements.append(_create_trigger(config, spec, trigger))
+        statements.append(
+            sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
+                sql.Identifier(trigger.name),
+                spec.name.identifier,
+                sql.Literal(STAMP_PREFIX + digest),
+            )
+        )
+    statements.append(
+        queries.query(
+            "record_installed_table",
+            schema=config.bridge_schema,
+            label=sql.Literal(spec.label),
+            relation=spec.name.regclass_literal,
+            hash=sql.Literal(digest),
+        )
+    )
+    return statements
+
+
+def uninstall_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
+    statements: list[sql.Composable] = [_drop_trigger(spec, n) for n in ALL_TRIGGER_NAMES]
+    statements.append(
+        queries.query(
+            "forget_installed_table", schema=config.bridge_schema, label=sql.Literal(spec.label)
+        )
+    )
+    return statements
+
+
+# ------------------------------------------------------------------ whole install
+
+
+def install_base(config: BridgeConfig) -> list[sql.Composable]:
+    if "$" in config.bridge_schema or "$" in config.database.relay_role:
+        raise IdentifierError("bridge schema and role names may not contain '$'; fix: rename")
+    return [
+        queries.query(b, schema=config.bridge_schema) for b in (*BASE_BLOCKS, *EXTRA_BASE_BLOCKS)
+    ]
+
+
+def grants(config: BridgeConfig) -> list[sql.Composable]:
+    role = config.database.relay_role
+    statements: list[sql.Composable] = [
+        queries.query("create_relay_role", role_name=sql.Literal(role)),
+        queries.query("grant_bridge_schema", schema=config.bridge_schema, role=role),
+    ]
+    for spec in config.table_specs:
+        block = "grant_write_table" if _receives(spec) else "grant_read_table"
+        statements.append(queries.query(block, table=spec.name.identifier, role=role))
+    return statements
+
+
+def _receives(spec: TableSpec) -> bool:
+    return spec.receives_whole_rows or bool(spec.received_fields)
+
+
+def revokes(config: BridgeConfig) -> list[sql.Composable]:
+    role = config.database.relay_role
+    statements: list[sql.Composable] = [
+        sql.SQL(
+            "DO $revoke_table$ BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_roles "
+            "WHERE rolname = {role_name}) THEN EXECUTE {command}; END IF; END $revoke_table$"
+        ).format(
+            role_name=sql.Literal(role),
+            command=sql.Literal(
+                queries.query("revoke_table", table=spec.name.identifier, role=role).as_string(None)
+            ),
+        )
+        for spec in config.table_specs
+    ]
+    statements.append(
+        queries.query(
+            "revoke_bridge_role_in_schema",
+            role_name=sql.Literal(role),
+            schema_name=sql.Literal(config.bridge_schema),
+        )
+    )
+    return statements
+
+
+def install_statements(config: BridgeConfig) -> list[sql.Composable]:
+    statements = install_base(config)
+    for spec in config.table_specs:
+        statements += install_table(config, spec)
+    return statements + grants(config)
+
+
+def uninstall_statements(config: BridgeConfig) -> list[sql.Composable]:
+    statements: list[sql.Composable] = []
+    for spec in config.table_specs:
+        statements += [_drop_trigger(spec, n) for n in ALL_TRIGGER_NAMES]
+    statements += revokes(config)
+    statements.append(queries.query("drop_bridge_schema", schema=config.bridge_schema))
+    return statements
+
+
+def render_install(config: BridgeConfig) -> str:
+    header = (
+        f"-- cdc-bridge install for system {config.system!r}, peer {config.peer.name!r}\n"
+        "-- Review, then apply in one transaction (psql --single-transaction -f FILE).\n"
+    )
+    return header + to_text(install_statements(config))
+
+
+def render_uninstall(config: BridgeConfig) -> str:
+    return to_text(uninstall_statements(config))

@@ -1,0 +1,508 @@
+"""Configuration: one YAML file validated into frozen, typed objects.
+
+Every problem names the file, the key path and the fix; all problems are
+reported at once (`ConfigError`, exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cdc_bridge.errors import ConfigError
+from cdc_bridge.identifiers import QualifiedName, check_identifier, parse_qualified_name
+
+DEFAULT_CONFIG_PATH = "cdc-bridge.yaml"
+CONFIG_ENV = "CDC_BRIDGE_CONFIG"
+
+_ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Owner(StrEnum):
+    """Who owns a field, seen from this side."""
+
+    LOCAL = "local"
+    PEER = "peer"
+    BOTH = "both"
+
+
+class TableMode(StrEnum):
+    """How a whole table is owned, seen from this side."""
+
+    LOCAL = "local"  # 1-way, this side is the SOR
+    PEER = "peer"  # 1-way, the peer is the SOR: only received here
+    HANDOFF = "handoff"  # born here, owned by the peer after its first sync
+    ADOPT = "adopt"  # born at the peer, owned here once it has arrived
+    FIELDS = "fields"  # per-field ownership map
+
+
+class ConflictPolicy(StrEnum):
+    NEWER_WINS = "newer_wins"
+    LOCAL_WINS = "local_wins"
+    PEER_WINS = "peer_wins"
+    MANUAL = "manual"
+
+
+_WHOLE_TABLE_MODES = ", ".join(m.value for m in TableMode if m is not TableMode.FIELDS)
+_OWNERS = ", ".join(o.value for o in Owner)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT; fix: write it like 127.0.0.1:8081")
+    return value
+
+
+HostPort = Annotated[str, Field(min_length=3)]
+
+
+class DatabaseConfig(_Frozen):
+    url: SecretStr
+    schema_name: str = Field(default="cdc_bridge", alias="schema")
+    relay_role: str = "cdc_bridge_relay"
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("schema_name", "relay_role")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return check_identifier(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if not raw.startswith(("postgresql://", "postgres://")) and "=" not in raw:
+            raise ValueError("is not a PostgreSQL URL; fix: use postgresql://USER@HOST:PORT/DBNAME")
+        return value
+
+
+class InboundConfig(_Frozen):
+    listen: HostPort = "127.0.0.1:8081"
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    timestamp_tolerance_s: float = Field(default=300.0, gt=0)
+    applied_key_retention_days: float = Field(default=7.0, gt=0)
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
+
+
+class RestOperation(_Frozen):
+    """`PUT /api/products/{sku}`: a method and a URL path template."""
+
+    method: Literal["POST", "PUT", "PATCH", "DELETE"]
+    path: str
+
+
+def _parse_rest_operation(value: Any) -> Any:
+    if isinstance(value, str):
+        method, _, path = value.strip().partition(" ")
+        return {"method": method.upper(), "path": path.strip()}
+    return value
+
+
+class RestTableMapping(_Frozen):
+    insert: Annotated[RestOperation, Field()] | None = None
+    update: RestOperation | None = None
+    delete: RestOperation | None = None
+    rename: dict[str, str] = Field(default_factory=dict)
+    read: RestOperation | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _operations_as_strings(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {
+                k: _parse_rest_operation(v) if k in ("insert", "update", "delete", "read") else v
+                for k, v in data.items()
+            }
+        return data
+
+
+class PeerConfig(_Frozen):
+    name: str = Field(min_length=1)
+    url: str
+    secret: SecretStr | None = None
+    adapter: Literal["bridge", "rest"] = "bridge"
+    timeout_s: float = Field(default=10.0, gt=0)
+    auth_header: str = "Authorization"
+    auth_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an HTTP URL; fix: write http://HOST:PORT")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _bridge_needs_secret(self) -> PeerConfig:
+        if self.adapter == "bridge" and (self.secret is None or not self.secret.get_secret_value()):
+            raise ValueError(
+                "the bridge adapter signs every batch; fix: set peer.secret "
+                '(for example secret: "${BRIDGE_SECRET}")'
+            )
+        return self
+
+
+class RelayConfig(_Frozen):
+    batch_size: int = Field(default=500, gt=0, le=100_000)
+    max_wait_ms: float = Field(default=20.0, ge=0)
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    concurrency: int = Field(default=4, gt=0, le=256)
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    lag_threshold_s: float = Field(default=300.0, gt=0)
+    metrics_listen: HostPort | None = "127.0.0.1:9181"
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    delivered_retention_days: float = Field(default=7.0, ge=0)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else _host_port(value)
+
+
+class LoggingConfig(_Frozen):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class TableConfig(_Frozen):
+    """One entry of `tables:`, as written by the user."""
+
+    key: tuple[str, ...] = Field(min_length=1)
+    sor: TableMode | dict[str, Owner]
+    conflicts: ConflictPolicy | None = None
+    where: str | None = None
+    guard: bool = True
+    rest: RestTableMapping | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key_identifiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a column twice; fix: name each key column once")
+        return tuple(check_identifier(v) for v in value)
+
+    @field_validator("sor", mode="before")
+    @classmethod
+    def _sor_shape(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value == TableMode.FIELDS.value or value not in set(TableMode):
+                raise ValueError(
+                    f"{value!r} is not an owner; fix: use one of {_WHOLE_TABLE_MODES}, "
+                    f"or a map of field: {_OWNERS}"
+                )
+            return value
+        if isinstance(value, Mapping):
+            if not value:
+                raise ValueError("the field map is empty; fix: name at least one field")
+            for field_name, owner in value.items():
+                if not isinstance(field_name, str):
+                    raise ValueError(f"field name {field_name!r} is not text; fix: quote it")
+                check_identifier(field_name)
+                if owner not in set(Owner):
+                    raise ValueError(
+                        f"field {field_name!r} has owner {owner!r}; fix: use one of {_OWNERS}"
+                    )
+            return value
+        raise ValueError(f"must be one of {_WHOLE_TABLE_MODES}, or a map of field: {_OWNERS}")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableConfig:
+        owners = self.sor if isinstance(self.sor, dict) else {}
+        has_both = Owner.BOTH in owners.values()
+        if self.conflicts is not None and not has_both:
+            raise ValueError(
+                "`conflicts` only applies to fields owned by both sides; fix: remove it, "
+                "or mark a field `both` in `sor`"
+            )
+        if self.where is not None and self.sor in (TableMode.PEER, TableMode.ADOPT):
+            raise ValueError(
+                "`where` filters what this side ships, and this table is only received; "
+                "fix: remove `where`"
+            )
+        return self
+
+
+class BridgeConfig(_Frozen):
+    system: str = Field(min_length=1, max_length=63)
+    database: DatabaseConfig
+    peer: PeerConfig
+    inbound: InboundConfig = Field(default_factory=InboundConfig)
+    relay: RelayConfig = Field(default_factory=RelayConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tables: dict[str, TableConfig] = Field(min_length=1)
+
+    @field_validator("system")
+    @classmethod
+    def _system_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(
+                f"{value!r} may only hold letters, digits, '_', '-' and '.'; "
+                "fix: pick a plain name such as erp"
+            )
+        return value
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _table_names(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for name in value:
+                parse_qualified_name(str(name))
+        return value
+
+    @model_validator(mode="after")
+    def _peer_is_another_system(self) -> BridgeConfig:
+        if self.peer.name == self.system:
+            raise ValueError(
+                f"peer.name equals system ({self.system!r}); fix: give each side its own name"
+            )
+        return self
+
+    @cached_property
+    def table_specs(self) -> tuple[TableSpec, ...]:
+        return tuple(TableSpec.build(label, table) for label, table in self.tables.items())
+
+    def table(self, label: str) -> TableSpec:
+        for spec in self.table_specs:
+            if spec.label == label or spec.name.dotted == label:
+                return spec
+        known = ", ".join(spec.label for spec in self.table_specs)
+        raise ConfigError("config", [f"table {label!r} is not configured; known: {known}"])
+
+    @property
+    def bridge_schema(self) -> str:
+        return self.database.schema_name
+
+
+class TableSpec(_Frozen):
+    """A table's sync rules, resolved from this side's point of view."""
+
+    label: str
+    name: QualifiedName
+    key: tuple[str, ...]
+    mode: TableMode
+    owners: dict[str, Owner]  # per-field owners; empty unless mode is FIELDS
+    conflicts: ConflictPolicy
+    where: str | None
+    guard: bool
+    rest: RestTableMapping | None
+
+    @classmethod
+    def build(cls, label: str, table: TableConfig) -> TableSpec:
+        if isinstance(table.sor, dict):
+            mode, owners = TableMode.FIELDS, dict(table.sor)
+        else:
+            mode, owners = table.sor, {}
+        return cls(
+            label=label,
+            name=parse_qualified_name(label),
+            key=table.key,
+            mode=mode,
+            owners=owners,
+            conflicts=table.conflicts or ConflictPolicy.NEWER_WINS,
+            where=table.where,
+            guard=table.guard,
+            rest=table.rest,
+        )
+
+    @property
+    def ships_whole_rows(self) -> bool:
+        """Whole-row tables ship every column, whatever columns the table has."""
+        return self.mode in (TableMode.LOCAL, TableMode.HANDOFF)
+
+    @property
+    def receives_whole_rows(self) -> bool:
+        return self.mode in (TableMode.PEER, TableMode.ADOPT)
+
+    @property
+    def captures(self) -> bool:
+        return self.ships_whole_rows or bool(self.shipped_fields)
+
+    def _fields_owned_by(self, *owners: Owner) -> tuple[str, ...]:
+        return tuple(f for f, o in self.owners.items() if o in owners and f not in self.key)
+
+    @property
+    def shipped_fields(self) -> tuple[str, ...]:
+        """Non-key fields this side ships (empty for whole-row tables: see ships_whole_rows)."""
+        return self._fields_owned_by(Owner.LOCAL, Owner.BOTH)
+
+    @property
+    def received_fields(self) -> tuple[str, ...]:
+        return self._fields_owned_by(Owner.PEER, Owner.BOTH)
+
+    @property
+    def both_fields(self) -> tuple[str, ...]:
+        return self._fields_owned_by(Owner.BOTH)
+
+    @property
+    def peer_fields(self) -> tuple[str, ...]:
+        """Fields only the peer may change (the guard refuses local writes)."""
+        return self._fields_owned_by(Owner.PEER)
+
+    @property
+    def key_owned_by_peer(self) -> bool:
+        """Rows are created and deleted only by the side that owns the key."""
+        if self.mode is TableMode.PEER:
+            return True
+        return any(self.owners.get(k) is Owner.PEER for k in self.key)
+
+    @property
+    def synced_columns(self) -> tuple[str, ...] | None:
+        """Every column the bridge reads or writes; None means the whole row."""
+        if self.mode is not TableMode.FIELDS:
+            return None
+        return self.key + tuple(f for f in self.owners if f not in self.key)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> BridgeConfig:
+    """Read, interpolate and validate a config file, or raise ConfigError listing every problem."""
+    config_path = resolve_config_path(path)
+    shown = str(config_path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            shown,
+            [
+                "file not found; fix: create it (see examples/), or pass --config FILE "
+                f"or set {CONFIG_ENV}"
+            ],
+        ) from None
+    except OSError as exc:
+        raise ConfigError(shown, [f"cannot read the file ({exc.strerror})"]) from None
+    return parse_config(text, shown, os.environ)
+
+
+def parse_config(text: str, source: str, environ: Mapping[str, str]) -> BridgeConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            source, [f"{where}not valid YAML ({problem}); fix: correct the syntax"]
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must hold a mapping of keys such as system, tables"])
+    problems: list[str] = []
+    data = _interpolate(raw, (), environ, problems)
+    try:
+        config = BridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        # A missing variable already explains the errors it causes further down.
+        unset = [p.split(": ", 1)[0] for p in problems]
+        for error in exc.errors():
+            problem = _describe(error)
+            path = problem.split(": ", 1)[0]
+            if not any(path.startswith(u) or u.startswith(path) for u in unset):
+                problems.append(problem)
+        raise ConfigError(source, problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _interpolate(
+    node: Any, path: tuple[Any, ...], environ: Mapping[str, str], problems: list[str]
+) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, (*path, k), environ, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, (*path, i), environ, problems) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        if name not in environ:
+            problems.append(
+                f"{_dotted(path)}: environment variable {name} is not set; "
+                f"fix: export {name}=... before running (or write $${{{name}}} for a literal)"
+            )
+            return ""
+        return environ[name]
+
+    return _ENV_REFERENCE.sub(substitute, node)
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+            continue
+        text = str(part)
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+            parts.append(("." if parts else "") + text)
+        else:
+            parts.append(("." if parts else "") + '"' + text.replace('"', '\\"') + '"')
+    return "".join(parts) or "(top level)"
+
+
+_FIXES = {
+    "missing": "fix: add this key",
+    "extra_forbidden": "fix: remove it, or check its spelling",
+    "int_parsing": "fix: write a whole number",
+    "int_type": "fix: write a whole number",
+    "float_parsing": "fix: write a number",
+    "float_type": "fix: write a number",
+    "bool_parsing": "fix: write true or false",
+    "bool_type": "fix: write true or false",
+    "string_type": "fix: write a text value",
+    "dict_type": "fix: write a mapping (key: value)",
+    "tuple_type": "fix: write a list, e.g. [id]",
+    "too_short": "fix: give at least one entry",
+}
+
+
+def _describe(error: Any) -> str:
+    # Drop the union/model tags pydantic puts in the location.
+    loc = tuple(
+        part
+        for part in error["loc"]
+        if not (isinstance(part, str) and (part.startswith("function-") or "[" in part))
+        and part not in ("TableMode", "dict[str,Owner]", "str")
+    )
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        return f"{_dotted(loc)}: {message}"
+    if kind == "literal_error" or kind == "enum":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{_dotted(loc)}: {error.get('input')!r} is not allowed; fix: use {expected}"
+    fix = _FIXES.get(kind, "fix: see docs/config.md")
+    return f"{_dotted(loc)}: {message.lower()}; {fix}"

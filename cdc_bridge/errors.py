@@ -1,0 +1,54 @@
+"""Typed errors. The CLI translates them to messages and exit codes in one place."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """cdc-bridge failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__ or self.__class__.__name__)
+
+
+class UserError(BridgeError):
+    """The command was given something it cannot use."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """The configuration is invalid.
+
+    Carries every problem found, so the user fixes them in one go.
+    """
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
+
+
+class IdentifierError(UserError):
+    """An SQL identifier cannot be used safely."""
+
+
+class FilterError(UserError):
+    """A `where` filter is not an allowed SQL expression."""
+
+
+class DatabaseError(BridgeError):
+    """The database refused or could not be reached."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached."""
+
+
+class ProblemsFound(BridgeError):
+    """A check found problems (exit code 1)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))

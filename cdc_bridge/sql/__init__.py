@@ -1,0 +1,64 @@
+"""Runtime SQL, kept in `.sql` files of this package and used by name.
+
+A file holds blocks headed `-- name: <query_name>`. `{schema}` and other `{placeholders}`
+are filled with `psycopg.sql` objects (identifiers are quoted, never interpolated); values
+are bound as `%(param)s` parameters. Literal braces in SQL text are written `{{` and `}}`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from psycopg import sql
+
+_HEADER = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+@cache
+def _all_queries() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for entry in sorted(resources.files(__package__).iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for name, text in _split(entry.read_text(encoding="utf-8")).items():
+            if name in found:
+                raise RuntimeError(f"query {name!r} is defined twice (second in {entry.name})")
+            found[name] = text
+    return found
+
+
+def _split(text: str) -> dict[str, str]:
+    blocks: dict[str, str] = {}
+    matches = list(_HEADER.finditer(text))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        blocks[match.group(1)] = text[match.end() : end].strip() + "\n"
+    return blocks
+
+
+def raw(name: str) -> str:
+    """The text of a query, placeholders unfilled."""
+    try:
+        return _all_queries()[name]
+    except KeyError:
+        raise KeyError(f"no SQL block named {name!r} in cdc_bridge/sql/*.sql") from None
+
+
+def query(name: str, schema: str | None = None, **parts: Any) -> sql.Composed:
+    """A query with `{schema}` (and any other placeholder) filled in safely.
+
+    Strings in `parts` become identifiers; pass psycopg.sql objects for anything else.
+    """
+    fill: dict[str, sql.Composable] = {}
+    if schema is not None:
+        fill["schema"] = sql.Identifier(schema)
+    for key, value in parts.items():
+        fill[key] = value if isinstance(value, sql.Composable) else sql.Identifier(value)
+    return sql.SQL(raw(name)).format(**fill)
+
+
+def names() -> list[str]:
+    return sorted(_all_queries())

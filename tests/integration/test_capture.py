@@ -1,0 +1,166 @@
+"""Capture triggers against a real PostgreSQL: exactly the expected outbox rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import example_config, install
+
+OUTBOX = (
+    "SELECT table_name, op, key, fields, old, changed, origin, txid::text "
+    "FROM cdc_bridge.outbox ORDER BY id"
+)
+
+
+@pytest.fixture
+def conn(db: str) -> Any:
+    install(example_config(db))
+    with psycopg.connect(db, autocommit=True) as connection:
+        yield connection
+
+
+def outbox(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(OUTBOX).fetchall()
+
+
+def test_whole_row_table_captures_insert_update_delete_in_one_txid(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', 'a@x', NULL)")
+        conn.execute("UPDATE customers SET name = 'Ann B' WHERE id = 1")
+        conn.execute("DELETE FROM customers WHERE id = 1")
+        txid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+    rows = outbox(conn)
+    assert rows == [
+        (
+            "public.customers",
+            "I",
+            {"id": 1},
+            {"id": 1, "name": "Ann", "email": "a@x", "tier": None},
+            None,
+            None,
+            "erp",
+            txid,
+        ),
+        (
+            "public.customers",
+            "U",
+            {"id": 1},
+            {"id": 1, "name": "Ann B", "email": "a@x", "tier": None},
+            None,
+            ["name"],
+            "erp",
+            txid,
+        ),
+        ("public.customers", "D", {"id": 1}, None, None, None, "erp", txid),
+    ]
+
+
+def test_per_field_table_ships_only_owned_fields(conn: Any) -> None:
+    conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.50, NULL, 3)")
+    conn.execute("UPDATE products SET price = 2 WHERE sku = 'P1'")
+    rows = [r[:6] for r in outbox(conn)]
+    assert rows == [
+        (
+            "public.products",
+            "I",
+            {"sku": "P1"},
+            {"sku": "P1", "name": "Pen", "price": 1.5},
+            None,
+            None,
+        ),
+        (
+            "public.products",
+            "U",
+            {"sku": "P1"},
+            {"sku": "P1", "name": "Pen", "price": 2},
+            None,
+            ["price"],
+        ),
+    ]
+
+
+def test_both_fields_ship_with_old_values_only_when_changed(conn: Any) -> None:
+    conn.execute("INSERT INTO accounts VALUES (1, 'Acme', 'Main st', 100, 'active', NULL)")
+    conn.execute("UPDATE accounts SET company_name = 'Acme Inc', credit_limit = 200 WHERE id = 1")
+    rows = [r[1:6] for r in outbox(conn)]
+    assert rows[1] == (
+        "U",
+        {"id": 1},
+        {"id": 1, "company_name": "Acme Inc", "credit_limit": 200},
+        {"company_name": "Acme"},
+        ["company_name", "credit_limit"],
+    )
+
+
+def test_no_op_and_unsynced_updates_and_filtered_rows_produce_nothing(conn: Any) -> None:
+    conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.50, NULL, 3)")
+    conn.execute("INSERT INTO accounts VALUES (2, 'Draft', NULL, NULL, 'draft', NULL)")
+    before = len(outbox(conn))
+    conn.execute("UPDATE products SET name = name WHERE sku = 'P1'")  # no-op
+    conn.execute("UPDATE products SET stock = 9 WHERE sku = 'P1'")  # unsynced field
+    conn.execute("UPDATE accounts SET notes = 'x' WHERE id = 2")  # outside `where`
+    assert before == 1
+    assert len(outbox(conn)) == 1
+
+
+def test_rows_entering_and_leaving_the_filter(conn: Any) -> None:
+    conn.execute("INSERT INTO accounts VALUES (2, 'Draft', NULL, NULL, 'draft', NULL)")
+    conn.execute("UPDATE accounts SET status = 'active' WHERE id = 2")
+    conn.execute("UPDATE accounts SET status = 'draft' WHERE id = 2")
+    assert [r[1] for r in outbox(conn)] == ["I", "D"]
+
+
+def test_peer_owned_field_refused_locally_and_accepted_from_the_bridge(conn: Any) -> None:
+    conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.50, NULL, 3)")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+        conn.execute("UPDATE products SET description = 'blue' WHERE sku = 'P1'")
+    message = str(refused.value)
+    assert "public.products.description" in message and "owned by shop" in message
+    with conn.transaction():
+        conn.execute("SET LOCAL cdc_bridge.origin = 'shop'")
+        conn.execute("UPDATE products SET description = 'blue' WHERE sku = 'P1'")
+    assert conn.execute("SELECT description FROM products").fetchone() == ("blue",)
+
+
+def test_peer_table_refuses_local_writes_and_marks_the_bridges(conn: Any) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="owned by shop"):
+        conn.execute("INSERT INTO invoices VALUES (1, 10, 5)")
+    with conn.transaction():
+        conn.execute("SET LOCAL cdc_bridge.origin = 'shop'")
+        conn.execute("INSERT INTO invoices VALUES (1, 10, 5)")
+    assert conn.execute("SELECT count(*) FROM invoices").fetchone() == (1,)
+
+
+def test_change_applied_for_the_peer_is_marked_with_its_origin(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL cdc_bridge.origin = 'shop'")
+        conn.execute("INSERT INTO accounts VALUES (1, 'Acme', NULL, NULL, 'active', NULL)")
+    assert [r[6] for r in outbox(conn)] == ["shop"]
+
+
+def test_handed_off_row_is_refused_locally(conn: Any) -> None:
+    conn.execute("INSERT INTO orders VALUES (10, 1, 5.5)")
+    conn.execute("UPDATE orders SET total = 6 WHERE id = 10")  # still ours: allowed
+    conn.execute(
+        "INSERT INTO cdc_bridge.handoffs (table_name, key) VALUES ('public.orders', '{\"id\": 10}')"
+    )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="handed off to shop"):
+        conn.execute("UPDATE orders SET total = 7 WHERE id = 10")
+
+
+def test_key_change_ships_delete_then_insert(conn: Any) -> None:
+    conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
+    conn.execute("UPDATE customers SET id = 2 WHERE id = 1")
+    assert [(r[1], r[2]) for r in outbox(conn)] == [
+        ("I", {"id": 1}),
+        ("D", {"id": 1}),
+        ("I", {"id": 2}),
+    ]
+
+
+def test_truncate_of_a_synced_table_is_refused(conn: Any) -> None:
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="TRUNCATE"):
+        conn.execute("TRUNCATE customers")
