@@ -25,13 +25,29 @@ from pydantic import (
     model_validator,
 )
 
-from cdc_bridge.errors import ConfigError
-from cdc_bridge.identifiers import QualifiedName, check_identifier, parse_qualified_name
+from cdc_bridge.errors import ConfigError, IdentifierError
+from cdc_bridge.identifiers import QualifiedName, parse_qualified_name
+from cdc_bridge.identifiers import check_identifier as _check_identifier
 
 DEFAULT_CONFIG_PATH = "cdc-bridge.yaml"
 CONFIG_ENV = "CDC_BRIDGE_CONFIG"
 
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def check_identifier(name: str) -> str:
+    # A ValueError, so that pydantic reports it with the key path like any other problem.
+    try:
+        return _check_identifier(name)
+    except IdentifierError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_table_name(label: str) -> None:
+    try:
+        parse_qualified_name(label)
+    except IdentifierError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Owner(StrEnum):
@@ -270,7 +286,7 @@ class BridgeConfig(_Frozen):
     def _table_names(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
             for name in value:
-                parse_qualified_name(str(name))
+                _check_table_name(str(name))
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+DELETE FROM public.items WHERE id > 100000;

@@ -1,0 +1,106 @@
+"""`cdc-bridge check`: the config against the live database.
+
+Every problem is collected (the user fixes them in one go); the caller decides the exit
+code. Catalog queries live in sql/capture_check.sql.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from cdc_bridge import sql as queries
+from cdc_bridge.capture.filters import parse_where, referenced_columns
+from cdc_bridge.config import BridgeConfig, TableSpec
+from cdc_bridge.errors import FilterError, IdentifierError
+from cdc_bridge.identifiers import QualifiedName
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """What the catalog says about one table (None columns: the table does not exist)."""
+
+    columns: tuple[str, ...] | None
+    unique_keys: tuple[frozenset[str], ...]
+
+
+def quoted_relation(name: QualifiedName) -> str:
+    """`"schema"."table"`: a text that to_regclass resolves exactly, whatever the name holds."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (name.schema_name, name.table))
+
+
+def read_table_facts(conn: psycopg.Connection[Any], name: QualifiedName) -> TableFacts:
+    params = {"relation": quoted_relation(name)}
+    if conn.execute(queries.query("check_relation"), params).fetchone() in (None, (None,)):
+        return TableFacts(columns=None, unique_keys=())
+    columns = tuple(r[0] for r in conn.execute(queries.query("check_columns"), params))
+    unique = tuple(
+        frozenset(r[0]) for r in conn.execute(queries.query("check_unique_indexes"), params)
+    )
+    return TableFacts(columns=columns, unique_keys=unique)
+
+
+def table_problems(spec: TableSpec, facts: TableFacts) -> list[str]:
+    """Every way the table differs from what the config needs (pure: no database)."""
+    if facts.columns is None:
+        return [
+            f"{spec.label}: table {spec.name.dotted} does not exist; "
+            "fix: create it, or remove it from `tables`"
+        ]
+    problems: list[str] = []
+    existing = set(facts.columns)
+    problems += _missing(spec, "key column", spec.key, existing)
+    problems += _missing(spec, "field", [f for f in spec.owners if f not in spec.key], existing)
+    problems += _where_problems(spec, existing)
+    # A missing key column is already reported; uniqueness is only asked of real columns.
+    if not _missing_any(spec.key, existing) and not _key_is_unique(spec, facts):
+        keys = ", ".join(spec.key)
+        problems.append(
+            f"{spec.label}: key ({keys}) is not unique: no primary key or unique index covers "
+            f"exactly these columns; fix: CREATE UNIQUE INDEX ON {spec.name.dotted} ({keys}), "
+            "or name the primary key columns in `key`"
+        )
+    return problems
+
+
+def _missing_any(columns: Iterable[str], existing: set[str]) -> bool:
+    return any(c not in existing for c in columns)
+
+
+def _missing(spec: TableSpec, what: str, columns: Iterable[str], existing: set[str]) -> list[str]:
+    return [
+        f"{spec.label}: {what} {column!r} does not exist in {spec.name.dotted}; "
+        "fix: correct its spelling (names are case-sensitive) or add the column"
+        for column in columns
+        if column not in existing
+    ]
+
+
+def _where_problems(spec: TableSpec, existing: set[str]) -> list[str]:
+    if spec.where is None:
+        return []
+    try:
+        columns = referenced_columns(parse_where(spec.where))
+    except (FilterError, IdentifierError) as exc:
+        return [f"{spec.label}.where: {exc}"]
+    return [
+        f"{spec.label}.where: column {column!r} does not exist in {spec.name.dotted}; "
+        "fix: correct the filter"
+        for column in columns
+        if column not in existing
+    ]
+
+
+def _key_is_unique(spec: TableSpec, facts: TableFacts) -> bool:
+    return frozenset(spec.key) in facts.unique_keys
+
+
+def check_database(config: BridgeConfig, conn: psycopg.Connection[Any]) -> list[str]:
+    """Every problem between the config and the database behind `conn`."""
+    problems: list[str] = []
+    for spec in config.table_specs:
+        problems += table_problems(spec, read_table_facts(conn, spec.name))
+    return problems

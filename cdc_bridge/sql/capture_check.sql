@@ -1,0 +1,42 @@
+-- Catalog queries for `cdc-bridge check` and `cdc-bridge triggers status`.
+-- Relations are passed as exactly-quoted names (`"schema"."table"`) and resolved with
+-- to_regclass, which returns NULL instead of failing when the table does not exist.
+
+-- name: check_relation
+SELECT to_regclass(%(relation)s)::oid AS oid;
+
+-- name: check_columns
+SELECT a.attname::text AS name
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = to_regclass(%(relation)s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: check_unique_indexes
+-- Plain unique indexes (and the primary key): not partial, no expressions.
+SELECT ARRAY(
+           SELECT a.attname::text
+           FROM unnest(i.indkey::int2[]) AS k(attnum)
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           ORDER BY a.attname
+       ) AS columns
+FROM pg_catalog.pg_index i
+WHERE i.indrelid = to_regclass(%(relation)s)
+  AND i.indisunique AND i.indisvalid
+  AND i.indpred IS NULL AND i.indexprs IS NULL;
+
+-- name: status_bridge_installed
+SELECT to_regclass(%(installed_tables)s) IS NOT NULL AS installed;
+
+-- name: status_installed_table
+SELECT definition_hash, columns
+FROM {schema}.installed_tables
+WHERE table_name = %(label)s;
+
+-- name: status_triggers
+-- The bridge's triggers on a table, with the definition stamp in their comment.
+SELECT t.tgname::text AS name,
+       coalesce(pg_catalog.obj_description(t.oid, 'pg_trigger'), '') AS stamp
+FROM pg_catalog.pg_trigger t
+WHERE t.tgrelid = to_regclass(%(relation)s) AND NOT t.tgisinternal
+  AND starts_with(t.tgname::text, %(prefix)s)
+ORDER BY t.tgname;

@@ -1,0 +1,135 @@
+"""`triggers status` and `check` against a real server, through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cdc_bridge.cli import main
+from tests.helpers import FIXTURES, SECRET, example_config, install
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def config_file(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ERP_DATABASE_URL", db)
+    monkeypatch.setenv("BRIDGE_SECRET", SECRET)
+    path = tmp_path / "erp.yaml"
+    path.write_text((FIXTURES / "erp.yaml").read_text())
+    return path
+
+
+def states(capsys: pytest.CaptureFixture[str], config: Path) -> tuple[int, dict[str, str]]:
+    code, out, _ = run_cli(capsys, "triggers", "status", "--json", "--config", str(config))
+    return code, {t["table"]: t["state"] for t in json.loads(out)["tables"]}
+
+
+def execute(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def test_status_missing_then_installed(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, found = states(capsys, config_file)
+    assert code == 1 and set(found.values()) == {"missing"}
+    install(example_config(db))
+    code, found = states(capsys, config_file)
+    assert code == 0 and set(found.values()) == {"installed"}
+    assert len(found) == 5
+
+
+def test_status_reports_added_and_dropped_columns(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(example_config(db))
+    execute(db, "ALTER TABLE customers ADD COLUMN phone text")
+    execute(db, "ALTER TABLE products DROP COLUMN stock")
+    code, out, err = run_cli(capsys, "triggers", "status", "--config", str(config_file))
+    assert code == 1
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "outdated" in lines["public.customers"] and "added since install: phone" in out
+    assert "outdated" in lines["public.products"] and "dropped since install: stock" in out
+    assert "installed" in lines["public.orders"]
+    assert "2 of 5 table(s) drifted" in err
+
+
+def test_status_reports_a_config_change_and_a_dropped_trigger(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(example_config(db))
+    config_file.write_text(
+        config_file.read_text().replace("description: peer", "description: local")
+    )
+    execute(db, "DROP TRIGGER cdc_bridge_notify ON orders")
+    code, found = states(capsys, config_file)
+    assert code == 1
+    assert found == {
+        "public.customers": "installed",
+        "public.orders": "outdated",
+        "public.invoices": "installed",
+        "public.products": "outdated",
+        "public.accounts": "installed",
+    }
+
+
+def test_check_passes_on_the_example(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "check", "--config", str(config_file))
+    assert (code, out) == (0, "ok: 5 table(s) match the database\n")
+
+
+def test_check_reports_every_problem(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execute(db, "DROP TABLE invoices")
+    execute(db, "ALTER TABLE products DROP COLUMN description")
+    execute(db, "ALTER TABLE accounts DROP COLUMN status")
+    execute(db, "ALTER TABLE customers DROP CONSTRAINT customers_pkey")
+    execute(db, "CREATE INDEX ON customers (id)")  # not unique: does not count
+    execute(db, "ALTER TABLE orders DROP CONSTRAINT orders_pkey")
+    execute(db, "CREATE UNIQUE INDEX ON orders (id, customer_id)")  # not exactly the key
+    code, _, err = run_cli(capsys, "check", "--config", str(config_file))
+    assert code == 1
+    problems = [line for line in err.splitlines() if line.startswith("public.")]
+    assert len(problems) == 5, err
+    assert "public.invoices: table public.invoices does not exist" in err
+    assert "public.products: field 'description' does not exist" in err
+    assert "public.accounts.where: column 'status' does not exist" in err
+    assert "public.customers: key (id) is not unique" in err
+    assert "public.orders: key (id) is not unique" in err
+
+
+def test_check_accepts_a_unique_index_as_key(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execute(db, "ALTER TABLE customers DROP CONSTRAINT customers_pkey")
+    execute(db, "CREATE UNIQUE INDEX ON customers (id)")
+    code, _, err = run_cli(capsys, "check", "--config", str(config_file))
+    assert code == 0, err
+
+
+def test_check_of_an_unreachable_database_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ERP_DATABASE_URL", "postgresql://u:hunter2@127.0.0.1:1/x")
+    monkeypatch.setenv("BRIDGE_SECRET", SECRET)
+    path = tmp_path / "erp.yaml"
+    path.write_text((FIXTURES / "erp.yaml").read_text())
+    code, _, err = run_cli(capsys, "check", "--config", str(path))
+    assert code == 1 and "cannot connect" in err
+    assert "hunter2" not in err
