@@ -8,7 +8,9 @@ batch endpoint are recorded as REST calls and answered from `rest_status`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -66,14 +68,15 @@ class PeerServer:
         self.lock = threading.Lock()
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
+        self.open_sockets: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> PeerServer:
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", self.port), _Handler)
+        server.peer = self
         self.port = server.server_address[1]
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -84,6 +87,12 @@ class PeerServer:
         if server is not None:
             server.shutdown()
             server.server_close()
+        # Kept-alive connections would go on being served: cut them too.
+        with self.lock:
+            sockets, self.open_sockets = self.open_sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def set_mode(self, mode: str, delay_s: float = 0.0) -> None:
         with self.lock:
@@ -94,6 +103,14 @@ class PeerServer:
         with self.lock:
             return {
                 record: [int(c["idempotency_key"].rsplit(":", 1)[1]) for c in changes]
+                for record, changes in self.state.applied.items()
+            }
+
+    def applied_names(self) -> dict[Record, list[str]]:
+        """The `name` field of each applied change per record, in applied order."""
+        with self.lock:
+            return {
+                record: [c["fields"]["name"] for c in changes if c.get("fields")]
                 for record, changes in self.state.applied.items()
             }
 
@@ -166,45 +183,60 @@ class PeerServer:
         return 200
 
 
-def _handler(peer: PeerServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    peer: PeerServer
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
 
-        def _body(self) -> bytes:
-            length = int(self.headers.get("content-length") or 0)
-            return self.rfile.read(length) if length else b""
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
 
-        def _send(self, status: int, body: bytes) -> None:
-            try:
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout): nothing to do
+    def setup(self) -> None:
+        super().setup()
+        with self.server.peer.lock:
+            self.server.peer.open_sockets.add(self.connection)
 
-        def do_POST(self) -> None:
-            body = self._body()
-            if self.path == BATCH_PATH:
-                self._send(*peer.answer_batch(dict(self.headers.items()), body))
-            else:
-                self._rest(body)
+    def finish(self) -> None:
+        with self.server.peer.lock:
+            self.server.peer.open_sockets.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
-        def _rest(self, body: bytes) -> None:
-            status = peer.answer_rest(self.command, self.path, dict(self.headers.items()), body)
-            self._send(status, b"{}")
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
 
-        def do_PUT(self) -> None:
-            self._rest(self._body())
+    def _body(self) -> bytes:
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
 
-        def do_PATCH(self) -> None:
-            self._rest(self._body())
+    def _send(self, status: int, body: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (timeout) or the peer is refusing: nothing to do
 
-        def do_DELETE(self) -> None:
-            self._rest(self._body())
+    def do_POST(self) -> None:
+        body = self._body()
+        if self.path == BATCH_PATH:
+            self._send(*self.server.peer.answer_batch(dict(self.headers.items()), body))
+        else:
+            self._rest(body)
 
-    return Handler
+    def _rest(self, body: bytes) -> None:
+        peer = self.server.peer
+        status = peer.answer_rest(self.command, self.path, dict(self.headers.items()), body)
+        self._send(status, b"{}")
+
+    def do_PUT(self) -> None:
+        self._rest(self._body())
+
+    def do_PATCH(self) -> None:
+        self._rest(self._body())
+
+    def do_DELETE(self) -> None:
+        self._rest(self._body())

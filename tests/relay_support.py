@@ -21,6 +21,7 @@ import yaml
 from cdc_bridge.config import BridgeConfig, parse_config
 from cdc_bridge.relay.daemon import Relay
 from tests.helpers import FIXTURES, SECRET
+from tests.peer import record_of
 
 # The installed console script, next to the interpreter running the tests.
 CLI = str(Path(sys.executable).parent / "cdc-bridge")
@@ -132,3 +133,42 @@ def kill(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> int:
     if process.poll() is None:
         process.send_signal(sig)
     return process.wait(timeout=30)
+
+
+def customer_record(key: int) -> tuple[str, str]:
+    return record_of("public.customers", {"id": key})
+
+
+def write_versions(dsn: str, keys: list[int], versions: int, per_tx: int = 5) -> None:
+    """Each key gets name '0' (insert), then '1', '2', ... (updates), round-robin over keys."""
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    for version in range(versions):
+        for key in keys:
+            if version == 0:
+                statements.append(("INSERT INTO customers VALUES (%s, '0', NULL, NULL)", (key,)))
+            else:
+                update = "UPDATE customers SET name = %s WHERE id = %s"
+                statements.append((update, (str(version), key)))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for start in range(0, len(statements), per_tx):
+            with conn.transaction():
+                for text, params in statements[start : start + per_tx]:
+                    conn.execute(text, params)
+
+
+def expected_versions(keys: list[int], versions: int) -> dict[tuple[str, str], list[str]]:
+    return {customer_record(k): [str(v) for v in range(versions)] for k in keys}
+
+
+def concurrent_writers(
+    dsn: str, writers: int, keys_per_writer: int, versions: int
+) -> tuple[list[threading.Thread], dict[tuple[str, str], list[str]]]:
+    """Start `writers` threads on disjoint keys; returns the threads and what they write."""
+    threads, expected = [], {}
+    for w in range(writers):
+        keys = [w * 10_000 + k for k in range(1, keys_per_writer + 1)]
+        expected.update(expected_versions(keys, versions))
+        threads.append(threading.Thread(target=write_versions, args=(dsn, keys, versions)))
+    for thread in threads:
+        thread.start()
+    return threads, expected
