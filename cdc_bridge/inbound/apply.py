@@ -127,7 +127,9 @@ class Applier:
             conn.execute(queries.query("inbound_set_origin"), {"origin": self.config.peer.name})
             self._plan(conn, plans)
             self._settle_conflicts(conn, plans)
-            failed = {p.key_id for p in plans if p.result is not None and _refused(p.result)}
+            # Planning already skipped what follows its own rejections; this set
+            # collects the database's, in batch order.
+            failed: set[KeyId] = set()
             for group in _groups([p for p in plans if p.result is None]):
                 self._write_group(conn, group, failed)
             self._record(conn, plans)
@@ -378,10 +380,6 @@ class Applier:
                 "resolution": None if decision.parked else _json(winning),
             },
         )
-
-
-def _refused(result: ChangeResult) -> bool:
-    return result.status in (ResultStatus.REJECTED, ResultStatus.SKIPPED)
 
 
 def database_reason(exc: psycopg.errors.Error) -> str:
