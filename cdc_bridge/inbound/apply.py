@@ -56,9 +56,11 @@ class Planned:
     result: ChangeResult | None = None
     decisions: list[Decision] = field(default_factory=list)
 
-    @property
-    def key_id(self) -> KeyId:
-        return key_id(self.change.table, self.change.key)
+    key_id: KeyId = field(init=False)
+    shape: tuple[str, bool, tuple[str, ...]] = field(init=False, default=("", False, ()))
+
+    def __post_init__(self) -> None:
+        self.key_id = key_id(self.change.table, self.change.key)
 
     def finish(self, status: ResultStatus, reason: str | None = None) -> None:
         self.result = ChangeResult(
@@ -152,12 +154,15 @@ class Applier:
             try:
                 plan.spec = self._spec(plan.change.table)
                 plan.row = self._checked_row(conn, plan.spec, plan.change)
+                plan.shape = _shape(plan)
             except Rejected as exc:
                 plan.finish(ResultStatus.REJECTED, str(exc))
                 failed.add(plan.key_id)
 
     def _seen_keys(self, conn: Connection, keys: list[str]) -> set[str]:
-        rows = conn.execute(queries.query("inbound_seen_keys", schema=self.schema), {"keys": keys})
+        rows = conn.execute(
+            queries.query("inbound_seen_keys", schema=self.schema), {"keys": _json(keys)}
+        )
         return {r[0] for r in rows}
 
     def _spec(self, table: str) -> TableSpec:
@@ -260,6 +265,7 @@ class Applier:
             plan.decisions.append(decision)
             if decision.winner is Winner.LOCAL:
                 del plan.row[name]
+                plan.shape = _shape(plan)
 
     def _local_changed_at(self, conn: Connection, plan: Planned, name: str) -> datetime | None:
         if plan.spec is None or plan.spec.conflicts.value != "newer_wins":
@@ -342,8 +348,8 @@ class Applier:
             conn.execute(
                 queries.query("inbound_record_keys", schema=self.schema),
                 {
-                    "keys": [p.change.idempotency_key for p in done],
-                    "results": [p.result.status.value for p in done if p.result is not None],
+                    "keys": _json([p.change.idempotency_key for p in done]),
+                    "results": _json([p.result.status.value for p in done if p.result]),
                 },
             )
         settled = [
@@ -408,7 +414,7 @@ def _groups(plans: Iterable[Planned]) -> Iterator[list[Planned]]:
     group: list[Planned] = []
     keys: set[KeyId] = set()
     for plan in plans:
-        if group and (_shape(plan) != _shape(group[0]) or plan.key_id in keys):
+        if group and (plan.shape != group[0].shape or plan.key_id in keys):
             yield group
             group, keys = [], set()
         group.append(plan)

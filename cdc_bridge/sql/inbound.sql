@@ -35,11 +35,13 @@ CREATE INDEX IF NOT EXISTS conflicts_detected_at ON {schema}.conflicts (detected
 SELECT set_config('cdc_bridge.origin', %(origin)s, true);
 
 -- name: inbound_seen_keys
-SELECT idempotency_key FROM {schema}.applied_keys WHERE idempotency_key = ANY (%(keys)s);
+SELECT idempotency_key FROM {schema}.applied_keys
+WHERE idempotency_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb));
 
 -- name: inbound_record_keys
 INSERT INTO {schema}.applied_keys (idempotency_key, result)
-SELECT * FROM unnest(%(keys)s::text[], %(results)s::text[])
+SELECT k, r FROM jsonb_array_elements_text(%(keys)s::jsonb) WITH ORDINALITY AS a (k, n)
+JOIN jsonb_array_elements_text(%(results)s::jsonb) WITH ORDINALITY AS b (r, n) USING (n)
 ON CONFLICT (idempotency_key) DO NOTHING;
 
 -- name: inbound_prune_keys
