@@ -37,6 +37,8 @@ EXTRA_BASE_BLOCKS: list[str] = [
     "relay_create_attempts",
     "relay_create_delivered",
     "relay_create_failed",
+    "inbound_create_applied_keys",
+    "inbound_create_conflicts",
 ]
 
 TRIGGER_PREFIX = "cdc_bridge_"
