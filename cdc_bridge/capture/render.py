@@ -37,6 +37,9 @@ EXTRA_BASE_BLOCKS: list[str] = [
     "relay_create_attempts",
     "relay_create_delivered",
     "relay_create_failed",
+    "ops_create_replays",
+    "ops_create_skips",
+    "ops_create_snapshots",
 ]
 
 TRIGGER_PREFIX = "cdc_bridge_"

@@ -16,7 +16,7 @@ from cdc_bridge.cli.common import cli
 from cdc_bridge.errors import BridgeError, ConfigError
 
 # Each module registers its commands on `cli` when imported.
-COMMAND_MODULES = ("cdc_bridge.cli.capture",)
+COMMAND_MODULES = ("cdc_bridge.cli.capture", "cdc_bridge.cli.ops")
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
