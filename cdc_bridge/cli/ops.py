@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cdc_bridge.cli.common import Context, cli, config_option, pass_context
-from cdc_bridge.errors import ProblemsFound
+from cdc_bridge.errors import ProblemsFound, UserError
 from cdc_bridge.ops import batches as batch_ops
 from cdc_bridge.ops import cleanup as cleanup_ops
 from cdc_bridge.ops import replay as replay_ops
@@ -242,6 +242,8 @@ def replay(ctx: Context, /, ids: tuple[str, ...], **options: Any) -> None:
 def _selection(ctx: Context, ids: tuple[str, ...], options: dict[str, Any]) -> Any:
     change_ids, batch_ids = replay_ops.split_ids(ids)
     table, key = options["table"], None
+    if table is None and (options["key"] or options["since"] or options["until"]):
+        raise UserError("--key, --since and --until narrow --table; fix: add --table T")
     if table is not None:
         spec = ctx.config().table(table)
         table = spec.label
