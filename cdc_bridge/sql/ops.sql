@@ -209,6 +209,9 @@ UPDATE {schema}.snapshots SET status = 'finished', finished_at = now(), updated_
 WHERE snapshot_id = %(snapshot_id)s
 RETURNING rows;
 
+-- Snapshot resume condition (ops_after_key, below): rows after the last key shipped,
+-- compared as typed values although the key is stored as jsonb; an index range scan.
+
 -- name: ops_snapshot_chunk
 -- One chunk: the next rows in key order, locked FOR SHARE so that a concurrent
 -- uncommitted update makes us wait and then read its committed version; their upserts
@@ -229,7 +232,6 @@ SELECT (SELECT count(*) FROM queued) AS rows,
        (SELECT key FROM chunk ORDER BY {alias_order_desc} LIMIT 1) AS last_key;
 
 -- name: ops_after_key
--- Rows after the last key shipped, compared as typed values (the key is stored as jsonb).
 ({key_columns}) > (SELECT {last_columns}
                    FROM jsonb_populate_record(NULL::{table}, %(after)s::jsonb) AS last)
 
