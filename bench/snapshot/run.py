@@ -103,9 +103,7 @@ def main() -> None:
 
         variants: dict[str, Callable[[], object]] = {"bare INSERT ... SELECT": baseline}
         for chunk in (1000, 5000, 20000):
-            variants[f"snapshot --chunk {chunk}"] = (
-                lambda c=chunk: snapshot(target, spec, chunk=c)  # type: ignore[misc]
-            )
+            variants[f"snapshot --chunk {chunk}"] = lambda c=chunk: snapshot(target, spec, chunk=c)
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeat):  # interleaved, so load from other work hits all alike
             for name, run in variants.items():

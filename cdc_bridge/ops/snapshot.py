@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from sqlglot import exp
@@ -24,6 +25,7 @@ from cdc_bridge.db import dict_cursor
 from cdc_bridge.errors import UserError
 from cdc_bridge.ops.common import Target
 
+LOCK_WAIT_S = 15
 ProgressCallback = Callable[[int], None]  # called with the rows shipped so far
 
 
@@ -184,10 +186,11 @@ def snapshot(
         raise UserError(f"--chunk {chunk} is not positive; fix: give a number such as 1000")
     if where is not None:
         parse_where(where)
-    state = start_or_resume(target, spec, where, resume)
-    query = ChunkQuery(target, spec, state["where_expr"])
-    last_key, rows = state["last_key"], int(state["rows"])
-    with target.connect() as conn:
+    with target.connect(autocommit=True) as conn:
+        _lock_table(conn, target, spec)
+        state = start_or_resume(target, spec, where, resume)
+        query = ChunkQuery(target, spec, state["where_expr"])
+        last_key, rows = state["last_key"], int(state["rows"])
         while True:
             with conn.transaction():
                 shipped, last_key = _ship_chunk(conn, target, query, state, chunk, last_key)
@@ -196,12 +199,27 @@ def snapshot(
                 on_progress(rows)
             if shipped < chunk:
                 break
-        with conn.transaction():
-            conn.execute(
-                queries.query("ops_finish_snapshot", schema=target.schema),
-                {"snapshot_id": state["snapshot_id"]},
-            )
+        conn.execute(
+            queries.query("ops_finish_snapshot", schema=target.schema),
+            {"snapshot_id": state["snapshot_id"]},
+        )
     return SnapshotResult(snapshot_id=state["snapshot_id"], rows=rows, resumed=resume)
+
+
+def _lock_table(conn: psycopg.Connection[Any], target: Target, spec: TableSpec) -> None:
+    """One snapshot per table at a time (held until the connection closes).
+
+    Waits a little: the server side of a killed snapshot may still be finishing.
+    """
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{LOCK_WAIT_S}s")))
+    try:
+        conn.execute(queries.query("ops_lock_snapshot"), {"name": f"{target.schema} {spec.label}"})
+    except psycopg.errors.LockNotAvailable:
+        raise UserError(
+            f"another snapshot of {spec.label} is running; fix: wait for it to finish, or stop "
+            "it and then use --resume"
+        ) from None
+    conn.execute("RESET lock_timeout")
 
 
 def _ship_chunk(

@@ -235,6 +235,10 @@ SELECT (SELECT count(*) FROM queued) AS rows,
 ({key_columns}) > (SELECT {last_columns}
                    FROM jsonb_populate_record(NULL::{table}, %(after)s::jsonb) AS last)
 
+-- name: ops_lock_snapshot
+-- Session advisory lock in a key space of its own (a hash of schema and table label).
+SELECT pg_advisory_lock(hashtextextended('cdc-bridge snapshot ' || %(name)s, 0));
+
 -- name: ops_count_rows
 SELECT count(*) FROM {table} AS t WHERE {condition};
 

@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
 
+from cdc_bridge.ops import snapshot as snapshot_ops
 from tests.integration.ops_fixtures import Bridge, bridge
 
 __all__ = ["bridge"]
@@ -158,7 +160,9 @@ def _wait_for(condition: Any, what: str, timeout_s: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def test_snapshot_killed_halfway_resumes_and_ships_every_row(bridge: Bridge) -> None:
+def test_snapshot_killed_halfway_resumes_and_ships_every_row(
+    bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys, chunk = 1200, 100
     _customers(bridge, keys)
     # An open update of row 601 stops the snapshot at its 7th chunk (FOR SHARE waits),
@@ -180,6 +184,11 @@ def test_snapshot_killed_halfway_resumes_and_ships_every_row(bridge: Bridge) -> 
     try:
         progress = "SELECT coalesce(max(rows), 0) FROM cdc_bridge.snapshots"
         _wait_for(lambda: bridge.rows(progress)[0][0] >= 600, "600 rows of progress")
+        # While it runs, a second snapshot of the table is refused.
+        monkeypatch.setattr(snapshot_ops, "LOCK_WAIT_S", 0.5)
+        code, _, err = bridge.cli("snapshot", "public.customers")
+        assert code == 2 and "another snapshot of public.customers is running" in err
+        monkeypatch.undo()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
