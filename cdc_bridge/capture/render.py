@@ -39,6 +39,9 @@ EXTRA_BASE_BLOCKS: list[str] = [
     "relay_create_failed",
     "inbound_create_applied_keys",
     "inbound_create_conflicts",
+    "ops_create_replays",
+    "ops_create_skips",
+    "ops_create_snapshots",
 ]
 
 TRIGGER_PREFIX = "cdc_bridge_"
