@@ -139,3 +139,19 @@ def test_config_example_parses(source: str, block: str) -> None:
     text = block if re.search(r"^system:", block, re.MULTILINE) else MINIMAL_HEADER + block
     config = parse_config(text, source, dummy_environment(text))
     assert config.table_specs
+
+
+# Files the docs link to that other parts of the project provide.
+PROVIDED_ELSEWHERE = {"docs/protocol.md", "bench/README.md"}
+_LOCAL_LINK = re.compile(r"\]\((?!https?://|#)([^)#\s]+)")
+
+
+def test_local_links_in_the_docs_resolve() -> None:
+    broken = []
+    for doc in DOCS_WITH_EXAMPLES:
+        for target in _LOCAL_LINK.findall(doc.read_text(encoding="utf-8")):
+            path = (doc.parent / target).resolve()
+            shown = path.relative_to(ROOT).as_posix()
+            if not path.exists() and shown not in PROVIDED_ELSEWHERE:
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert broken == []
