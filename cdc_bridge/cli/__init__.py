@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cdc_bridge.cli.relay",
     "cdc_bridge.cli.inbound",
     "cdc_bridge.cli.ops",
+    "cdc_bridge.cli.demo",
 )
 
 for _module in COMMAND_MODULES:
