@@ -340,17 +340,24 @@ def _progress_reporter(
 
             yield update
         return
-    started, last = time.monotonic(), [0.0]
+    started = time.monotonic()
+    last = {"at": 0.0, "done": -1, "shown": -1}
+
+    def show(done: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        of = f"/{total}" if total is not None else ""
+        click.echo(f"{what}: {done}{of} ({rate:,.0f}/s)")
+        last["shown"] = done
 
     def line(done: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every_s or done == total:
-            last[0] = now
-            rate = done / max(now - started, 1e-9)
-            of = f"/{total}" if total is not None else ""
-            click.echo(f"{what}: {done}{of} ({rate:,.0f}/s)")
+        last["done"] = done
+        if time.monotonic() - last["at"] >= every_s:
+            last["at"] = time.monotonic()
+            show(done)
 
     yield line
+    if last["done"] != last["shown"]:
+        show(int(last["done"]))
 
 
 # ------------------------------------------------------------------ snapshot

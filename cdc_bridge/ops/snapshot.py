@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from sqlglot import exp
 
 from cdc_bridge import sql as queries
-from cdc_bridge.capture.filters import parse_where
+from cdc_bridge.capture.filters import parse_where, referenced_columns
 from cdc_bridge.config import TableMode, TableSpec
 from cdc_bridge.db import dict_cursor
 from cdc_bridge.errors import UserError
@@ -188,6 +188,7 @@ def snapshot(
         parse_where(where)
     with target.connect(autocommit=True) as conn:
         _lock_table(conn, target, spec)
+        _check_where_columns(conn, spec, where)
         state = start_or_resume(target, spec, where, resume)
         query = ChunkQuery(target, spec, state["where_expr"])
         last_key, rows = state["last_key"], int(state["rows"])
@@ -204,6 +205,20 @@ def snapshot(
             {"snapshot_id": state["snapshot_id"]},
         )
     return SnapshotResult(snapshot_id=state["snapshot_id"], rows=rows, resumed=resume)
+
+
+def _check_where_columns(conn: psycopg.Connection[Any], spec: TableSpec, where: str | None) -> None:
+    if where is None:
+        return
+    rows = conn.execute(
+        queries.query("ops_table_columns", relation=spec.name.regclass_literal)
+    ).fetchall()
+    unknown = sorted(set(referenced_columns(parse_where(where))) - {r[0] for r in rows})
+    if unknown:
+        raise UserError(
+            f"--where names {', '.join(unknown)}, not a column of {spec.label}; "
+            "fix: use the table's own column names"
+        )
 
 
 def _lock_table(conn: psycopg.Connection[Any], target: Target, spec: TableSpec) -> None:

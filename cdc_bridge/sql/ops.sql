@@ -239,6 +239,10 @@ SELECT (SELECT count(*) FROM queued) AS rows,
 -- Session advisory lock in a key space of its own (a hash of schema and table label).
 SELECT pg_advisory_lock(hashtextextended('cdc-bridge snapshot ' || %(name)s, 0));
 
+-- name: ops_table_columns
+SELECT a.attname::text FROM pg_attribute a
+WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+
 -- name: ops_count_rows
 SELECT count(*) FROM {table} AS t WHERE {condition};
 

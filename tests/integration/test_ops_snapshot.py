@@ -94,12 +94,14 @@ def test_bad_input_is_a_user_error(bridge: Bridge) -> None:
         (("public.customers", "--where", "id = 1; DROP TABLE customers"), "statements"),
         (("public.customers", "--where", "id IN (SELECT 1)"), "not allowed"),
         (("public.customers", "--resume"), "no interrupted snapshot"),
+        (("public.customers", "--where", "nosuch = 1"), "nosuch, not a column"),
         (("public.nope",), "is not configured"),
     ]
     for args, message in cases:
         code, out, err = bridge.cli("snapshot", *args)
         assert (code, message in err) == (2, True), (args, out, err)
     assert bridge.rows("SELECT count(*) FROM customers") == [(0,)]
+    assert bridge.rows("SELECT count(*) FROM cdc_bridge.snapshots") == [(0,)]
 
 
 def _writer(dsn: str, keys: int, stop: threading.Event, seed: int) -> None:
