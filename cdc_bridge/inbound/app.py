@@ -171,8 +171,12 @@ def _endpoint(
             log.warning("refused %s %s: %s", request.url.path, exc.status, exc.reason)
             return _refusal(exc)
         except psycopg.OperationalError as exc:
-            log.error("database unavailable: %s", mask_dsn(str(exc).splitlines()[0]))
-            return JSONResponse({"error": "database unavailable; retry later"}, status_code=503)
+            # Transient (deadlock, lock timeout, lost connection): nothing was committed.
+            log.error("batch not applied: %s", mask_dsn(str(exc).strip().splitlines()[0]))
+            return JSONResponse(
+                {"error": "database busy or unavailable; nothing applied, retry later"},
+                status_code=503,
+            )
         return Response(body, media_type="application/json")
 
     return endpoint
