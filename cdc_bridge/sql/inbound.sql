@@ -7,7 +7,8 @@ CREATE TABLE IF NOT EXISTS {schema}.applied_keys (
     applied_at      timestamptz NOT NULL DEFAULT now(),
     result          text NOT NULL           -- applied | conflict_resolved
 );
-CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON {schema}.applied_keys (applied_at);
+-- BRIN: keys arrive in time order, and pruning is rare; a btree would slow every apply.
+CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON {schema}.applied_keys USING brin (applied_at);
 
 -- name: inbound_create_conflicts
 -- One row per detected concurrent edit of a `both` field. Automatic policies record a
