@@ -28,6 +28,7 @@ from starlette.routing import Route
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableSpec
 from cdc_bridge.db import mask_dsn
+from cdc_bridge.errors import UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
 from cdc_bridge.peer.protocol import (
     BATCH_PATH,
@@ -61,8 +62,10 @@ class Inbound:
 
     def __init__(self, config: BridgeConfig, pool_size: int = 4) -> None:
         secret = config.peer.secret
-        if secret is None:
-            raise ValueError("peer.secret is required to verify batches")
+        if secret is None or not secret.get_secret_value():
+            raise UserError(
+                "serve verifies every batch with the shared secret; fix: set peer.secret"
+            )
         self.config = config
         self.signer = Signer(secret.get_secret_value())
         self.applier = Applier(config)

@@ -244,3 +244,21 @@ def test_serve_refuses_a_bad_listen_address(
     code, out = run_cli(capsys, "--config", config, "serve", "--listen", "localhost")
     assert code == 2
     assert "'localhost' is not HOST:PORT; fix: write it like 127.0.0.1:8082" in out
+
+
+def test_resolve_of_a_conflict_whose_row_is_gone_is_a_user_error(
+    pair_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    erp, shop = pair_factory("manual", "manual")
+    seed_account(erp, shop)
+    edit_concurrently(erp, shop, "shop")
+    assert ship(shop, erp) == ["conflict_resolved"]
+    local_write(erp, "DELETE FROM accounts WHERE id = 1")
+    config = write_config(tmp_path, erp.dsn, "erp_pair.yaml", "manual")
+    (conflict_id,) = rows(erp.dsn, "SELECT id FROM cdc_bridge.conflicts")[0]
+    code, out = run_cli(
+        capsys, "--config", config, "conflicts", "resolve", str(conflict_id), "--take", "peer"
+    )
+    assert code == 2
+    assert 'public.accounts row {"id":1} no longer exists here; nothing to resolve' in out
+    assert rows(erp.dsn, "SELECT status FROM cdc_bridge.conflicts") == [("open",)]
