@@ -133,7 +133,7 @@ class Applier:
             # Planning already skipped what follows its own rejections; this set
             # collects the database's, in batch order.
             failed: set[KeyId] = set()
-            for group in _groups([p for p in plans if p.result is None]):
+            for group in statement_runs([p for p in plans if p.result is None]):
                 self._write_group(conn, group, failed)
             self._record(conn, plans)
         results = [p.result for p in plans if p.result is not None]
@@ -155,7 +155,7 @@ class Applier:
             try:
                 plan.spec = self._spec(plan.change.table)
                 plan.row = self._checked_row(conn, plan.spec, plan.change)
-                plan.shape = _shape(plan)
+                plan.shape = shape_of(plan)
             except Rejected as exc:
                 plan.finish(ResultStatus.REJECTED, str(exc))
                 failed.add(plan.key_id)
@@ -272,7 +272,7 @@ class Applier:
             plan.decisions.append(decision)
             if decision.winner is Winner.LOCAL:
                 del plan.row[name]
-                plan.shape = _shape(plan)
+                plan.shape = shape_of(plan)
 
     def _local_changed_at(self, conn: Connection, plan: Planned, name: str) -> datetime | None:
         if plan.spec is None or plan.spec.conflicts is not ConflictPolicy.NEWER_WINS:
@@ -416,13 +416,13 @@ def database_reason(exc: psycopg.errors.Error) -> str:
 # ------------------------------------------------------------------ grouping
 
 
-def _shape(plan: Planned) -> tuple[str, bool, tuple[str, ...]]:
+def shape_of(plan: Planned) -> tuple[str, bool, tuple[str, ...]]:
     assert plan.spec is not None
     deleting = plan.change.op is Op.DELETE
     return (plan.spec.label, deleting, () if deleting else tuple(sorted(plan.row)))
 
 
-def _groups(plans: Iterable[Planned]) -> Iterator[list[Planned]]:
+def statement_runs(plans: Iterable[Planned]) -> Iterator[list[Planned]]:
     """Runs of consecutive same-shaped changes, each key at most once per run.
 
     One statement may not touch a row twice (ON CONFLICT refuses it), and a key's
