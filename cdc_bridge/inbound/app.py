@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -123,7 +124,10 @@ class Inbound:
 
     def apply(self, batch: Batch) -> bytes:
         with self.pool.connection() as conn:
-            return dumps(self.applier.apply(conn, batch))
+            response = self.applier.apply(conn, batch)
+        counts = Counter(r.status.value for r in response.results)
+        log.debug("batch %s from %s: %s", batch.batch_id, batch.source, dict(counts))
+        return dumps(response)
 
     def read(self, request: ReadRequest) -> bytes:
         spec = self._readable(request.table)

@@ -119,3 +119,14 @@ def test_erp_receives_only_the_product_description(erp: Server) -> None:
     assert rows(erp.dsn, "SELECT name, price::float, description FROM products") == [
         ("Pen", 1.5, "blue")
     ]
+
+
+def test_erp_refuses_changes_to_the_customers_it_owns(erp: Server) -> None:
+    response = erp.send(
+        shop_change("public.customers", "insert", {"id": 1}, {"id": 1, "name": "Ann"}),
+    )
+    assert statuses(response) == ["rejected"]
+    assert response.results[0].reason == (
+        "public.customers is owned by this side (sor: local); the peer may not change it"
+    )
+    assert rows(erp.dsn, "SELECT count(*) FROM customers") == [(0,)]
