@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from psycopg import sql
 from rich.console import Console
 from rich.panel import Panel
@@ -164,22 +166,29 @@ class Demo:
             self.install(side)
 
     def install(self, side: Side) -> None:
-        """Install the triggers the way a DBA would: through an Alembic migration."""
+        """Install the triggers the way a DBA would: an Alembic revision, then upgrade head."""
         versions = self.workdir / f"{side.name}-versions"
-        versions.mkdir()
+        env_dir = alembic_env_dir()
         self.cli(
             side,
             "migrations",
             "generate",
             "-m",
             "install cdc-bridge",
-            "--versions-dir",
+            "--migrations",
+            str(env_dir),
+            "--versions",
             str(versions),
         )
-        self.cli(side, "migrations", "upgrade", "--versions-dir", str(versions))
+        alembic = AlembicConfig()
+        alembic.set_main_option("script_location", str(env_dir))
+        alembic.set_main_option("version_locations", str(versions))
+        alembic.attributes["url"] = side.dsn
+        alembic.attributes["configure_logger"] = False
+        command.upgrade(alembic, "head")
         self.console.print(
-            f"  [green]✓[/] {side.name}: triggers installed by an Alembic migration "
-            f"({len(list(versions.glob('*.py')))} revision)"
+            f"  [green]✓[/] {side.name}: triggers installed by an Alembic revision "
+            "(`cdc-bridge migrations generate`, then `alembic upgrade head`)"
         )
 
     def start_bridges(self) -> None:
@@ -443,6 +452,11 @@ class Demo:
             while True:
                 self._fail_if_a_bridge_died()
                 time.sleep(0.5)
+
+
+def alembic_env_dir() -> Path:
+    """The project's Alembic environment (migrations/ next to the package)."""
+    return Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
 def _port_checker(port: int) -> Callable[[], bool]:

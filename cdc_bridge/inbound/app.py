@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from starlette.routing import Route
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableSpec
 from cdc_bridge.db import mask_dsn
+from cdc_bridge.errors import UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
 from cdc_bridge.peer.protocol import (
     BATCH_PATH,
@@ -61,8 +63,10 @@ class Inbound:
 
     def __init__(self, config: BridgeConfig, pool_size: int = 4) -> None:
         secret = config.peer.secret
-        if secret is None:
-            raise ValueError("peer.secret is required to verify batches")
+        if secret is None or not secret.get_secret_value():
+            raise UserError(
+                "serve verifies every batch with the shared secret; fix: set peer.secret"
+            )
         self.config = config
         self.signer = Signer(secret.get_secret_value())
         self.applier = Applier(config)
@@ -100,13 +104,11 @@ class Inbound:
 
     def parse(self, body: bytes, model: type[M]) -> M:
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise Refused(400, f"body is not valid JSON: {exc}") from None
-        try:
-            parsed = model.model_validate(data)
+            parsed = model.model_validate_json(body)  # pydantic's own parser: no detour
         except ValidationError as exc:
             first = exc.errors()[0]
+            if first["type"] == "json_invalid":
+                raise Refused(400, f"body is not valid JSON: {first['msg']}") from None
             where = ".".join(str(p) for p in first["loc"]) or "(top level)"
             raise Refused(
                 400,
@@ -122,7 +124,10 @@ class Inbound:
 
     def apply(self, batch: Batch) -> bytes:
         with self.pool.connection() as conn:
-            return dumps(self.applier.apply(conn, batch))
+            response = self.applier.apply(conn, batch)
+        counts = Counter(r.status.value for r in response.results)
+        log.debug("batch %s from %s: %s", batch.batch_id, batch.source, dict(counts))
+        return dumps(response)
 
     def read(self, request: ReadRequest) -> bytes:
         spec = self._readable(request.table)
@@ -171,8 +176,12 @@ def _endpoint(
             log.warning("refused %s %s: %s", request.url.path, exc.status, exc.reason)
             return _refusal(exc)
         except psycopg.OperationalError as exc:
-            log.error("database unavailable: %s", mask_dsn(str(exc).splitlines()[0]))
-            return JSONResponse({"error": "database unavailable; retry later"}, status_code=503)
+            # Transient (deadlock, lock timeout, lost connection): nothing was committed.
+            log.error("batch not applied: %s", mask_dsn(str(exc).strip().splitlines()[0]))
+            return JSONResponse(
+                {"error": "database busy or unavailable; nothing applied, retry later"},
+                status_code=503,
+            )
         return Response(body, media_type="application/json")
 
     return endpoint

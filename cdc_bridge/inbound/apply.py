@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from cdc_bridge import sql as queries
-from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
+from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
 from cdc_bridge.peer.protocol import (
     Batch,
@@ -40,6 +40,7 @@ KeyId = tuple[str, bytes]  # (table label, canonical key JSON)
 _UPSERT_OPS = frozenset({Op.INSERT, Op.UPDATE})
 _ALL_OPS = frozenset(Op)
 _WRITTEN = (ResultStatus.APPLIED, ResultStatus.CONFLICT_RESOLVED)
+_UNAPPLIED = (ResultStatus.REJECTED, ResultStatus.SKIPPED)
 
 
 class Rejected(Exception):
@@ -132,7 +133,7 @@ class Applier:
             # Planning already skipped what follows its own rejections; this set
             # collects the database's, in batch order.
             failed: set[KeyId] = set()
-            for group in _groups([p for p in plans if p.result is None]):
+            for group in statement_runs([p for p in plans if p.result is None]):
                 self._write_group(conn, group, failed)
             self._record(conn, plans)
         results = [p.result for p in plans if p.result is not None]
@@ -141,27 +142,33 @@ class Applier:
     # -------------------------------------------------------------- 1. plan
 
     def _plan(self, conn: Connection, plans: list[Planned]) -> None:
-        seen = self._seen_keys(conn, [p.change.idempotency_key for p in plans])
+        claimed = self._claim_keys(conn, [p.change.idempotency_key for p in plans])
         failed: set[KeyId] = set()
         for plan in plans:
-            if plan.change.idempotency_key in seen:
+            if plan.change.idempotency_key not in claimed:
                 plan.finish(ResultStatus.DUPLICATE)
                 continue
-            seen.add(plan.change.idempotency_key)
+            claimed.discard(plan.change.idempotency_key)  # a repeat in this batch is a duplicate
             if plan.key_id in failed:
                 plan.finish(ResultStatus.SKIPPED, "an earlier change of this key was rejected")
                 continue
             try:
                 plan.spec = self._spec(plan.change.table)
                 plan.row = self._checked_row(conn, plan.spec, plan.change)
-                plan.shape = _shape(plan)
+                plan.shape = shape_of(plan)
             except Rejected as exc:
                 plan.finish(ResultStatus.REJECTED, str(exc))
                 failed.add(plan.key_id)
 
-    def _seen_keys(self, conn: Connection, keys: list[str]) -> set[str]:
+    def _claim_keys(self, conn: Connection, keys: list[str]) -> set[str]:
+        """Record the batch's idempotency keys now; those already there are duplicates.
+
+        Inserting first (not just looking) makes a concurrent batch carrying the same
+        key wait for this transaction, then see it as a duplicate: never applied twice.
+        Keys of changes that end up not applied are removed again before commit.
+        """
         rows = conn.execute(
-            queries.query("inbound_seen_keys", schema=self.schema), {"keys": _json(keys)}
+            queries.query("inbound_claim_keys", schema=self.schema), {"keys": _json(keys)}
         )
         return {r[0] for r in rows}
 
@@ -265,10 +272,10 @@ class Applier:
             plan.decisions.append(decision)
             if decision.winner is Winner.LOCAL:
                 del plan.row[name]
-                plan.shape = _shape(plan)
+                plan.shape = shape_of(plan)
 
     def _local_changed_at(self, conn: Connection, plan: Planned, name: str) -> datetime | None:
-        if plan.spec is None or plan.spec.conflicts.value != "newer_wins":
+        if plan.spec is None or plan.spec.conflicts is not ConflictPolicy.NEWER_WINS:
             return None
         row = conn.execute(
             queries.query("inbound_latest_local_change", schema=self.schema),
@@ -296,6 +303,8 @@ class Applier:
         try:
             with conn.transaction():
                 conn.execute(statement, {"rows": _json([p.row for p in todo])})
+        except psycopg.OperationalError:
+            raise  # deadlock, lost connection...: the whole batch is retried, not rejected
         except psycopg.errors.Error:
             self._write_one_by_one(conn, statement, todo, failed)
             return
@@ -309,9 +318,9 @@ class Applier:
             try:
                 with conn.transaction():
                     conn.execute(statement, {"rows": _json([plan.row])})
+            except psycopg.OperationalError:
+                raise
             except psycopg.errors.Error as exc:
-                if isinstance(exc, psycopg.OperationalError):
-                    raise
                 plan.finish(ResultStatus.REJECTED, database_reason(exc))
                 failed.add(plan.key_id)
             else:
@@ -344,13 +353,21 @@ class Applier:
 
     def _record(self, conn: Connection, plans: list[Planned]) -> None:
         done = [p for p in plans if p.result is not None and p.result.status in _WRITTEN]
-        if done:
+        unapplied = [
+            p.change.idempotency_key
+            for p in plans
+            if p.result is not None and p.result.status in _UNAPPLIED
+        ]
+        if unapplied:  # a fixed replay of these must apply
             conn.execute(
-                queries.query("inbound_record_keys", schema=self.schema),
-                {
-                    "keys": _json([p.change.idempotency_key for p in done]),
-                    "results": _json([p.result.status.value for p in done if p.result]),
-                },
+                queries.query("inbound_release_keys", schema=self.schema),
+                {"keys": _json(unapplied)},
+            )
+        resolved = [p.change.idempotency_key for p in done if p.decisions]
+        if resolved:
+            conn.execute(
+                queries.query("inbound_mark_keys_resolved", schema=self.schema),
+                {"keys": _json(resolved)},
             )
         settled = [
             {"table_name": p.spec.label, "key": p.change.key, "field": f, "value": p.row[f]}
@@ -399,13 +416,13 @@ def database_reason(exc: psycopg.errors.Error) -> str:
 # ------------------------------------------------------------------ grouping
 
 
-def _shape(plan: Planned) -> tuple[str, bool, tuple[str, ...]]:
+def shape_of(plan: Planned) -> tuple[str, bool, tuple[str, ...]]:
     assert plan.spec is not None
     deleting = plan.change.op is Op.DELETE
     return (plan.spec.label, deleting, () if deleting else tuple(sorted(plan.row)))
 
 
-def _groups(plans: Iterable[Planned]) -> Iterator[list[Planned]]:
+def statement_runs(plans: Iterable[Planned]) -> Iterator[list[Planned]]:
     """Runs of consecutive same-shaped changes, each key at most once per run.
 
     One statement may not touch a row twice (ON CONFLICT refuses it), and a key's

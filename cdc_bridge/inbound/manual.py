@@ -81,7 +81,7 @@ def resolve_conflict(
         name = conflict["field"]
         key = conflict["key"]
         conn.execute(queries.query("inbound_set_origin"), {"origin": config.peer.name})
-        conn.execute(
+        updated = conn.execute(
             queries.query(
                 "inbound_set_field",
                 table=spec.name.identifier,
@@ -90,6 +90,10 @@ def resolve_conflict(
             ),
             {"values": _json({**key, name: value})},
         )
+        if updated.rowcount == 0:
+            raise UserError(
+                f"{spec.label} row {_json(key)} no longer exists here; nothing to resolve"
+            )
         conn.execute(
             queries.query("inbound_ship_resolution", schema=config.bridge_schema),
             {

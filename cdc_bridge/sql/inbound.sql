@@ -7,7 +7,8 @@ CREATE TABLE IF NOT EXISTS {schema}.applied_keys (
     applied_at      timestamptz NOT NULL DEFAULT now(),
     result          text NOT NULL           -- applied | conflict_resolved
 );
-CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON {schema}.applied_keys (applied_at);
+-- BRIN: keys arrive in time order, and pruning is rare; a btree would slow every apply.
+CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON {schema}.applied_keys USING brin (applied_at);
 
 -- name: inbound_create_conflicts
 -- One row per detected concurrent edit of a `both` field. Automatic policies record a
@@ -34,15 +35,20 @@ CREATE INDEX IF NOT EXISTS conflicts_detected_at ON {schema}.conflicts (detected
 -- name: inbound_set_origin
 SELECT set_config('cdc_bridge.origin', %(origin)s, true);
 
--- name: inbound_seen_keys
-SELECT idempotency_key FROM {schema}.applied_keys
+-- name: inbound_claim_keys
+-- Returns the keys this batch may apply; the others were applied before (duplicates).
+INSERT INTO {schema}.applied_keys (idempotency_key, result)
+SELECT DISTINCT k, 'applied' FROM jsonb_array_elements_text(%(keys)s::jsonb) AS k
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key;
+
+-- name: inbound_release_keys
+DELETE FROM {schema}.applied_keys
 WHERE idempotency_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb));
 
--- name: inbound_record_keys
-INSERT INTO {schema}.applied_keys (idempotency_key, result)
-SELECT k, r FROM jsonb_array_elements_text(%(keys)s::jsonb) WITH ORDINALITY AS a (k, n)
-JOIN jsonb_array_elements_text(%(results)s::jsonb) WITH ORDINALITY AS b (r, n) USING (n)
-ON CONFLICT (idempotency_key) DO NOTHING;
+-- name: inbound_mark_keys_resolved
+UPDATE {schema}.applied_keys SET result = 'conflict_resolved'
+WHERE idempotency_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb));
 
 -- name: inbound_prune_keys
 DELETE FROM {schema}.applied_keys WHERE applied_at < now() - make_interval(secs => %(age_s)s);

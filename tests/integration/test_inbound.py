@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
 import psycopg
 import pytest
+from psycopg import sql
 
 from cdc_bridge.inbound.apply import prune_applied_keys
 from cdc_bridge.peer.protocol import READ_PATH, ReadRequest, ReadResponse, Signer, dumps
@@ -249,4 +251,93 @@ def test_read_of_a_table_this_side_owns_is_refused(shop: Server) -> None:
     assert response.status_code == 400
     assert response.json()["error"] == (
         "public.invoices holds nothing this side receives from the peer"
+    )
+
+
+def test_a_concurrent_batch_with_the_same_keys_waits_and_is_a_duplicate(shop: Server) -> None:
+    first = change("public.customers", "insert", {"id": 1}, CUSTOMER, idempotency_key="k1")
+    with psycopg.connect(shop.dsn) as other:
+        # Another in-flight apply of the same change holds its idempotency key.
+        other.execute("INSERT INTO cdc_bridge.applied_keys VALUES ('k1', now(), 'applied')")
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(shop.send, first)
+            wait_until_blocked(shop.dsn)
+            other.commit()
+            response = pending.result(timeout=120)
+    assert statuses(response) == ["duplicate"]
+    assert rows(shop.dsn, "SELECT count(*) FROM customers") == [(0,)]
+
+
+def wait_until_blocked(dsn: str) -> None:
+    deadline = time.monotonic() + 60
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while rows(dsn, query) != [(1,)]:
+        assert time.monotonic() < deadline, "the second apply never waited"
+        time.sleep(0.05)
+
+
+def test_a_lock_timeout_answers_503_and_applies_nothing(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
+        name = conn.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET lock_timeout = '300ms'").format(sql.Identifier(name[0]))
+        )
+    with running(load("shop.yaml", db)) as shop, psycopg.connect(shop.dsn) as locker:
+        locker.execute("SELECT * FROM customers WHERE id = 1 FOR UPDATE")
+        body = batch_body(
+            "erp",
+            [
+                change("public.customers", "insert", {"id": 2}, {**CUSTOMER, "id": 2}),
+                change("public.customers", "update", {"id": 1}, {**CUSTOMER, "tier": "x"}),
+            ],
+        )
+        response = shop.post(body)
+        locker.rollback()
+    assert response.status_code == 503
+    assert "nothing applied, retry later" in response.json()["error"]
+    assert rows(db, "SELECT id, tier FROM customers") == [(1, None)]
+    assert rows(db, "SELECT count(*) FROM cdc_bridge.applied_keys") == [(0,)]
+
+
+def test_successive_changes_of_a_both_field_in_one_batch_are_no_conflict(shop: Server) -> None:
+    shop.send(change("public.accounts", "insert", {"id": 1}, {"id": 1, "company_name": "A"}))
+    response = shop.send(
+        change(
+            "public.accounts",
+            "update",
+            {"id": 1},
+            {"id": 1, "company_name": "B"},
+            old={"company_name": "A"},
+        ),
+        change(
+            "public.accounts",
+            "update",
+            {"id": 1},
+            {"id": 1, "company_name": "C"},
+            old={"company_name": "B"},
+        ),
+    )
+    assert statuses(response) == ["applied", "applied"]
+    assert rows(shop.dsn, "SELECT company_name FROM accounts") == [("C",)]
+    assert rows(shop.dsn, "SELECT count(*) FROM cdc_bridge.conflicts") == [(0,)]
+
+
+def test_old_values_for_fields_not_owned_by_both_sides_are_rejected(shop: Server) -> None:
+    response = shop.send(
+        change(
+            "public.accounts",
+            "insert",
+            {"id": 1},
+            {"id": 1, "credit_limit": 5},
+            old={"credit_limit": 1},
+        ),
+    )
+    assert statuses(response) == ["rejected"]
+    assert response.results[0].reason == (
+        "old values ['credit_limit'] given for fields not owned by both sides"
     )

@@ -165,12 +165,10 @@ def test_edits_of_different_fields_merge_without_conflict(pair_factory: Any) -> 
     assert conflicts(erp) == conflicts(shop) == []
 
 
-def write_config(tmp_path: Path, server: Server, name: str, policy: str) -> str:
+def write_config(tmp_path: Path, dsn: str, name: str, policy: str) -> str:
     text = (Path(__file__).parents[1] / "fixtures" / name).read_text()
     text = text.replace("newer_wins", policy).replace("${BRIDGE_SECRET}", SECRET)
-    text = text.replace("${ERP_DATABASE_URL}", server.dsn).replace(
-        "${SHOP_DATABASE_URL}", server.dsn
-    )
+    text = text.replace("${ERP_DATABASE_URL}", dsn).replace("${SHOP_DATABASE_URL}", dsn)
     path = tmp_path / name
     path.write_text(text)
     return str(path)
@@ -197,11 +195,14 @@ def test_manual_parks_both_sides_and_resolve_converges(
     assert conflicts(erp) == [("company_name", "ERP Co", "Shop Co", "manual", None, "open", None)]
     assert conflicts(shop) == [("company_name", "Shop Co", "ERP Co", "manual", None, "open", None)]
 
-    config = write_config(tmp_path, erp, "erp_pair.yaml", "manual")
+    config = write_config(tmp_path, erp.dsn, "erp_pair.yaml", "manual")
     code, out = run_cli(capsys, "--config", config, "conflicts", "list", "--open")
     assert code == 0
     conflict_id = out.split()[0]
     assert '"ERP Co"' in out and '"Shop Co"' in out
+    code, out = run_cli(capsys, "--config", config, "conflicts", "show", conflict_id)
+    assert code == 0
+    assert '      status: "open"' in out and ' local_value: "ERP Co"' in out
     code, out = run_cli(
         capsys, "--config", config, "conflicts", "resolve", conflict_id, "--value", "Joint Co"
     )
@@ -227,10 +228,37 @@ def test_resolve_of_an_unknown_conflict_is_a_user_error(
     pair_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     erp, _shop = pair_factory("manual", "manual")
-    config = write_config(tmp_path, erp, "erp_pair.yaml", "manual")
+    config = write_config(tmp_path, erp.dsn, "erp_pair.yaml", "manual")
     code, out = run_cli(capsys, "--config", config, "conflicts", "resolve", "99", "--take", "peer")
     assert code == 2
     assert "no conflict with id 99" in out
     code, out = run_cli(capsys, "--config", config, "conflicts", "resolve", "99")
     assert code == 2
     assert "give exactly one of --take local|peer or --value V" in out
+
+
+def test_serve_refuses_a_bad_listen_address(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, db, "erp_pair.yaml", "manual")
+    code, out = run_cli(capsys, "--config", config, "serve", "--listen", "localhost")
+    assert code == 2
+    assert "'localhost' is not HOST:PORT; fix: write it like 127.0.0.1:8082" in out
+
+
+def test_resolve_of_a_conflict_whose_row_is_gone_is_a_user_error(
+    pair_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    erp, shop = pair_factory("manual", "manual")
+    seed_account(erp, shop)
+    edit_concurrently(erp, shop, "shop")
+    assert ship(shop, erp) == ["conflict_resolved"]
+    local_write(erp, "DELETE FROM accounts WHERE id = 1")
+    config = write_config(tmp_path, erp.dsn, "erp_pair.yaml", "manual")
+    (conflict_id,) = rows(erp.dsn, "SELECT id FROM cdc_bridge.conflicts")[0]
+    code, out = run_cli(
+        capsys, "--config", config, "conflicts", "resolve", str(conflict_id), "--take", "peer"
+    )
+    assert code == 2
+    assert 'public.accounts row {"id":1} no longer exists here; nothing to resolve' in out
+    assert rows(erp.dsn, "SELECT status FROM cdc_bridge.conflicts") == [("open",)]

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
 from cdc_bridge.peer.protocol import Change
-from tests.integration.inbound_support import Server, change, load, rows, running, statuses
+from tests.helpers import FIXTURES, SECRET, install
+from tests.integration.inbound_support import (
+    Server,
+    change,
+    free_port,
+    load,
+    rows,
+    running,
+    statuses,
+)
 
 
 @pytest.fixture
@@ -119,3 +135,48 @@ def test_erp_receives_only_the_product_description(erp: Server) -> None:
     assert rows(erp.dsn, "SELECT name, price::float, description FROM products") == [
         ("Pen", 1.5, "blue")
     ]
+
+
+def test_erp_refuses_changes_to_the_customers_it_owns(erp: Server) -> None:
+    response = erp.send(
+        shop_change("public.customers", "insert", {"id": 1}, {"id": 1, "name": "Ann"}),
+    )
+    assert statuses(response) == ["rejected"]
+    assert response.results[0].reason == (
+        "public.customers is owned by this side (sor: local); the peer may not change it"
+    )
+    assert rows(erp.dsn, "SELECT count(*) FROM customers") == [(0,)]
+
+
+def test_cdc_bridge_serve_subprocess_applies_a_batch(db: str, tmp_path: Path) -> None:
+    config = load("shop.yaml", db)
+    install(config)
+    text = (FIXTURES / "shop.yaml").read_text()
+    path = tmp_path / "shop.yaml"
+    path.write_text(text.replace("${SHOP_DATABASE_URL}", db).replace("${BRIDGE_SECRET}", SECRET))
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("cdc-bridge")), "--config", str(path), "serve"]
+    process = subprocess.Popen([*command, "--listen", f"127.0.0.1:{port}"])
+    try:
+        server = Server(url=f"http://127.0.0.1:{port}", config=config)
+        wait_for_health(server, process)
+        response = server.send(
+            change("public.customers", "insert", {"id": 1}, {"id": 1, "name": "A"})
+        )
+        assert statuses(response) == ["applied"]
+    finally:
+        process.terminate()
+        # uvicorn shuts down cleanly, then re-raises SIGTERM as its exit status.
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert rows(db, "SELECT name FROM customers") == [("A",)]
+
+
+def wait_for_health(server: Server, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + "/healthz", timeout=5).status_code == 200:
+                return
+        assert process.poll() is None, "serve exited"
+        assert time.monotonic() < deadline, "serve did not answer"
+        time.sleep(0.1)
