@@ -341,10 +341,36 @@ class Applier:
             action = sql.SQL("UPDATE SET ") + sql.SQL(", ").join(
                 sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updated
             )
+        if updated and not spec.receives_whole_rows:
+            return self._update_then_insert(spec, columns, updated, action)
         return queries.query(
             "inbound_upsert",
             table=spec.name.identifier,
             columns=_column_list(columns),
+            key=_column_list(spec.key),
+            action=action,
+        )
+
+    def _update_then_insert(
+        self, spec: TableSpec, columns: list[str], updated: list[str], action: sql.Composable
+    ) -> sql.Composed:
+        def pairs(template: str, names: Iterable[str]) -> sql.Composable:
+            return sql.SQL(" AND ").join(
+                sql.SQL(template).format(c=sql.Identifier(c)) for c in names
+            )
+
+        return queries.query(
+            "inbound_update_then_insert",
+            table=spec.name.identifier,
+            columns=_column_list(columns),
+            assignments=sql.SQL(", ").join(
+                sql.SQL("{c} = i.{c}").format(c=sql.Identifier(c)) for c in updated
+            ),
+            match=pairs("t.{c} = i.{c}", spec.key),
+            returning=sql.SQL(", ").join(
+                sql.SQL("t.{c}").format(c=sql.Identifier(c)) for c in spec.key
+            ),
+            seen=pairs("u.{c} = i.{c}", spec.key),
             key=_column_list(spec.key),
             action=action,
         )

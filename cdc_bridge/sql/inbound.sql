@@ -148,3 +148,20 @@ UPDATE {schema}.conflicts
 SET status = 'resolved', resolved_at = now(), resolved_by = %(resolved_by)s,
     winner = %(winner)s, resolution = %(value)s
 WHERE id = %(id)s;
+
+-- name: inbound_update_then_insert
+-- Per-field tables ship only some columns. INSERT ... ON CONFLICT would check the
+-- table's NOT NULL columns on the proposed row before finding the conflict, so an
+-- existing row is updated first and only the keys that matched nothing are inserted.
+WITH incoming AS (
+    SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)
+), updated AS (
+    UPDATE {table} AS t SET {assignments}
+    FROM incoming AS i
+    WHERE {match}
+    RETURNING {returning}
+)
+INSERT INTO {table} AS t ({columns})
+SELECT {columns} FROM incoming AS i
+WHERE NOT EXISTS (SELECT FROM updated AS u WHERE {seen})
+ON CONFLICT ({key}) DO {action};

@@ -180,3 +180,26 @@ def wait_for_health(server: Server, process: subprocess.Popen[bytes]) -> None:
         assert process.poll() is None, "serve exited"
         assert time.monotonic() < deadline, "serve did not answer"
         time.sleep(0.1)
+
+
+def test_partial_update_of_a_row_with_not_null_columns_the_peer_does_not_send(
+    erp: Server,
+) -> None:
+    # An upsert would check NOT NULL on the proposed row (name missing) before finding the
+    # existing row; the update must reach the existing row instead.
+    with psycopg.connect(erp.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE products ALTER COLUMN name SET NOT NULL")
+        conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.5, NULL, 3)")
+    response = erp.send(
+        shop_change(
+            "public.products", "update", {"sku": "P1"}, {"sku": "P1", "description": "blue"}
+        ),
+        shop_change(
+            "public.products", "update", {"sku": "P2"}, {"sku": "P2", "description": "new"}
+        ),
+    )
+    assert statuses(response) == ["applied", "rejected"]
+    assert "not-null" in (response.results[1].reason or "")
+    assert rows(erp.dsn, "SELECT sku, name, description FROM products") == [
+        ("P1", "Pen", "blue")
+    ]
