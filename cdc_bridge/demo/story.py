@@ -76,9 +76,9 @@ class Side:
             row = conn.execute(query.encode(), params).fetchone()
         return None if row is None else row[0]
 
-    def rows(self, query: sql.Composed) -> list[tuple[Any, ...]]:
+    def rows(self, query: sql.Composable) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute(query).fetchall()
+            return conn.execute(query.as_string(conn)).fetchall()
 
 
 class Demo:
@@ -331,6 +331,7 @@ class Demo:
             "later edit wins on both sides",
             took,
         )
+        self.show_conflicts()
 
         self.console.rule("A change the peer rejects, then replays")
         self.say("erp", "UPDATE LAMP-1 price = 1200.00  (the shop caps prices below 1000)")
@@ -352,6 +353,15 @@ class Demo:
             lambda: str(shop.value("SELECT price FROM products WHERE sku = 'LAMP-1'")) == "1200.00",
         )
         self.arrived("shop", "replayed with its original idempotency key", took)
+
+    def show_conflicts(self) -> None:
+        query = sql.SQL("SELECT local_value, peer_value, policy, winner FROM cdc_bridge.conflicts")
+        for side in self.sides.values():
+            for local, peer, policy, winner in side.rows(query):
+                self.console.print(
+                    f"       [yellow]conflict recorded in {side.name}:[/] local {local!r}, "
+                    f"peer {peer!r}, policy {policy}, winner {winner}"
+                )
 
     def refused(self, side: Side, statement: str) -> str:
         try:
