@@ -23,6 +23,8 @@ TEST_DSN_ENV = "CDC_BRIDGE_TEST_DSN"
 
 @dataclass
 class TestServer:
+    __test__ = False  # not a test class, whatever its name
+
     admin_dsn: str
     run_id: str = field(default_factory=lambda: "cdcb_" + secrets.token_hex(4))
     embedded: EmbeddedPostgres | None = None

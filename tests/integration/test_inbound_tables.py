@@ -200,6 +200,4 @@ def test_partial_update_of_a_row_with_not_null_columns_the_peer_does_not_send(
     )
     assert statuses(response) == ["applied", "rejected"]
     assert "not-null" in (response.results[1].reason or "")
-    assert rows(erp.dsn, "SELECT sku, name, description FROM products") == [
-        ("P1", "Pen", "blue")
-    ]
+    assert rows(erp.dsn, "SELECT sku, name, description FROM products") == [("P1", "Pen", "blue")]

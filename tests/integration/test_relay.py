@@ -102,9 +102,7 @@ def test_a_transaction_committed_late_is_delivered(db: str, peer: PeerServer) ->
     assert late_ids[0] < min(ids[0] for ids in applied.values())
 
 
-def test_rejected_record_is_parked_and_every_other_record_flows(
-    db: str, peer: PeerServer
-) -> None:
+def test_rejected_record_is_parked_and_every_other_record_flows(db: str, peer: PeerServer) -> None:
     config = relay_config(db, peer.url)
     install(config)
     peer.state.rejected_records.add(record_of("public.customers", {"id": 4}))

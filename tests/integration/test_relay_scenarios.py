@@ -56,9 +56,7 @@ def test_sixteen_concurrent_writers_20k_changes(db: str, peer: PeerServer) -> No
     assert peer.applied_names() == expected
 
 
-def test_sigkill_at_random_points_loses_nothing(
-    db: str, peer: PeerServer, tmp_path: Path
-) -> None:
+def test_sigkill_at_random_points_loses_nothing(db: str, peer: PeerServer, tmp_path: Path) -> None:
     config_path = write_config(tmp_path, config_text(db, peer.url, batch_size=200))
     install(parse_config(config_path.read_text(), "relay.yaml", {}))
     log = tmp_path / "relay.log"
@@ -137,9 +135,7 @@ def test_failover_exactly_one_ships_and_the_standby_takes_over(
     assert peer.applied_names() == expected_versions(list(range(1, 21)), 5)
 
 
-def test_database_restart_mid_run(
-    peer: PeerServer, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_database_restart_mid_run(peer: PeerServer, caplog: pytest.LogCaptureFixture) -> None:
     # A server of its own, whatever CDC_BRIDGE_TEST_DSN says: this test restarts it.
     with EmbeddedPostgres() as server:
         with psycopg.connect(server.dsn, autocommit=True) as conn:
