@@ -147,7 +147,7 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%(lock_name)s, 0);
 
 -- name: relay_status_tables
-SELECT t.table_name,
+SELECT t.table_name AS "table",
        coalesce(p.pending, 0) AS pending,
        extract(epoch FROM now() - p.oldest) AS oldest_pending_s,
        d.last_delivery,
