@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from cdc_bridge.sql import query
@@ -64,9 +63,10 @@ def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
 async def fetch_pending(
     conn: psycopg.AsyncConnection[Any], schema: str, limit: int
 ) -> list[OutboxRow]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("relay_fetch_pending", schema=schema), {"limit": limit})
-        return [OutboxRow(**row) for row in await cur.fetchall()]
+    # Plain tuples in the query's column order (the fields of OutboxRow): the relay reads
+    # every captured row once, and building dicts first costs a third of the read.
+    cur = await conn.execute(query("relay_fetch_pending", schema=schema), {"limit": limit})
+    return [OutboxRow(*row) for row in await cur.fetchall()]
 
 
 async def record_batch(
