@@ -89,6 +89,7 @@ class Relay:
         self._lock_checked = 0.0
         self._pruned = 0.0
         self.role = "starting"
+        self.prune_every_s = PRUNE_EVERY_S
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -201,7 +202,7 @@ class Relay:
                 await self._deliver_round(conn, client, rows)
             else:
                 self.metrics.oldest_pending.set(0)
-                await self._prune(conn)
+            await self._prune(conn)
             if len(rows) < limit:  # caught up: wait for a NOTIFY or the poll timer
                 await self._wait_for_work(lock_conn)
 
@@ -226,7 +227,7 @@ class Relay:
 
     async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
         now = time.monotonic()
-        if now - self._pruned < PRUNE_EVERY_S:
+        if now - self._pruned < self.prune_every_s:
             return
         self._pruned = now
         retention_s = self.relay.delivered_retention_days * 86400
