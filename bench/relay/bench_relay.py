@@ -158,12 +158,12 @@ class Bench:
             "peer_cpu": (cpu1[2] - cpu0[2]) / elapsed,
         }
 
-    def ceiling_run(self, batch_size: int) -> float:
+    def ceiling_run(self, batch_size: int) -> tuple[float, float]:
         """Keyset read + the same JSON + POST, nothing recorded: the upper bound."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute("TRUNCATE cdc_bridge.outbox")
             self.insert(conn, self.args.changes)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             sent, last = 0, 0
             with httpx.Client(base_url=self.peer_url) as http:
                 while True:
@@ -178,9 +178,10 @@ class Bench:
                     sent += len(rows)
                     last = rows[-1][0]
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
             conn.execute("TRUNCATE cdc_bridge.outbox")
         assert sent == self.args.changes
-        return sent / elapsed
+        return sent / elapsed, cpu / elapsed
 
     def latency_run(self) -> tuple[float, float, int]:
         relay = self.start_relay(500)
@@ -254,15 +255,15 @@ def main() -> None:
             bench.install()
             print(f"{args.changes} changes per run, concurrency 4, embedded PostgreSQL 18")
             print("| batch | relay changes/s | bare read+POST changes/s | ratio "
-                  "| CPU relay / PG / peer (cores) |")
-            print("|---:|---:|---:|---:|---|")
+                  "| CPU relay / PG / peer (cores) | CPU bare loop (cores) |")
+            print("|---:|---:|---:|---:|---|---:|")
             for size in (int(s) for s in args.batch_sizes.split(",")):
                 relay = bench.relay_run(size)
-                ceiling = bench.ceiling_run(size)
+                ceiling, ceiling_cpu = bench.ceiling_run(size)
                 print(
                     f"| {size} | {relay['rate']:,.0f} | {ceiling:,.0f} | "
                     f"{relay['rate'] / ceiling:.2f} | {relay['relay_cpu']:.2f} / "
-                    f"{relay['pg_cpu']:.2f} / {relay['peer_cpu']:.2f} |",
+                    f"{relay['pg_cpu']:.2f} / {relay['peer_cpu']:.2f} | {ceiling_cpu:.2f} |",
                     flush=True,
                 )
             p50, p99, n = bench.latency_run()

@@ -28,6 +28,7 @@ from psycopg import sql
 
 from cdc_bridge import outbox
 from cdc_bridge.config import BridgeConfig, TableMode
+from cdc_bridge.db import mask_dsn
 from cdc_bridge.outbox import Failure, OutboxRow
 from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
 from cdc_bridge.peer.protocol import ResultStatus
@@ -397,4 +398,4 @@ def _first_per_record(sent: list[Outgoing], delivery: Delivery) -> list[Failure]
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return mask_dsn(text.splitlines()[0]) if text else type(exc).__name__
