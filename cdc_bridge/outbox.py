@@ -53,6 +53,8 @@ class Failure:
 
     id: int
     reason: str
+    http_status: int | None = None  # the peer's HTTP status for this change
+    response_body: str | None = None
 
 
 def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -127,9 +129,6 @@ async def fail(
     schema: str,
     batch_id: str,
     failures: Sequence[Failure],
-    *,
-    http_status: int | None,
-    response_body: str | None,
 ) -> None:
     """Move refused changes to `failed`: their keys are parked from now on."""
     if not failures:
@@ -139,9 +138,9 @@ async def fail(
         {
             "ids": [f.id for f in failures],
             "reasons": [f.reason for f in failures],
+            "statuses": [f.http_status for f in failures],
+            "bodies": [f.response_body for f in failures],
             "batch_id": batch_id,
-            "http_status": http_status,
-            "response_body": response_body,
         },
     )
 

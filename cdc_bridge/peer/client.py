@@ -68,6 +68,8 @@ class Delivery:
     permanent: bool = False
     retry_after_s: float | None = None
     duration_ms: float = 0.0
+    # Per-change HTTP status and body, when each change had its own request (REST).
+    answers: dict[int, tuple[int, str]] = field(default_factory=dict)
 
 
 class PeerClient(Protocol):
@@ -321,6 +323,7 @@ class RestClient:
         if 200 <= status < 300:
             return ChangeResult(idempotency_key=change.idempotency_key, status=ResultStatus.APPLIED)
         outcome.response_body = _kept(response.content)
+        outcome.answers[change.id] = (status, outcome.response_body)
         if is_transient_status(status):
             outcome.transient, outcome.error = True, f"HTTP {status}"
             outcome.retry_after_s = retry_after_seconds(response.headers.get("retry-after"))

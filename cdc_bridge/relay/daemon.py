@@ -332,14 +332,7 @@ class Relay:
                 duration_ms=delivery.duration_ms,
             )
             await outbox.acknowledge(conn, self.schema, batch_id, verdict.acked)
-            await outbox.fail(
-                conn,
-                self.schema,
-                batch_id,
-                verdict.failures,
-                http_status=delivery.http_status,
-                response_body=delivery.response_body,
-            )
+            await outbox.fail(conn, self.schema, batch_id, verdict.failures)
             await outbox.record_handoffs(conn, self.schema, verdict.handoffs)
         self._count(delivery, verdict)
 
@@ -376,7 +369,12 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
             if change.table in handoff_tables and change.op != "D":
                 handoffs.append((change.table, change.key))
         elif result.status is ResultStatus.REJECTED:
-            failures.append(Failure(change.id, result.reason or "rejected by the peer"))
+            status, body = delivery.answers.get(
+                change.id, (delivery.http_status, delivery.response_body)
+            )
+            failures.append(
+                Failure(change.id, result.reason or "rejected by the peer", status, body)
+            )
     if delivery.permanent:
         failures.extend(_first_per_record(sent, delivery))
         return _Verdict(acked, failures, handoffs, retry=[])
@@ -392,7 +390,9 @@ def _first_per_record(sent: list[Outgoing], delivery: Delivery) -> list[Failure]
         record = (change.table, change.key_text)
         if record not in seen and change.id not in delivery.results:
             seen.add(record)
-            failures.append(Failure(change.id, reason))
+            failures.append(
+                Failure(change.id, reason, delivery.http_status, delivery.response_body)
+            )
     return failures
 
 

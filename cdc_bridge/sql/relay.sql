@@ -109,16 +109,17 @@ FROM gone;
 -- name: relay_fail
 -- Permanently refused changes move to `failed`, keeping the peer's answer for replay.
 WITH reasons AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS r(id, reason)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(statuses)s::int[],
+                         %(bodies)s::text[]) AS r(id, reason, http_status, response_body)
 ), gone AS (
     DELETE FROM {schema}.outbox o USING reasons r WHERE o.id = r.id
-    RETURNING o.*, r.reason
+    RETURNING o.*, r.reason, r.http_status, r.response_body
 )
 INSERT INTO {schema}.failed
     (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id,
      http_status, reason, response_body)
 SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-       %(batch_id)s, %(http_status)s, reason, %(response_body)s
+       %(batch_id)s, http_status, reason, response_body
 FROM gone;
 
 -- name: relay_record_handoffs

@@ -68,7 +68,7 @@ def test_per_change_rejection_fails_that_change_and_leaves_skipped_ones() -> Non
     )
     verdict = judge(delivery, [a1, a2, b1], frozenset())
     assert verdict.acked == {3: "applied"}
-    assert verdict.failures == [Failure(1, "rejected by the peer")]
+    assert verdict.failures == [Failure(1, "rejected by the peer", 200, None)]
     assert verdict.retry == []
 
 
