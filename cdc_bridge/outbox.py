@@ -63,11 +63,15 @@ def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def fetch_pending(
-    conn: psycopg.AsyncConnection[Any], schema: str, limit: int
+    conn: psycopg.AsyncConnection[Any], schema: str, limit: int, in_flight: Sequence[int] = ()
 ) -> list[OutboxRow]:
+    """The oldest pending rows, minus parked records and the rows `in_flight` now."""
     # Plain tuples in the query's column order (the fields of OutboxRow): the relay reads
     # every captured row once, and building dicts first costs a third of the read.
-    cur = await conn.execute(query("relay_fetch_pending", schema=schema), {"limit": limit})
+    cur = await conn.execute(
+        query("relay_fetch_pending", schema=schema),
+        {"limit": limit, "in_flight": list(in_flight)},
+    )
     return [OutboxRow(*row) for row in await cur.fetchall()]
 
 

@@ -5,10 +5,11 @@ dedicated connection, which also LISTENs for the capture triggers' NOTIFY. A sec
 relay waits as a hot standby, trying the lock, and takes over when the first dies.
 If the lock connection drops, shipping stops until the lock is held again.
 
-Order: rows are read in id order (per key, id order is commit order) and each record's
-changes go to one lane (hash of table and key), so they are sent in order by one batch at
-a time. Up to `relay.concurrency` lanes are in flight at once. A round reads at most
-`batch_size` rows per lane; the next round starts from the outbox head again.
+Order: rows are read in id order (per key, id order is commit order). Up to
+`relay.concurrency` batches are in flight at once over disjoint records: a record with a
+batch in flight gets no new batch until that one is recorded, so each record's changes go
+out in order, one batch at a time. Every read starts from the outbox head again (minus
+the rows in flight), as soon as a batch finishes: reading and sending overlap.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,15 +51,24 @@ def lock_name(config: BridgeConfig) -> str:
     return f"cdc-bridge relay:{config.bridge_schema}:{config.peer.name}"
 
 
-def lanes_of(changes: Sequence[Outgoing], lanes: int, per_lane: int) -> list[list[Outgoing]]:
+def lanes_of(
+    changes: Sequence[Outgoing],
+    lanes: int,
+    per_lane: int,
+    busy: Set[tuple[str, str]] = frozenset(),
+) -> list[list[Outgoing]]:
     """Split changes (in id order) into lanes by record; keep an id-order prefix of each.
 
     A record's changes always land in the same lane, so cutting a lane short only
-    postpones the tail of some records, never reorders them.
+    postpones the tail of some records, never reorders them. Records in `busy` have a
+    batch in flight: all their changes wait for it.
     """
     split: list[list[Outgoing]] = [[] for _ in range(lanes)]
     for change in changes:
-        lane = split[hash((change.table, change.key_text)) % lanes]
+        record = (change.table, change.key_text)
+        if record in busy:
+            continue
+        lane = split[hash(record) % lanes]
         # Once a lane is full, every later change of it waits for the next round.
         if len(lane) < per_lane:
             lane.append(change)
@@ -71,6 +81,55 @@ class _Verdict:
     failures: list[Failure]
     handoffs: list[tuple[str, dict[str, Any]]]
     retry: list[Outgoing]
+
+
+class InFlight:
+    """Batches being delivered, with their outbox ids and records (kept out of new batches)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ids: set[int] = set()
+        self.records: set[tuple[str, str]] = set()
+
+    def free(self, concurrency: int) -> int:
+        return concurrency - len(self.tasks)
+
+    def start(self, batch: list[Outgoing], work: Coroutine[Any, Any, None]) -> None:
+        ids = {c.id for c in batch}
+        records = {(c.table, c.key_text) for c in batch}
+        self.ids |= ids
+        self.records |= records
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self.tasks.discard(task)
+            self.ids -= ids
+            self.records -= records
+
+        task.add_done_callback(done)
+
+    async def wait_one(self, timeout: float) -> None:
+        """Wait for a batch to finish; a database error of any batch stops them all."""
+        done, _ = await asyncio.wait(
+            set(self.tasks), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                await self.cancel()
+                task.result()
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def finish(self) -> None:
+        """On stop, let in-flight batches end (they stop retrying once stopping is set)."""
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, psycopg.OperationalError):
+                raise result
 
 
 class Relay:
@@ -193,19 +252,42 @@ class Relay:
         conn: psycopg.AsyncConnection[Any],
         client: PeerClient,
     ) -> None:
+        flight = InFlight()
+        try:
+            while not self.stopping.is_set():
+                await self._check_lock(lock_conn)
+                caught_up = True
+                if flight.free(self.relay.concurrency):
+                    caught_up = await self._dispatch(conn, client, flight)
+                await self._prune(conn)
+                if flight.tasks:
+                    # Reading and sending overlap: read again as soon as a batch is done.
+                    await flight.wait_one(self.relay.poll_interval_s)
+                elif caught_up:  # wait for a NOTIFY or the poll timer
+                    await self._wait_for_work(lock_conn)
+        except BaseException:
+            await flight.cancel()  # unacknowledged rows simply stay in the outbox
+            raise
+        await flight.finish()
+
+    async def _dispatch(
+        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, flight: InFlight
+    ) -> bool:
+        """Read the head of the outbox (minus what is in flight) and start batches.
+
+        Returns whether the read found fewer rows than asked (caught up).
+        """
         limit = self.relay.batch_size * self.relay.concurrency
-        while not self.stopping.is_set():
-            await self._check_lock(lock_conn)
-            self._notified.clear()
-            rows = await outbox.fetch_pending(conn, self.schema, limit)
-            if rows:
-                self.metrics.oldest_pending.set(time.time() - rows[0].captured_at.timestamp())
-                await self._deliver_round(conn, client, rows)
-            else:
-                self.metrics.oldest_pending.set(0)
-            await self._prune(conn)
-            if len(rows) < limit:  # caught up: wait for a NOTIFY or the poll timer
-                await self._wait_for_work(lock_conn)
+        self._notified.clear()
+        async with self._db_lock:
+            rows = await outbox.fetch_pending(conn, self.schema, limit, sorted(flight.ids))
+        oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
+        self.metrics.oldest_pending.set(oldest)
+        outgoing = await self._filter(conn, rows)
+        free = flight.free(self.relay.concurrency)
+        for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
+            flight.start(batch, self._deliver_batch(conn, client, batch))
+        return len(rows) < limit
 
     async def _check_lock(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
         # A lost lock connection raises here, which stops shipping until re-elected.
@@ -236,18 +318,6 @@ class Relay:
             pruned = await outbox.prune_delivered(conn, self.schema, retention_s)
         if pruned:
             log.info("pruned %d delivered changes past retention", pruned)
-
-    async def _deliver_round(
-        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, rows: list[OutboxRow]
-    ) -> None:
-        outgoing = await self._filter(conn, rows)
-        lanes = lanes_of(outgoing, self.relay.concurrency, self.relay.batch_size)
-        try:
-            async with asyncio.TaskGroup() as group:
-                for lane in lanes:
-                    group.create_task(self._deliver_batch(conn, client, lane))
-        except* psycopg.OperationalError as errors:
-            raise errors.exceptions[0] from None
 
     async def _filter(
         self, conn: psycopg.AsyncConnection[Any], rows: list[OutboxRow]

@@ -77,6 +77,8 @@ FROM {schema}.outbox o
 LEFT JOIN {schema}.handoffs h ON h.table_name = o.table_name AND h.key = o.key
 WHERE NOT EXISTS (
     SELECT FROM {schema}.failed f WHERE f.table_name = o.table_name AND f.key = o.key)
+  -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
+  AND o.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
 ORDER BY o.id
 LIMIT %(limit)s;
 
