@@ -277,14 +277,15 @@ class Relay:
 
         Returns whether the read found fewer rows than asked (caught up).
         """
-        limit = self.relay.batch_size * self.relay.concurrency
+        # Read only what the free lanes can take: the rest would be read again next time.
+        free = flight.free(self.relay.concurrency)
+        limit = self.relay.batch_size * free
         self._notified.clear()
         async with self._db_lock:
             rows = await outbox.fetch_pending(conn, self.schema, limit, sorted(flight.ids))
         oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
         self.metrics.oldest_pending.set(oldest)
         outgoing = await self._filter(conn, rows)
-        free = flight.free(self.relay.concurrency)
         for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
             flight.start(batch, self._deliver_batch(conn, client, batch))
         return len(rows) < limit
