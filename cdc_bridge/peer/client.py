@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,12 +68,23 @@ class Delivery:
     permanent: bool = False
     retry_after_s: float | None = None
     duration_ms: float = 0.0
+    # Per-change HTTP status and body, when each change had its own request (REST).
+    answers: dict[int, tuple[int, str]] = field(default_factory=dict)
 
 
 class PeerClient(Protocol):
     async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery: ...
 
     async def aclose(self) -> None: ...
+
+
+def http_client(peer: PeerConfig) -> httpx.AsyncClient:
+    # TCP_NODELAY: the request head and body go out in separate writes, and without it
+    # Nagle's algorithm holds the body until the peer's delayed ACK (~40 ms per request).
+    transport = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    )
+    return httpx.AsyncClient(base_url=peer.url, timeout=peer.timeout_s, transport=transport)
 
 
 def is_transient_status(status: int) -> bool:
@@ -166,7 +178,7 @@ class BridgeClient:
         assert peer.secret is not None  # the config requires it for this adapter
         self._system = system
         self._signer = Signer(peer.secret.get_secret_value())
-        self._http = http or httpx.AsyncClient(base_url=peer.url, timeout=peer.timeout_s)
+        self._http = http or http_client(peer)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -241,7 +253,7 @@ class RestClient:
                     f"fix: export {peer.auth_env}=... before running"
                 )
             self._headers[peer.auth_header] = env[peer.auth_env]
-        self._http = http or httpx.AsyncClient(base_url=peer.url, timeout=peer.timeout_s)
+        self._http = http or http_client(peer)
         self._parallel = asyncio.Semaphore(parallel_keys)
 
     async def aclose(self) -> None:
@@ -311,6 +323,7 @@ class RestClient:
         if 200 <= status < 300:
             return ChangeResult(idempotency_key=change.idempotency_key, status=ResultStatus.APPLIED)
         outcome.response_body = _kept(response.content)
+        outcome.answers[change.id] = (status, outcome.response_body)
         if is_transient_status(status):
             outcome.transient, outcome.error = True, f"HTTP {status}"
             outcome.retry_after_s = retry_after_seconds(response.headers.get("retry-after"))

@@ -5,20 +5,22 @@ dedicated connection, which also LISTENs for the capture triggers' NOTIFY. A sec
 relay waits as a hot standby, trying the lock, and takes over when the first dies.
 If the lock connection drops, shipping stops until the lock is held again.
 
-Order: rows are read in id order (per key, id order is commit order) and each record's
-changes go to one lane (hash of table and key), so they are sent in order by one batch at
-a time. Up to `relay.concurrency` lanes are in flight at once. A round reads at most
-`batch_size` rows per lane; the next round starts from the outbox head again.
+Order: rows are read in id order (per key, id order is commit order). Up to
+`relay.concurrency` batches are in flight at once over disjoint records: a record with a
+batch in flight gets no new batch until that one is recorded, so each record's changes go
+out in order, one batch at a time. Every read starts from the outbox head again (minus
+the rows in flight), as soon as a batch finishes: reading and sending overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from psycopg import sql
 
 from cdc_bridge import outbox
 from cdc_bridge.config import BridgeConfig, TableMode
+from cdc_bridge.db import mask_dsn
 from cdc_bridge.outbox import Failure, OutboxRow
 from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
 from cdc_bridge.peer.protocol import ResultStatus
@@ -48,15 +51,24 @@ def lock_name(config: BridgeConfig) -> str:
     return f"cdc-bridge relay:{config.bridge_schema}:{config.peer.name}"
 
 
-def lanes_of(changes: Sequence[Outgoing], lanes: int, per_lane: int) -> list[list[Outgoing]]:
+def lanes_of(
+    changes: Sequence[Outgoing],
+    lanes: int,
+    per_lane: int,
+    busy: Set[tuple[str, str]] = frozenset(),
+) -> list[list[Outgoing]]:
     """Split changes (in id order) into lanes by record; keep an id-order prefix of each.
 
     A record's changes always land in the same lane, so cutting a lane short only
-    postpones the tail of some records, never reorders them.
+    postpones the tail of some records, never reorders them. Records in `busy` have a
+    batch in flight: all their changes wait for it.
     """
     split: list[list[Outgoing]] = [[] for _ in range(lanes)]
     for change in changes:
-        lane = split[hash((change.table, change.key_text)) % lanes]
+        record = (change.table, change.key_text)
+        if record in busy:
+            continue
+        lane = split[hash(record) % lanes]
         # Once a lane is full, every later change of it waits for the next round.
         if len(lane) < per_lane:
             lane.append(change)
@@ -69,6 +81,55 @@ class _Verdict:
     failures: list[Failure]
     handoffs: list[tuple[str, dict[str, Any]]]
     retry: list[Outgoing]
+
+
+class InFlight:
+    """Batches being delivered, with their outbox ids and records (kept out of new batches)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ids: set[int] = set()
+        self.records: set[tuple[str, str]] = set()
+
+    def free(self, concurrency: int) -> int:
+        return concurrency - len(self.tasks)
+
+    def start(self, batch: list[Outgoing], work: Coroutine[Any, Any, None]) -> None:
+        ids = {c.id for c in batch}
+        records = {(c.table, c.key_text) for c in batch}
+        self.ids |= ids
+        self.records |= records
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self.tasks.discard(task)
+            self.ids -= ids
+            self.records -= records
+
+        task.add_done_callback(done)
+
+    async def wait_one(self, timeout: float) -> None:
+        """Wait for a batch to finish; a database error of any batch stops them all."""
+        done, _ = await asyncio.wait(
+            set(self.tasks), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                await self.cancel()
+                task.result()
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def finish(self) -> None:
+        """On stop, let in-flight batches end (they stop retrying once stopping is set)."""
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, psycopg.OperationalError):
+                raise result
 
 
 class Relay:
@@ -88,6 +149,7 @@ class Relay:
         self._lock_checked = 0.0
         self._pruned = 0.0
         self.role = "starting"
+        self.prune_every_s = PRUNE_EVERY_S
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -190,19 +252,43 @@ class Relay:
         conn: psycopg.AsyncConnection[Any],
         client: PeerClient,
     ) -> None:
-        limit = self.relay.batch_size * self.relay.concurrency
-        while not self.stopping.is_set():
-            await self._check_lock(lock_conn)
-            self._notified.clear()
-            rows = await outbox.fetch_pending(conn, self.schema, limit)
-            if rows:
-                self.metrics.oldest_pending.set(time.time() - rows[0].captured_at.timestamp())
-                await self._deliver_round(conn, client, rows)
-            else:
-                self.metrics.oldest_pending.set(0)
+        flight = InFlight()
+        try:
+            while not self.stopping.is_set():
+                await self._check_lock(lock_conn)
+                caught_up = True
+                if flight.free(self.relay.concurrency):
+                    caught_up = await self._dispatch(conn, client, flight)
                 await self._prune(conn)
-            if len(rows) < limit:  # caught up: wait for a NOTIFY or the poll timer
-                await self._wait_for_work(lock_conn)
+                if flight.tasks:
+                    # Reading and sending overlap: read again as soon as a batch is done.
+                    await flight.wait_one(self.relay.poll_interval_s)
+                elif caught_up:  # wait for a NOTIFY or the poll timer
+                    await self._wait_for_work(lock_conn)
+        except BaseException:
+            await flight.cancel()  # unacknowledged rows simply stay in the outbox
+            raise
+        await flight.finish()
+
+    async def _dispatch(
+        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, flight: InFlight
+    ) -> bool:
+        """Read the head of the outbox (minus what is in flight) and start batches.
+
+        Returns whether the read found fewer rows than asked (caught up).
+        """
+        # Read only what the free lanes can take: the rest would be read again next time.
+        free = flight.free(self.relay.concurrency)
+        limit = self.relay.batch_size * free
+        self._notified.clear()
+        async with self._db_lock:
+            rows = await outbox.fetch_pending(conn, self.schema, limit, sorted(flight.ids))
+        oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
+        self.metrics.oldest_pending.set(oldest)
+        outgoing = await self._filter(conn, rows)
+        for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
+            flight.start(batch, self._deliver_batch(conn, client, batch))
+        return len(rows) < limit
 
     async def _check_lock(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
         # A lost lock connection raises here, which stops shipping until re-elected.
@@ -225,7 +311,7 @@ class Relay:
 
     async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
         now = time.monotonic()
-        if now - self._pruned < PRUNE_EVERY_S:
+        if now - self._pruned < self.prune_every_s:
             return
         self._pruned = now
         retention_s = self.relay.delivered_retention_days * 86400
@@ -233,18 +319,6 @@ class Relay:
             pruned = await outbox.prune_delivered(conn, self.schema, retention_s)
         if pruned:
             log.info("pruned %d delivered changes past retention", pruned)
-
-    async def _deliver_round(
-        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, rows: list[OutboxRow]
-    ) -> None:
-        outgoing = await self._filter(conn, rows)
-        lanes = lanes_of(outgoing, self.relay.concurrency, self.relay.batch_size)
-        try:
-            async with asyncio.TaskGroup() as group:
-                for lane in lanes:
-                    group.create_task(self._deliver_batch(conn, client, lane))
-        except* psycopg.OperationalError as errors:
-            raise errors.exceptions[0] from None
 
     async def _filter(
         self, conn: psycopg.AsyncConnection[Any], rows: list[OutboxRow]
@@ -316,7 +390,8 @@ class Relay:
         verdict: _Verdict,
     ) -> None:
         status = "pending" if verdict.retry else ("failed" if verdict.failures else "delivered")
-        async with self._db_lock, conn.transaction():
+        # Pipeline mode: the whole transaction costs about one round trip.
+        async with self._db_lock, conn.transaction(), conn.pipeline():
             await outbox.record_batch(conn, self.schema, batch_id, status, [c.id for c in sent])
             await outbox.record_attempt(
                 conn,
@@ -328,22 +403,15 @@ class Relay:
                 duration_ms=delivery.duration_ms,
             )
             await outbox.acknowledge(conn, self.schema, batch_id, verdict.acked)
-            await outbox.fail(
-                conn,
-                self.schema,
-                batch_id,
-                verdict.failures,
-                http_status=delivery.http_status,
-                response_body=delivery.response_body,
-            )
+            await outbox.fail(conn, self.schema, batch_id, verdict.failures)
             await outbox.record_handoffs(conn, self.schema, verdict.handoffs)
         self._count(delivery, verdict)
 
     def _count(self, delivery: Delivery, verdict: _Verdict) -> None:
         outcome = "transient" if delivery.transient else "permanent" if delivery.permanent else "ok"
         self.metrics.attempts.labels(outcome).inc()
-        for result in verdict.acked.values():
-            self.metrics.changes.labels(result).inc()
+        for result, count in collections.Counter(verdict.acked.values()).items():
+            self.metrics.changes.labels(result).inc(count)
         if verdict.failures:
             self.metrics.changes.labels("failed").inc(len(verdict.failures))
         if verdict.acked:
@@ -372,7 +440,12 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
             if change.table in handoff_tables and change.op != "D":
                 handoffs.append((change.table, change.key))
         elif result.status is ResultStatus.REJECTED:
-            failures.append(Failure(change.id, result.reason or "rejected by the peer"))
+            status, body = delivery.answers.get(
+                change.id, (delivery.http_status, delivery.response_body)
+            )
+            failures.append(
+                Failure(change.id, result.reason or "rejected by the peer", status, body)
+            )
     if delivery.permanent:
         failures.extend(_first_per_record(sent, delivery))
         return _Verdict(acked, failures, handoffs, retry=[])
@@ -388,10 +461,12 @@ def _first_per_record(sent: list[Outgoing], delivery: Delivery) -> list[Failure]
         record = (change.table, change.key_text)
         if record not in seen and change.id not in delivery.results:
             seen.add(record)
-            failures.append(Failure(change.id, reason))
+            failures.append(
+                Failure(change.id, reason, delivery.http_status, delivery.response_body)
+            )
     return failures
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return mask_dsn(text.splitlines()[0]) if text else type(exc).__name__

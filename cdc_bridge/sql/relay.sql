@@ -77,6 +77,8 @@ FROM {schema}.outbox o
 LEFT JOIN {schema}.handoffs h ON h.table_name = o.table_name AND h.key = o.key
 WHERE NOT EXISTS (
     SELECT FROM {schema}.failed f WHERE f.table_name = o.table_name AND f.key = o.key)
+  -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
+  AND o.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
 ORDER BY o.id
 LIMIT %(limit)s;
 
@@ -109,16 +111,17 @@ FROM gone;
 -- name: relay_fail
 -- Permanently refused changes move to `failed`, keeping the peer's answer for replay.
 WITH reasons AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS r(id, reason)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(statuses)s::int[],
+                         %(bodies)s::text[]) AS r(id, reason, http_status, response_body)
 ), gone AS (
     DELETE FROM {schema}.outbox o USING reasons r WHERE o.id = r.id
-    RETURNING o.*, r.reason
+    RETURNING o.*, r.reason, r.http_status, r.response_body
 )
 INSERT INTO {schema}.failed
     (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id,
      http_status, reason, response_body)
 SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-       %(batch_id)s, %(http_status)s, reason, %(response_body)s
+       %(batch_id)s, http_status, reason, response_body
 FROM gone;
 
 -- name: relay_record_handoffs
@@ -147,7 +150,7 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%(lock_name)s, 0);
 
 -- name: relay_status_tables
-SELECT t.table_name,
+SELECT t.table_name AS "table",
        coalesce(p.pending, 0) AS pending,
        extract(epoch FROM now() - p.oldest) AS oldest_pending_s,
        d.last_delivery,

@@ -124,3 +124,21 @@ def test_rejected_record_is_parked_and_every_other_record_flows(db: str, peer: P
 def _failed(dsn: str) -> list[Any]:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT id, reason FROM cdc_bridge.failed ORDER BY id").fetchall()
+
+
+def test_delivered_history_is_pruned_after_the_retention(db: str, peer: PeerServer) -> None:
+    config = relay_config(db, peer.url, delivered_retention_days=0)
+    install(config)
+    write_sample_changes(db)
+    with running_relay(config) as thread:
+        thread.relay.prune_every_s = 0.1
+        wait_drained(db)
+        wait_until(lambda: _delivered_count(db) == 0, what="the delivered history to go")
+    assert peer.applied_count() > 0
+
+
+def _delivered_count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM cdc_bridge.delivered").fetchone()
+    assert row is not None
+    return int(row[0])

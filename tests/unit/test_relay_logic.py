@@ -68,7 +68,7 @@ def test_per_change_rejection_fails_that_change_and_leaves_skipped_ones() -> Non
     )
     verdict = judge(delivery, [a1, a2, b1], frozenset())
     assert verdict.acked == {3: "applied"}
-    assert verdict.failures == [Failure(1, "rejected by the peer")]
+    assert verdict.failures == [Failure(1, "rejected by the peer", 200, None)]
     assert verdict.retry == []
 
 
@@ -122,3 +122,10 @@ def test_batch_body_is_a_valid_protocol_batch() -> None:
     assert batch.changes[0].idempotency_key == "erp:9:1"
     assert batch.changes[0].op.value == "update"
     assert batch.changes[0].committed_at == NOW
+
+
+def test_records_with_a_batch_in_flight_get_no_new_batch() -> None:
+    changes = [change(1, 1), change(2, 2), change(3, 1)]
+    busy = {("public.t", '{"id": 1}')}
+    lanes = lanes_of(changes, lanes=2, per_lane=10, busy=busy)
+    assert [c.id for lane in lanes for c in lane] == [2]
