@@ -465,6 +465,11 @@ def _print_reconcile(report: reconcile_ops.ReconcileReport, fix: bool) -> None:
         f"{report.table}: {report.compared} row(s) compared; {report.missing} missing at the "
         f"peer, {report.extra} only at the peer, {report.different} different"
     )
+    if report.pending and not report.in_sync:
+        click.echo(
+            f"note: {report.pending} change(s) of {report.table} are still in the outbox; "
+            "some differences may be on their way (a running relay ships them)"
+        )
     if report.extra_unchecked:
         click.echo(
             "note: the REST adapter reads one row per key; rows only the peer has are not found"
@@ -474,6 +479,11 @@ def _print_reconcile(report: reconcile_ops.ReconcileReport, fix: bool) -> None:
             f"queued {report.fixes_queued} fixes in the outbox; a running `cdc-bridge run` "
             "ships them"
         )
+        if report.missing_not_ours:
+            click.echo(
+                f"{report.missing_not_ours} row(s) missing at the peer left alone: the peer owns "
+                "the key and creates the rows; create them there, or delete them here"
+            )
         if report.extra_not_ours:
             click.echo(
                 f"{report.extra_not_ours} row(s) only at the peer left alone: this side does not "

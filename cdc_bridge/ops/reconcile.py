@@ -109,6 +109,8 @@ class ReconcileReport:
     extra_unchecked: bool = False  # the REST adapter cannot list the peer's rows
     fixes_queued: int = 0
     extra_not_ours: int = 0  # extra rows left alone: this side does not own the table's rows
+    missing_not_ours: int = 0  # missing rows left alone: the peer owns the key (creates rows)
+    pending: int = 0  # changes of the table still in the outbox: differences may be in flight
     sample: int = DEFAULT_SAMPLE
 
     @property
@@ -144,6 +146,8 @@ class ReconcileReport:
             "extra_unchecked": self.extra_unchecked,
             "fixes_queued": self.fixes_queued,
             "extra_not_ours": self.extra_not_ours,
+            "missing_not_ours": self.missing_not_ours,
+            "pending": self.pending,
         }
 
 
@@ -265,8 +269,10 @@ class Reconciler:
         self.local = LocalSide(target, spec)
         self.spec, self.fix = spec, fix
         self.report = ReconcileReport(table=spec.label, sample=sample)
-        # Deleting at the peer is only right where this side decides which rows exist.
+        # Deleting at the peer is only right where this side decides which rows exist, and
+        # creating a row there only where this side owns the key.
         self.may_delete = spec.mode is TableMode.LOCAL
+        self.may_create = not spec.key_owned_by_peer
 
     def compare_window(
         self,
@@ -282,7 +288,10 @@ class Reconciler:
             self.report.compared += 1
             if peer_row is None:
                 self.report.add_missing(key)
-                window.upserts.append(key)
+                if self.may_create:
+                    window.upserts.append(key)
+                else:
+                    self.report.missing_not_ours += 1
                 continue
             diff = differing_fields(fields, peer_row)
             if diff:
@@ -319,12 +328,20 @@ def reconcile(
     reconciler = Reconciler(target, spec, fix, sample)
     with target.connect(autocommit=True) as conn, _writer(target, fix) as writer:
         set_json_loads(loads, conn)
+        reconciler.report.pending = _pending(conn, target, spec)
         sides = Sides(reconciler, conn, writer, on_progress)
         if config.peer.adapter == "rest":
             _by_key(sides, RestReader(config, spec))
         else:
             _by_pages(sides, BridgeReader(config, spec), page)
     return reconciler.report
+
+
+def _pending(conn: psycopg.Connection[Any], target: Target, spec: TableSpec) -> int:
+    row = conn.execute(
+        queries.query("reconcile_pending", schema=target.schema), {"label": spec.label}
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 @contextmanager

@@ -45,3 +45,7 @@ WITH queued AS (
     RETURNING 1
 )
 SELECT count(*) FROM queued;
+
+-- name: reconcile_pending
+-- Changes not yet acknowledged: what the peer lacks may simply be on its way.
+SELECT count(*) FROM {schema}.outbox WHERE table_name = %(label)s;

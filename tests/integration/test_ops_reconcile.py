@@ -140,6 +140,7 @@ def test_fix_queues_upserts_and_owned_deletes(erp: BridgeConfig, shop: Server) -
     before = last_outbox_id(erp_dsn)
     report = reconcile(erp, "public.customers", fix=True, page=3)
     assert report.fixes_queued == 4
+    assert report.pending == 9  # the seeded inserts, never shipped: no relay runs here
     queued = new_outbox(erp_dsn, before)
     assert sorted((op, key["id"]) for op, key, _ in queued) == [
         ("D", 50),
@@ -159,6 +160,29 @@ def test_fix_leaves_rows_it_does_not_own(erp: BridgeConfig, shop: Server) -> Non
     report = reconcile(erp, "public.products", fix=True)
     assert (report.extra, report.extra_not_ours, report.fixes_queued) == (1, 1, 0)
     assert new_outbox(erp_dsn, before) == []
+
+
+def test_fix_creates_no_row_whose_key_the_peer_owns(
+    pg_server: pg.TestServer, template_db: str, shop_db: str
+) -> None:
+    """From the shop's side: products' sku belongs to the ERP, only description is ours."""
+    erp_name = pg_server.new_name("erp")
+    erp_dsn = pg_server.create_database(erp_name, template=template_db)
+    try:
+        with running(load("erp.yaml", erp_dsn)) as erp_server:
+            text = (FIXTURES / "shop.yaml").read_text()
+            text = text.replace("http://127.0.0.1:8081", erp_server.url)
+            shop = parse_config(
+                text, "shop.yaml", {"SHOP_DATABASE_URL": shop_db, "BRIDGE_SECRET": SECRET}
+            )
+            install(shop)
+            execute(shop_db, PEER_ORIGIN, "INSERT INTO products VALUES ('s', 'S', 1, NULL, 0)")
+            before = last_outbox_id(shop_db)
+            report = reconcile(shop, "public.products", fix=True)
+    finally:
+        pg_server.drop_database(erp_name)
+    assert (report.missing, report.missing_not_ours, report.fixes_queued) == (1, 1, 0)
+    assert new_outbox(shop_db, before) == []
 
 
 def test_rows_out_of_scope_are_not_compared(erp: BridgeConfig, shop: Server) -> None:
