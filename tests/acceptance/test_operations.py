@@ -196,10 +196,11 @@ def test_rejected_change_parks_its_key_and_replay_delivers_in_order(pair: Pair) 
     assert pair.shop_name(2) == "Bart"
 
 
-def write_randomly(erp: Side, stop: threading.Event, keys: int) -> None:
+def write_randomly(erp: Side, stop: threading.Event, keys: int, done: list[int]) -> None:
     rng = random.Random(5)
     with psycopg.connect(erp.dsn, autocommit=True) as conn:
         while not stop.is_set():
+            done.append(1)
             key = rng.randint(1, keys)
             conn.execute(
                 "UPDATE customers SET name = %s, tier = %s WHERE id = %s",
@@ -217,8 +218,8 @@ def test_snapshot_during_concurrent_writes_ends_equal(pair: Pair, tmp_path: Path
         f"FROM generate_series(1, {keys}) g",
         "ALTER TABLE customers ENABLE TRIGGER USER",
     )
-    stop = threading.Event()
-    writer = threading.Thread(target=write_randomly, args=(erp, stop, keys))
+    stop, writes = threading.Event(), list[int]()
+    writer = threading.Thread(target=write_randomly, args=(erp, stop, keys, writes))
     writer.start()
     try:
         done = erp.cli("snapshot", "public.customers", "--chunk", "250", timeout=120)
@@ -227,6 +228,7 @@ def test_snapshot_during_concurrent_writes_ends_equal(pair: Pair, tmp_path: Path
         writer.join()
     assert done.returncode == 0, done.stderr
     assert f"{keys} row(s) queued" in done.stdout
+    assert len(writes) > 10  # the writer really ran alongside the snapshot
     wait_until(lambda: not erp.rows("SELECT 1 FROM cdc_bridge.outbox"), 90, "the outbox to drain")
     assert pair.shop.rows("SELECT count(*) FROM customers") == [(keys,)]
     assert pair.customers_equal()  # every row, every field
