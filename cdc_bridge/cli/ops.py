@@ -425,7 +425,13 @@ def cleanup(ctx: Context, dry_run: bool) -> None:
 @config_option
 @click.argument("table")
 @click.option("--fix", is_flag=True, help="Queue upserts (and owned deletes) for what differs.")
-@click.option("--page", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--page",
+    type=click.IntRange(1, reconcile_ops.MAX_PAGE),
+    default=reconcile_ops.DEFAULT_PAGE,
+    show_default=True,
+    help="Rows per read from the peer.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 def reconcile(ctx: Context, table: str, fix: bool, page: int, as_json: bool) -> None:

@@ -34,6 +34,7 @@ from cdc_bridge.ops.peer_read import (
 from cdc_bridge.ops.snapshot import bound_where, check_shippable
 
 DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000  # the read endpoint's limit (protocol.ReadRequest)
 DEFAULT_SAMPLE = 100  # differences kept for the report, per kind; the counts are exact
 
 
@@ -322,8 +323,8 @@ def reconcile(
 ) -> ReconcileReport:
     spec = config.table(table)
     check_shippable(spec)
-    if page <= 0:
-        raise UserError(f"--page {page} is not positive; fix: give a number such as 1000")
+    if not 0 < page <= MAX_PAGE:
+        raise UserError(f"--page {page} is not in 1..{MAX_PAGE}; fix: give a number such as 1000")
     target = Target.of(config)
     reconciler = Reconciler(target, spec, fix, sample)
     with target.connect(autocommit=True) as conn, _writer(target, fix) as writer:
