@@ -126,7 +126,7 @@ class InboundConfig(_Frozen):
 class RestOperation(_Frozen):
     """`PUT /api/products/{sku}`: a method and a URL path template."""
 
-    method: Literal["POST", "PUT", "PATCH", "DELETE"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str
 
 

@@ -30,7 +30,10 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="cdc-bridge", standalone_mode=False)
+        # Without standalone mode, click returns (not raises) a command's `Exit(code)`.
+        code = cli.main(args=argv, prog_name="cdc-bridge", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -1,4 +1,4 @@
-"""Operator commands: batches, skip, replay, snapshot, cleanup (thin: parse, call, print)."""
+"""Operator commands: batches, skip, replay, snapshot, cleanup, reconcile (parse, call, print)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cdc_bridge.cli.common import Context, cli, config_option, pass_context
 from cdc_bridge.errors import ProblemsFound, UserError
 from cdc_bridge.ops import batches as batch_ops
 from cdc_bridge.ops import cleanup as cleanup_ops
+from cdc_bridge.ops import reconcile as reconcile_ops
 from cdc_bridge.ops import replay as replay_ops
 from cdc_bridge.ops import snapshot as snapshot_ops
 from cdc_bridge.ops.common import Target, parse_change_id
@@ -415,3 +416,83 @@ def cleanup(ctx: Context, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     for table, count in counts.items():
         click.echo(f"{table}: {verb} {count} row(s)")
+
+
+# ------------------------------------------------------------------ reconcile
+
+
+@cli.command()
+@config_option
+@click.argument("table")
+@click.option("--fix", is_flag=True, help="Queue upserts (and owned deletes) for what differs.")
+@click.option(
+    "--page",
+    type=click.IntRange(1, reconcile_ops.MAX_PAGE),
+    default=reconcile_ops.DEFAULT_PAGE,
+    show_default=True,
+    help="Rows per read from the peer.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def reconcile(ctx: Context, table: str, fix: bool, page: int, as_json: bool) -> None:
+    """Compare, key by key, the fields this side owns with the peer's copy.
+
+    Exit code 0 when in sync, 1 when not (also after --fix: the fixes are only queued;
+    a running `cdc-bridge run` ships them, then run reconcile again).
+
+    \b
+    Examples:
+      cdc-bridge reconcile public.customers
+      cdc-bridge reconcile public.customers --fix
+    """
+    report = reconcile_ops.reconcile(ctx.config(), table, fix=fix, page=page)
+    if as_json:
+        _print_json(report.as_json())
+    else:
+        _print_reconcile(report, fix)
+    if not report.in_sync:
+        raise click.exceptions.Exit(1)
+
+
+def _print_reconcile(report: reconcile_ops.ReconcileReport, fix: bool) -> None:
+    for key in report.missing_keys:
+        click.echo(f"missing at the peer: {_short(key)}")
+    for key in report.extra_keys:
+        click.echo(f"only at the peer:    {_short(key)}")
+    for difference in report.differences:
+        click.echo(f"different:           {_short(difference.key)}")
+        for name, (ours, theirs) in difference.fields.items():
+            click.echo(f"  {name}: here {_short(ours, 40)}, peer {_short(theirs, 40)}")
+    shown = len(report.missing_keys) + len(report.extra_keys) + len(report.differences)
+    total = report.missing + report.extra + report.different
+    if shown < total:
+        click.echo(f"... {total - shown} more not shown (use --json for the first of each kind)")
+    click.echo(
+        f"{report.table}: {report.compared} row(s) compared; {report.missing} missing at the "
+        f"peer, {report.extra} only at the peer, {report.different} different"
+    )
+    if report.pending and not report.in_sync:
+        click.echo(
+            f"note: {report.pending} change(s) of {report.table} are still in the outbox; "
+            "some differences may be on their way (a running relay ships them)"
+        )
+    if report.extra_unchecked:
+        click.echo(
+            "note: the REST adapter reads one row per key; rows only the peer has are not found"
+        )
+    if fix:
+        click.echo(
+            f"queued {report.fixes_queued} fixes in the outbox; a running `cdc-bridge run` "
+            "ships them"
+        )
+        if report.missing_not_ours:
+            click.echo(
+                f"{report.missing_not_ours} row(s) missing at the peer left alone: the peer owns "
+                "the key and creates the rows; create them there, or delete them here"
+            )
+        if report.extra_not_ours:
+            click.echo(
+                f"{report.extra_not_ours} row(s) only at the peer left alone: this side does not "
+                "own the table's rows (sor is not local); remove them at the peer if unwanted"
+            )
+    click.echo("in sync" if report.in_sync else "not in sync")

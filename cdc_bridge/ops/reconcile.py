@@ -1,0 +1,411 @@
+"""`reconcile`: compare, key by key, the fields this side owns with the peer's copy.
+
+The peer is read in key-ordered pages; this side is read window by window over the same
+key range (the rows after the previous page's last key, up to this page's last key), so
+memory holds one page and the local rows are streamed. Within a window rows are matched
+by key. `--fix` queues upserts (and, where this side owns the rows, deletes) into the
+outbox, window by window: the running relay ships them like any other change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb, set_json_loads
+
+from cdc_bridge import sql as queries
+from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
+from cdc_bridge.errors import UserError
+from cdc_bridge.ops.common import Target
+from cdc_bridge.ops.peer_read import (
+    BridgeReader,
+    KeyedReader,
+    PagedReader,
+    RestReader,
+    loads,
+)
+from cdc_bridge.ops.snapshot import bound_where, check_shippable
+
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000  # the read endpoint's limit (protocol.ReadRequest)
+DEFAULT_SAMPLE = 100  # differences kept for the report, per kind; the counts are exact
+
+
+# ------------------------------------------------------------------ comparing values
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _as_decimal(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality where numbers compare by value (1.50 == 1.5), and true is not 1."""
+    if _is_number(a) and _is_number(b):
+        return _as_decimal(a) == _as_decimal(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and bool(a == b)
+
+
+def _canonical(value: Any) -> Any:
+    if _is_number(value):
+        number = _as_decimal(value)
+        # Wrapped, so that the number 7 and the text "7" stay different keys.
+        return {"number": str(number.normalize()) if number is not None else str(value)}
+    return value
+
+
+def key_token(key: dict[str, Any], columns: tuple[str, ...]) -> str:
+    """The same text for the same key on both sides, whatever the number formatting."""
+    return orjson.dumps([_canonical(key.get(c)) for c in columns], default=str).decode()
+
+
+def differing_fields(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields both copies hold whose values differ: name -> (ours, theirs).
+
+    A column the peer does not have is not compared: the peer's table defines what it keeps.
+    """
+    return {
+        name: (value, theirs[name])
+        for name, value in ours.items()
+        if name in theirs and not json_equal(value, theirs[name])
+    }
+
+
+# ------------------------------------------------------------------ the report
+
+
+@dataclass
+class Difference:
+    key: dict[str, Any]
+    fields: dict[str, tuple[Any, Any]]  # name -> (this side, the peer)
+
+
+@dataclass
+class ReconcileReport:
+    table: str
+    compared: int = 0
+    missing: int = 0  # rows this side has and the peer lacks
+    extra: int = 0  # rows only the peer has
+    different: int = 0
+    missing_keys: list[dict[str, Any]] = field(default_factory=list)
+    extra_keys: list[dict[str, Any]] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    extra_unchecked: bool = False  # the REST adapter cannot list the peer's rows
+    fixes_queued: int = 0
+    extra_not_ours: int = 0  # extra rows left alone: this side does not own the table's rows
+    missing_not_ours: int = 0  # missing rows left alone: the peer owns the key (creates rows)
+    pending: int = 0  # changes of the table still in the outbox: differences may be in flight
+    sample: int = DEFAULT_SAMPLE
+
+    @property
+    def in_sync(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+    def add_missing(self, key: dict[str, Any]) -> None:
+        self.missing += 1
+        if len(self.missing_keys) < self.sample:
+            self.missing_keys.append(key)
+
+    def add_extra(self, key: dict[str, Any]) -> None:
+        self.extra += 1
+        if len(self.extra_keys) < self.sample:
+            self.extra_keys.append(key)
+
+    def add_different(self, key: dict[str, Any], fields: dict[str, tuple[Any, Any]]) -> None:
+        self.different += 1
+        if len(self.differences) < self.sample:
+            self.differences.append(Difference(key, fields))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "in_sync": self.in_sync,
+            "compared": self.compared,
+            "missing": self.missing,
+            "extra": self.extra,
+            "different": self.different,
+            "missing_keys": self.missing_keys,
+            "extra_keys": self.extra_keys,
+            "differences": [{"key": d.key, "fields": _pairs(d.fields)} for d in self.differences],
+            "extra_unchecked": self.extra_unchecked,
+            "fixes_queued": self.fixes_queued,
+            "extra_not_ours": self.extra_not_ours,
+            "missing_not_ours": self.missing_not_ours,
+            "pending": self.pending,
+        }
+
+
+def _pairs(fields: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {"local": ours, "peer": theirs} for name, (ours, theirs) in fields.items()}
+
+
+@dataclass
+class Window:
+    """What one key range needs fixed."""
+
+    upserts: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ local side
+
+Key = dict[str, Any]
+LocalRow = tuple[Key, dict[str, Any], bool]  # key, owned fields, in scope
+
+
+def _column(name: str) -> sql.Composable:
+    return sql.SQL("t.{}").format(sql.Identifier(name))
+
+
+def _json_object(columns: tuple[str, ...]) -> sql.Composable:
+    pairs = sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(sql.Literal(c), _column(c)) for c in columns
+    )
+    return sql.SQL("jsonb_build_object({})").format(pairs)
+
+
+def _fields_object(spec: TableSpec) -> sql.Composable:
+    if spec.ships_whole_rows:
+        return sql.SQL("to_jsonb(t)")
+    return _json_object(spec.key + spec.shipped_fields)
+
+
+def _in_scope(target: Target, spec: TableSpec) -> sql.Composable:
+    conditions: list[sql.Composable] = [sql.SQL("true")]
+    if spec.where:
+        conditions.append(sql.SQL("coalesce(({}), false)").format(sql.SQL(bound_where(spec.where))))
+    if spec.mode is TableMode.HANDOFF:
+        conditions.append(
+            sql.SQL(
+                "NOT EXISTS (SELECT 1 FROM {}.handoffs h WHERE h.table_name = {} AND h.key = {})"
+            ).format(sql.Identifier(target.schema), sql.Literal(spec.label), _json_object(spec.key))
+        )
+    return sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)
+
+
+def _parts(target: Target, spec: TableSpec) -> dict[str, Any]:
+    return {
+        "schema": target.schema,
+        "table": spec.name.identifier,
+        "key_object": _json_object(spec.key),
+        "fields_object": _fields_object(spec),
+        "key_columns": sql.SQL(", ").join(map(_column, spec.key)),
+        "bound_columns": sql.SQL(", ").join(
+            sql.SQL("b.{}").format(sql.Identifier(k)) for k in spec.key
+        ),
+    }
+
+
+class LocalSide:
+    """This side's rows, read by key range, and the fixes queued into its outbox."""
+
+    def __init__(self, target: Target, spec: TableSpec) -> None:
+        self.target, self.spec = target, spec
+        self._parts = _parts(target, spec)
+        self._window = queries.query(
+            "reconcile_local_window", in_scope=_in_scope(target, spec), **self._parts
+        )
+
+    def rows(
+        self, conn: psycopg.Connection[Any], after: Key | None, upto: Key | None
+    ) -> Iterator[LocalRow]:
+        """(key, fields, in scope) of each row in (after, upto], streamed in key order."""
+        params = {"after": _jsonb(after), "upto": _jsonb(upto)}
+        with conn.transaction(), conn.cursor(name="cdc_bridge_reconcile") as cur:
+            cur.itersize = DEFAULT_PAGE
+            cur.execute(self._window, params)
+            yield from cur
+
+    def queue(self, conn: psycopg.Connection[Any], window: Window) -> int:
+        params = {"label": self.spec.label, "origin": self.target.system}
+        queued = 0
+        with conn.transaction():
+            for name, keys in (
+                ("reconcile_queue_upserts", window.upserts),
+                ("reconcile_queue_deletes", window.deletes),
+            ):
+                if keys:
+                    row = conn.execute(
+                        queries.query(name, **self._parts),
+                        {**params, "keys": Jsonb(keys, dumps=_dumps)},
+                    ).fetchone()
+                    queued += int(row[0]) if row else 0
+        return queued
+
+
+def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
+    return None if value is None else Jsonb(value, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    # Exact decimals (from peer_read.loads) go back to PostgreSQL as text it casts exactly.
+    return orjson.dumps(value, default=str).decode()
+
+
+# ------------------------------------------------------------------ the merge
+
+
+ProgressCallback = Callable[[int], None]
+
+
+class Reconciler:
+    def __init__(self, target: Target, spec: TableSpec, fix: bool, sample: int) -> None:
+        self.local = LocalSide(target, spec)
+        self.spec, self.fix = spec, fix
+        self.report = ReconcileReport(table=spec.label, sample=sample)
+        # Deleting at the peer is only right where this side decides which rows exist, and
+        # creating a row there only where this side owns the key.
+        self.may_delete = spec.mode is TableMode.LOCAL
+        self.may_create = not spec.key_owned_by_peer
+
+    def compare_window(
+        self,
+        local_rows: Iterator[LocalRow],
+        peer_rows: list[dict[str, Any]],
+    ) -> Window:
+        theirs = {key_token(r, self.spec.key): r for r in peer_rows}
+        window = Window()
+        for key, fields, in_scope in local_rows:
+            peer_row = theirs.pop(key_token(key, self.spec.key), None)
+            if not in_scope:
+                continue  # not shipped from here: whatever the peer holds is not ours to judge
+            self.report.compared += 1
+            if peer_row is None:
+                self.report.add_missing(key)
+                if self.may_create:
+                    window.upserts.append(key)
+                else:
+                    self.report.missing_not_ours += 1
+                continue
+            diff = differing_fields(fields, peer_row)
+            if diff:
+                self.report.add_different(key, diff)
+                window.upserts.append(key)
+        for peer_row in theirs.values():
+            key = {k: peer_row.get(k) for k in self.spec.key}
+            self.report.add_extra(key)
+            if self.may_delete:
+                window.deletes.append(key)
+            else:
+                self.report.extra_not_ours += 1
+        return window
+
+    def apply(self, writer: psycopg.Connection[Any] | None, window: Window) -> None:
+        if writer is not None and (window.upserts or window.deletes):
+            self.report.fixes_queued += self.local.queue(writer, window)
+
+
+def reconcile(
+    config: BridgeConfig,
+    table: str,
+    *,
+    fix: bool = False,
+    page: int = DEFAULT_PAGE,
+    sample: int = DEFAULT_SAMPLE,
+    on_progress: ProgressCallback | None = None,
+) -> ReconcileReport:
+    spec = config.table(table)
+    check_shippable(spec)
+    if not 0 < page <= MAX_PAGE:
+        raise UserError(f"--page {page} is not in 1..{MAX_PAGE}; fix: give a number such as 1000")
+    target = Target.of(config)
+    reconciler = Reconciler(target, spec, fix, sample)
+    with target.connect(autocommit=True) as conn, _writer(target, fix) as writer:
+        set_json_loads(loads, conn)
+        reconciler.report.pending = _pending(conn, target, spec)
+        sides = Sides(reconciler, conn, writer, on_progress)
+        if config.peer.adapter == "rest":
+            _by_key(sides, RestReader(config, spec))
+        else:
+            _by_pages(sides, BridgeReader(config, spec), page)
+    return reconciler.report
+
+
+def _pending(conn: psycopg.Connection[Any], target: Target, spec: TableSpec) -> int:
+    row = conn.execute(
+        queries.query("reconcile_pending", schema=target.schema), {"label": spec.label}
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextmanager
+def _writer(target: Target, fix: bool) -> Iterator[psycopg.Connection[Any] | None]:
+    """Fixes go in on their own connection, so reading never holds their locks."""
+    if not fix:
+        yield None
+        return
+    with target.connect(autocommit=True) as writer:
+        yield writer
+
+
+@dataclass
+class Sides:
+    reconciler: Reconciler
+    reader: psycopg.Connection[Any]
+    writer: psycopg.Connection[Any] | None
+    on_progress: ProgressCallback | None
+
+    def settle(self, window: Window) -> None:
+        self.reconciler.apply(self.writer, window)
+        if self.on_progress is not None:
+            self.on_progress(self.reconciler.report.compared)
+
+
+def _by_pages(sides: Sides, reader: PagedReader, page: int) -> None:
+    reconciler = sides.reconciler
+    after: dict[str, Any] | None = None
+    try:
+        while True:
+            peer_page = reader.page(after, page)
+            upto = None
+            if peer_page.more and peer_page.rows:
+                upto = {k: peer_page.rows[-1][k] for k in reconciler.spec.key}
+            local_rows = reconciler.local.rows(sides.reader, after, upto)
+            sides.settle(reconciler.compare_window(local_rows, peer_page.rows))
+            if upto is None:
+                return
+            after = upto
+    finally:
+        reader.close()
+
+
+def _by_key(sides: Sides, reader: KeyedReader) -> None:
+    """REST: each local row fetched by its key. Rows only the peer has stay unseen."""
+    reconciler = sides.reconciler
+    reconciler.report.extra_unchecked = True
+    try:
+        rows: list[LocalRow] = []
+        for row in reconciler.local.rows(sides.reader, None, None):
+            rows.append(row)
+            if len(rows) >= DEFAULT_PAGE:
+                sides.settle(_rest_window(reconciler, reader, rows))
+                rows = []
+        sides.settle(_rest_window(reconciler, reader, rows))
+    finally:
+        reader.close()
+
+
+def _rest_window(reconciler: Reconciler, reader: KeyedReader, rows: list[LocalRow]) -> Window:
+    found = []
+    for key, _fields, in_scope in rows:
+        peer_row = reader.row(key) if in_scope else None
+        if peer_row is not None:
+            found.append({**peer_row, **key})  # fetched by this key: it is the row's key
+    return reconciler.compare_window(iter(rows), found)
