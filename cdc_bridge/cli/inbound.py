@@ -64,7 +64,12 @@ def _line(row: dict[str, Any]) -> str:
 @click.option("--open", "only_open", is_flag=True, help="Only conflicts waiting for a person.")
 @pass_context
 def conflicts_list(ctx: Context, only_open: bool) -> None:
-    """List recorded conflicts, oldest first."""
+    """List recorded conflicts, oldest first.
+
+    \b
+    Example:
+      cdc-bridge -c erp.yaml conflicts list --open
+    """
     from cdc_bridge.inbound.manual import list_conflicts
 
     rows = list_conflicts(ctx.config(), "open" if only_open else None)
@@ -79,7 +84,12 @@ def conflicts_list(ctx: Context, only_open: bool) -> None:
 @click.argument("conflict_id", type=int)
 @pass_context
 def conflicts_show(ctx: Context, conflict_id: int) -> None:
-    """Show one conflict with both values and how it was settled."""
+    """Show one conflict with both values and how it was settled.
+
+    \b
+    Example:
+      cdc-bridge -c erp.yaml conflicts show 7
+    """
     from cdc_bridge.inbound.manual import get_conflict
 
     row = get_conflict(ctx.config(), conflict_id)

@@ -65,7 +65,13 @@ def _time(value: datetime | None) -> str:
 
 @cli.group()
 def batches() -> None:
-    """Inspect batches sent to the peer: changes, attempts, the peer's answers, parked keys."""
+    """Inspect batches sent to the peer: changes, attempts, the peer's answers, parked keys.
+
+    \b
+    Example:
+      cdc-bridge -c erp.yaml batches list --status failed
+      cdc-bridge -c erp.yaml batches show erp-5f1c2a
+    """
 
 
 @batches.command("list")
