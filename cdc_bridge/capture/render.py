@@ -31,7 +31,18 @@ BASE_BLOCKS: tuple[str, ...] = (
     "create_guard_function",
     "create_truncate_guard_function",
 )
-EXTRA_BASE_BLOCKS: list[str] = []  # appended by the relay, inbound and ops stages
+# Tables of the later stages, one line per block (each stage owns its own .sql file).
+EXTRA_BASE_BLOCKS: list[str] = [
+    "relay_create_batches",
+    "relay_create_attempts",
+    "relay_create_delivered",
+    "relay_create_failed",
+    "inbound_create_applied_keys",
+    "inbound_create_conflicts",
+    "ops_create_replays",
+    "ops_create_skips",
+    "ops_create_snapshots",
+]
 
 TRIGGER_PREFIX = "cdc_bridge_"
 STAMP_PREFIX = "cdc-bridge definition "

@@ -16,7 +16,13 @@ from cdc_bridge.cli.common import cli
 from cdc_bridge.errors import BridgeError, ConfigError
 
 # Each module registers its commands on `cli` when imported.
-COMMAND_MODULES = ("cdc_bridge.cli.capture",)
+COMMAND_MODULES = (
+    "cdc_bridge.cli.capture",
+    "cdc_bridge.cli.relay",
+    "cdc_bridge.cli.inbound",
+    "cdc_bridge.cli.ops",
+    "cdc_bridge.cli.demo",
+)
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)

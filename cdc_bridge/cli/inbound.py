@@ -1,0 +1,119 @@
+"""Receiving side: `serve` and the `conflicts` commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import orjson
+
+from cdc_bridge.cli.common import Context, cli, config_option, pass_context
+from cdc_bridge.errors import UserError
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--listen", metavar="HOST:PORT", help="Address to listen on [default: inbound.listen]."
+)
+@pass_context
+def serve(ctx: Context, listen: str | None) -> None:
+    """Receive the peer's signed batches and apply them to the local database.
+
+    \b
+    Example:
+      cdc-bridge --config shop.yaml serve --listen 127.0.0.1:8082
+    """
+    from cdc_bridge.inbound.app import serve as run_server
+
+    if listen is not None and not _is_host_port(listen):
+        raise click.BadParameter(
+            f"{listen!r} is not HOST:PORT; fix: write it like 127.0.0.1:8082",
+            param_hint="--listen",
+        )
+    run_server(ctx.config(), listen)
+
+
+def _is_host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+@cli.group()
+def conflicts() -> None:
+    """Concurrent edits of fields owned by both sides: list, show, resolve.
+
+    \b
+    Example:
+      cdc-bridge conflicts list --open
+      cdc-bridge conflicts resolve 7 --take peer
+    """
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['id']:>6}  {row['status']:<8}  {row['table_name']}  "
+        f"{orjson.dumps(row['key']).decode()}  {row['field']}: "
+        f"local={orjson.dumps(row['local_value']).decode()} "
+        f"peer={orjson.dumps(row['peer_value']).decode()}  ({row['policy']})"
+    )
+
+
+@conflicts.command("list")
+@config_option
+@click.option("--open", "only_open", is_flag=True, help="Only conflicts waiting for a person.")
+@pass_context
+def conflicts_list(ctx: Context, only_open: bool) -> None:
+    """List recorded conflicts, oldest first."""
+    from cdc_bridge.inbound.manual import list_conflicts
+
+    rows = list_conflicts(ctx.config(), "open" if only_open else None)
+    if not rows:
+        click.echo("no conflicts")
+    for row in rows:
+        click.echo(_line(row))
+
+
+@conflicts.command("show")
+@config_option
+@click.argument("conflict_id", type=int)
+@pass_context
+def conflicts_show(ctx: Context, conflict_id: int) -> None:
+    """Show one conflict with both values and how it was settled."""
+    from cdc_bridge.inbound.manual import get_conflict
+
+    row = get_conflict(ctx.config(), conflict_id)
+    for name, value in row.items():
+        shown = value.isoformat() if hasattr(value, "isoformat") else value
+        click.echo(f"{name:>12}: {orjson.dumps(shown).decode() if shown is not None else '-'}")
+
+
+@conflicts.command("resolve")
+@config_option
+@click.argument("conflict_id", type=int)
+@click.option("--take", type=click.Choice(["local", "peer"]), help="Keep one side's value.")
+@click.option("--value", "value_text", metavar="V", help="Set this value (JSON, or plain text).")
+@pass_context
+def conflicts_resolve(
+    ctx: Context, conflict_id: int, take: str | None, value_text: str | None
+) -> None:
+    """Settle an open conflict; the chosen value syncs to the peer.
+
+    \b
+    Example:
+      cdc-bridge conflicts resolve 7 --take local
+      cdc-bridge conflicts resolve 7 --value '"Acme GmbH"'
+    """
+    from cdc_bridge.inbound.manual import parse_value, resolve_conflict
+
+    if (take is None) == (value_text is None):
+        raise UserError("give exactly one of --take local|peer or --value V")
+    if take is not None:
+        row = resolve_conflict(ctx.config(), conflict_id, "local" if take == "local" else "peer")
+    else:
+        assert value_text is not None
+        row = resolve_conflict(ctx.config(), conflict_id, "value", parse_value(value_text))
+    click.echo(
+        f"resolved conflict {conflict_id}: {row['field']} = "
+        f"{orjson.dumps(row['resolution']).decode()} (queued for the peer)"
+    )

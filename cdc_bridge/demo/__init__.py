@@ -1,0 +1,1 @@
+"""The demo: sample schemas, configs and the scripted story (see story.py)."""

@@ -1,0 +1,5 @@
+-- The shop's own tables for the demo. The shop caps prices (a rule the ERP does not have).
+CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text, tier text);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, total numeric(12, 2), status text NOT NULL DEFAULT 'new');
+CREATE TABLE products (sku text PRIMARY KEY, name text, price numeric(12, 2) CONSTRAINT price_cap CHECK (price < 1000), description text);
+CREATE TABLE accounts (id bigint PRIMARY KEY, company_name text, credit_limit numeric(12, 2));

@@ -1,0 +1,1 @@
+"""Inbound: receive the peer's batches (`app`), apply them (`apply`), settle conflicts."""

@@ -1,0 +1,244 @@
+"""`cdc-bridge serve`: the HTTP side of the batch protocol (Starlette on uvicorn).
+
+Every request is checked before it touches the database, in this order: body size (413),
+signature and timestamp (401), JSON and batch shape (400). Only then is the batch applied,
+in a worker thread, on a pooled connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import psycopg
+import uvicorn
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cdc_bridge import sql as queries
+from cdc_bridge.config import BridgeConfig, TableSpec
+from cdc_bridge.db import mask_dsn
+from cdc_bridge.errors import UserError
+from cdc_bridge.inbound.apply import Applier, prune_applied_keys
+from cdc_bridge.peer.protocol import (
+    BATCH_PATH,
+    READ_PATH,
+    Batch,
+    ReadRequest,
+    ReadResponse,
+    SignatureError,
+    Signer,
+    dumps,
+)
+
+log = logging.getLogger("cdc_bridge.inbound")
+
+M = TypeVar("M", bound=BaseModel)
+
+PRUNE_EVERY_S = 3600.0
+
+
+class Refused(Exception):
+    """The whole request is refused with an HTTP status and a reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Inbound:
+    """What the request handlers share: config, signer, applier and the connection pool."""
+
+    def __init__(self, config: BridgeConfig, pool_size: int = 4) -> None:
+        secret = config.peer.secret
+        if secret is None or not secret.get_secret_value():
+            raise UserError(
+                "serve verifies every batch with the shared secret; fix: set peer.secret"
+            )
+        self.config = config
+        self.signer = Signer(secret.get_secret_value())
+        self.applier = Applier(config)
+        self.pool = ConnectionPool(
+            config.database.url.get_secret_value(),
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name="cdc-bridge-inbound",
+        )
+
+    # -------------------------------------------------------------- checks
+
+    async def body(self, request: Request) -> bytes:
+        limit = self.config.inbound.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise Refused(413, f"body of {declared} bytes is over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # a lying or missing Content-Length
+                raise Refused(413, f"body is over the {limit}-byte limit")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            self.signer.verify(
+                dict(request.headers), body, self.config.inbound.timestamp_tolerance_s
+            )
+        except SignatureError as exc:
+            raise Refused(401, str(exc)) from None
+        return body
+
+    def parse(self, body: bytes, model: type[M]) -> M:
+        try:
+            parsed = model.model_validate_json(body)  # pydantic's own parser: no detour
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["type"] == "json_invalid":
+                raise Refused(400, f"body is not valid JSON: {first['msg']}") from None
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise Refused(
+                400,
+                f"not a valid {model.__name__}: {where}: {first['msg']} "
+                f"({exc.error_count()} problem(s))",
+            ) from None
+        source = getattr(parsed, "source", None)
+        if source != self.config.peer.name:
+            raise Refused(400, f"source {source!r} is not this bridge's peer")
+        return parsed
+
+    # -------------------------------------------------------------- work
+
+    def apply(self, batch: Batch) -> bytes:
+        with self.pool.connection() as conn:
+            response = self.applier.apply(conn, batch)
+        counts = Counter(r.status.value for r in response.results)
+        log.debug("batch %s from %s: %s", batch.batch_id, batch.source, dict(counts))
+        return dumps(response)
+
+    def read(self, request: ReadRequest) -> bytes:
+        spec = self._readable(request.table)
+        with self.pool.connection() as conn:
+            columns = self._read_columns(conn, spec)
+            query = queries.query(
+                "inbound_read_rows",
+                table=spec.name.identifier,
+                columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                key=sql.SQL(", ").join(sql.Identifier(c) for c in spec.key),
+            )
+            after = None if request.after is None else orjson.dumps(request.after).decode()
+            rows = [r[0] for r in conn.execute(query, {"after": after, "limit": request.limit + 1})]
+        more = len(rows) > request.limit
+        return dumps(ReadResponse(rows=rows[: request.limit], more=more))
+
+    def _readable(self, table: str) -> TableSpec:
+        spec = next((s for s in self.config.table_specs if table in (s.label, s.name.dotted)), None)
+        if spec is None:
+            raise Refused(400, f"table {table!r} is not configured on this side")
+        if not (spec.receives_whole_rows or spec.received_fields):
+            raise Refused(400, f"{spec.label} holds nothing this side receives from the peer")
+        return spec
+
+    def _read_columns(self, conn: psycopg.Connection[Any], spec: TableSpec) -> list[str]:
+        if spec.receives_whole_rows:
+            return sorted(self.applier.writable_columns(conn, spec))
+        return [*spec.key, *spec.received_fields]
+
+    def prune(self) -> int:
+        with self.pool.connection() as conn:
+            return prune_applied_keys(conn, self.config)
+
+
+def _refusal(exc: Refused) -> Response:
+    return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+
+def _endpoint(
+    inbound: Inbound, work: Callable[[Request], Awaitable[bytes]]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await work(request)
+        except Refused as exc:
+            log.warning("refused %s %s: %s", request.url.path, exc.status, exc.reason)
+            return _refusal(exc)
+        except psycopg.OperationalError as exc:
+            # Transient (deadlock, lock timeout, lost connection): nothing was committed.
+            log.error("batch not applied: %s", mask_dsn(str(exc).strip().splitlines()[0]))
+            return JSONResponse(
+                {"error": "database busy or unavailable; nothing applied, retry later"},
+                status_code=503,
+            )
+        return Response(body, media_type="application/json")
+
+    return endpoint
+
+
+def create_app(config: BridgeConfig, pool_size: int = 4) -> Starlette:
+    inbound = Inbound(config, pool_size)
+
+    async def batches(request: Request) -> bytes:
+        batch = inbound.parse(await inbound.body(request), Batch)
+        return await run_in_threadpool(inbound.apply, batch)
+
+    async def read(request: Request) -> bytes:
+        read_request = inbound.parse(await inbound.body(request), ReadRequest)
+        return await run_in_threadpool(inbound.read, read_request)
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(inbound.pool.open, True)
+        pruner = asyncio.create_task(_prune_forever(inbound))
+        try:
+            yield
+        finally:
+            pruner.cancel()
+            await run_in_threadpool(inbound.pool.close)
+
+    return Starlette(
+        routes=[
+            Route(BATCH_PATH, _endpoint(inbound, batches), methods=["POST"]),
+            Route(READ_PATH, _endpoint(inbound, read), methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _prune_forever(inbound: Inbound) -> None:
+    while True:
+        try:
+            removed = await run_in_threadpool(inbound.prune)
+            log.info("pruned %d applied idempotency keys", removed)
+        except psycopg.Error as exc:
+            log.warning("pruning applied keys failed: %s", str(exc).splitlines()[0])
+        await asyncio.sleep(PRUNE_EVERY_S)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def serve(config: BridgeConfig, listen: str | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM."""
+    host, port = split_listen(listen or config.inbound.listen)
+    level = config.logging.level.lower()
+    logging.basicConfig(level=config.logging.level)
+    uvicorn.run(create_app(config), host=host, port=port, log_level=level, access_log=False)

@@ -1,0 +1,500 @@
+"""Apply a peer's batch to the local database: one transaction, origin set to the peer.
+
+A batch goes through three steps:
+1. plan: each change is checked against the config (table, op, owned fields) and the
+   applied idempotency keys. A change that fails here never reaches SQL.
+2. conflicts: `both` fields whose current value is not the sender's `old` are settled by
+   the table's policy (see conflicts.py); a field the peer loses is dropped from the change.
+3. write: consecutive changes of one table with the same shape go in one statement inside
+   a savepoint. If the database refuses the statement, its changes are retried one by one,
+   each in its own savepoint, so only the offending change is rejected.
+Column names always come from the config or the catalog, never from the payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from cdc_bridge import sql as queries
+from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
+from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
+from cdc_bridge.peer.protocol import (
+    Batch,
+    BatchResponse,
+    Change,
+    ChangeResult,
+    Op,
+    ResultStatus,
+)
+
+Connection = psycopg.Connection[Any]
+KeyId = tuple[str, bytes]  # (table label, canonical key JSON)
+
+_UPSERT_OPS = frozenset({Op.INSERT, Op.UPDATE})
+_ALL_OPS = frozenset(Op)
+_WRITTEN = (ResultStatus.APPLIED, ResultStatus.CONFLICT_RESOLVED)
+_UNAPPLIED = (ResultStatus.REJECTED, ResultStatus.SKIPPED)
+
+
+class Rejected(Exception):
+    """A change the config does not allow; the message is the reason sent back."""
+
+
+@dataclass
+class Planned:
+    """One change on its way through the batch, with what will be written."""
+
+    change: Change
+    spec: TableSpec | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+    result: ChangeResult | None = None
+    decisions: list[Decision] = field(default_factory=list)
+
+    key_id: KeyId = field(init=False)
+    shape: tuple[str, bool, tuple[str, ...]] = field(init=False, default=("", False, ()))
+
+    def __post_init__(self) -> None:
+        self.key_id = key_id(self.change.table, self.change.key)
+
+    def finish(self, status: ResultStatus, reason: str | None = None) -> None:
+        self.result = ChangeResult(
+            idempotency_key=self.change.idempotency_key, status=status, reason=reason
+        )
+
+    def applied(self) -> None:
+        if not self.decisions:
+            self.finish(ResultStatus.APPLIED)
+            return
+        self.result = ChangeResult(
+            idempotency_key=self.change.idempotency_key,
+            status=ResultStatus.CONFLICT_RESOLVED,
+            resolution={d.conflict.field: d.describe() for d in self.decisions},
+        )
+
+
+def key_id(table: str, key: dict[str, Any]) -> KeyId:
+    return (table, orjson.dumps(key, option=orjson.OPT_SORT_KEYS))
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# ------------------------------------------------------------------ rules per table
+
+
+def allowed_ops(spec: TableSpec) -> frozenset[Op]:
+    """What the peer may do to this table, seen from this side."""
+    if spec.mode is TableMode.PEER:
+        return _ALL_OPS
+    if spec.mode is TableMode.ADOPT:
+        return _UPSERT_OPS  # once adopted the row is ours: the peer never deletes it
+    if spec.mode is TableMode.FIELDS and spec.received_fields:
+        return _ALL_OPS if spec.key_owned_by_peer else _UPSERT_OPS
+    return frozenset()
+
+
+def _op_refusal(spec: TableSpec, op: Op) -> str:
+    if not allowed_ops(spec):
+        return (
+            f"{spec.label} is owned by this side (sor: {spec.mode.value}); "
+            "the peer may not change it"
+        )
+    return f"{op.value} is not allowed on {spec.label}: this side owns its rows' keys"
+
+
+class Applier:
+    """Applies batches for one config; caches the catalog columns of whole-row tables."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.schema = config.bridge_schema
+        self._specs: dict[str, TableSpec] = {}
+        for spec in config.table_specs:
+            self._specs[spec.label] = spec
+            self._specs.setdefault(spec.name.dotted, spec)
+        self._columns: dict[str, frozenset[str]] = {}
+
+    # -------------------------------------------------------------- entry point
+
+    def apply(self, conn: Connection, batch: Batch) -> BatchResponse:
+        plans = [Planned(change) for change in batch.changes]
+        with conn.transaction():
+            conn.execute(queries.query("inbound_set_origin"), {"origin": self.config.peer.name})
+            self._plan(conn, plans)
+            self._settle_conflicts(conn, plans)
+            # Planning already skipped what follows its own rejections; this set
+            # collects the database's, in batch order.
+            failed: set[KeyId] = set()
+            for group in statement_runs([p for p in plans if p.result is None]):
+                self._write_group(conn, group, failed)
+            self._record(conn, plans)
+        results = [p.result for p in plans if p.result is not None]
+        return BatchResponse(results=results)
+
+    # -------------------------------------------------------------- 1. plan
+
+    def _plan(self, conn: Connection, plans: list[Planned]) -> None:
+        claimed = self._claim_keys(conn, [p.change.idempotency_key for p in plans])
+        failed: set[KeyId] = set()
+        for plan in plans:
+            if plan.change.idempotency_key not in claimed:
+                plan.finish(ResultStatus.DUPLICATE)
+                continue
+            claimed.discard(plan.change.idempotency_key)  # a repeat in this batch is a duplicate
+            if plan.key_id in failed:
+                plan.finish(ResultStatus.SKIPPED, "an earlier change of this key was rejected")
+                continue
+            try:
+                plan.spec = self._spec(plan.change.table)
+                plan.row = self._checked_row(conn, plan.spec, plan.change)
+                plan.shape = shape_of(plan)
+            except Rejected as exc:
+                plan.finish(ResultStatus.REJECTED, str(exc))
+                failed.add(plan.key_id)
+
+    def _claim_keys(self, conn: Connection, keys: list[str]) -> set[str]:
+        """Record the batch's idempotency keys now; those already there are duplicates.
+
+        Inserting first (not just looking) makes a concurrent batch carrying the same
+        key wait for this transaction, then see it as a duplicate: never applied twice.
+        Keys of changes that end up not applied are removed again before commit.
+        """
+        rows = conn.execute(
+            queries.query("inbound_claim_keys", schema=self.schema), {"keys": _json(keys)}
+        )
+        return {r[0] for r in rows}
+
+    def _spec(self, table: str) -> TableSpec:
+        spec = self._specs.get(table)
+        if spec is None:
+            raise Rejected(f"table {table!r} is not configured on this side")
+        return spec
+
+    def _checked_row(self, conn: Connection, spec: TableSpec, change: Change) -> dict[str, Any]:
+        if change.op not in allowed_ops(spec):
+            raise Rejected(_op_refusal(spec, change.op))
+        if set(change.key) != set(spec.key):
+            raise Rejected(
+                f"key {sorted(change.key)} does not match {spec.label}'s key {list(spec.key)}"
+            )
+        if change.op is Op.DELETE:
+            return dict(change.key)
+        writable = self.writable_columns(conn, spec)
+        fields = change.fields or {}
+        foreign = sorted(set(fields) - writable)
+        if foreign:
+            raise Rejected(f"fields {foreign} of {spec.label} are not the peer's to change")
+        stray_old = sorted(set(change.old or {}) - set(spec.both_fields))
+        if stray_old:
+            raise Rejected(f"old values {stray_old} given for fields not owned by both sides")
+        for name in spec.key:
+            if name in fields and fields[name] != change.key[name]:
+                raise Rejected(f"fields.{name} differs from the key; a key change is delete+insert")
+        return {**change.key, **fields}
+
+    def writable_columns(self, conn: Connection, spec: TableSpec) -> frozenset[str]:
+        """Columns the peer may write: its fields, or every column of a whole-row table."""
+        if not spec.receives_whole_rows:
+            return frozenset(spec.key + spec.received_fields)
+        cached = self._columns.get(spec.label)
+        if cached is None:
+            rows = conn.execute(
+                queries.query("inbound_table_columns", relation=spec.name.regclass_literal)
+            )
+            cached = self._columns[spec.label] = frozenset(r[0] for r in rows)
+        return cached
+
+    # -------------------------------------------------------------- 2. conflicts
+
+    def _settle_conflicts(self, conn: Connection, plans: list[Planned]) -> None:
+        contested = [p for p in plans if p.result is None and p.change.old and p.spec]
+        if not contested:
+            return
+        current = self._current_values(conn, contested)
+        for plan in plans:
+            if plan.result is not None or plan.spec is None or not plan.spec.both_fields:
+                continue
+            values = current.get(plan.key_id)
+            if plan.change.old and values is not None:
+                self._decide_fields(conn, plan, values)
+            # Later changes of this key in the batch compare with what this one leaves.
+            if plan.change.op is Op.DELETE:
+                current.pop(plan.key_id, None)
+            elif values is not None:
+                values.update({f: plan.row[f] for f in plan.spec.both_fields if f in plan.row})
+
+    def _current_values(
+        self, conn: Connection, plans: list[Planned]
+    ) -> dict[KeyId, dict[str, Any]]:
+        found: dict[KeyId, dict[str, Any]] = {}
+        by_table: dict[str, list[Planned]] = {}
+        for plan in plans:
+            assert plan.spec is not None
+            by_table.setdefault(plan.spec.label, []).append(plan)
+        for label, members in by_table.items():
+            spec = self._specs[label]
+            query = queries.query(
+                "inbound_current_values",
+                table=spec.name.identifier,
+                key=_column_list(spec.key),
+                key_json=_json_object(spec.key),
+                pairs=_json_pairs(spec.both_fields),
+            )
+            rows = [p.change.key for p in members]
+            for key, values in conn.execute(query, {"rows": _json(rows)}):
+                found[key_id(label, key)] = values
+        return found
+
+    def _decide_fields(self, conn: Connection, plan: Planned, current: dict[str, Any]) -> None:
+        assert plan.spec is not None and plan.change.old is not None
+        for name in plan.spec.both_fields:
+            if name not in plan.change.old or name not in plan.row:
+                continue
+            conflict = find_conflict(name, current.get(name), plan.change.old[name], plan.row[name])
+            if conflict is None:
+                continue
+            decision = decide(
+                conflict,
+                plan.spec.conflicts,
+                peer_changed_at=plan.change.committed_at,
+                local_changed_at=self._local_changed_at(conn, plan, name),
+                system=self.config.system,
+                peer=self.config.peer.name,
+            )
+            plan.decisions.append(decision)
+            if decision.winner is Winner.LOCAL:
+                del plan.row[name]
+                plan.shape = shape_of(plan)
+
+    def _local_changed_at(self, conn: Connection, plan: Planned, name: str) -> datetime | None:
+        if plan.spec is None or plan.spec.conflicts is not ConflictPolicy.NEWER_WINS:
+            return None
+        row = conn.execute(
+            queries.query("inbound_latest_local_change", schema=self.schema),
+            {
+                "table": plan.spec.label,
+                "key": _json(plan.change.key),
+                "origin": self.config.system,
+                "field": name,
+            },
+        ).fetchone()
+        return None if row is None else row[0]
+
+    # -------------------------------------------------------------- 3. write
+
+    def _write_group(self, conn: Connection, group: list[Planned], failed: set[KeyId]) -> None:
+        todo = []
+        for plan in group:
+            if plan.key_id in failed:
+                plan.finish(ResultStatus.SKIPPED, "an earlier change of this key was rejected")
+            else:
+                todo.append(plan)
+        if not todo:
+            return
+        statement = self._statement(todo[0])
+        try:
+            with conn.transaction():
+                conn.execute(statement, {"rows": _json([p.row for p in todo])})
+        except psycopg.OperationalError:
+            raise  # deadlock, lost connection...: the whole batch is retried, not rejected
+        except psycopg.errors.Error:
+            self._write_one_by_one(conn, statement, todo, failed)
+            return
+        for plan in todo:
+            plan.applied()
+
+    def _write_one_by_one(
+        self, conn: Connection, statement: sql.Composed, todo: list[Planned], failed: set[KeyId]
+    ) -> None:
+        for plan in todo:
+            try:
+                with conn.transaction():
+                    conn.execute(statement, {"rows": _json([plan.row])})
+            except psycopg.OperationalError:
+                raise
+            except psycopg.errors.Error as exc:
+                plan.finish(ResultStatus.REJECTED, database_reason(exc))
+                failed.add(plan.key_id)
+            else:
+                plan.applied()
+
+    def _statement(self, plan: Planned) -> sql.Composed:
+        spec = plan.spec
+        assert spec is not None
+        if plan.change.op is Op.DELETE:
+            match = sql.SQL(" AND ").join(
+                sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in spec.key
+            )
+            return queries.query("inbound_delete", table=spec.name.identifier, match=match)
+        columns = _row_columns(spec, plan.row)
+        updated = [c for c in columns if c not in spec.key]
+        action: sql.Composable = sql.SQL("NOTHING")
+        if updated:
+            action = sql.SQL("UPDATE SET ") + sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updated
+            )
+        if updated and not spec.receives_whole_rows:
+            return self._update_then_insert(spec, columns, updated, action)
+        return queries.query(
+            "inbound_upsert",
+            table=spec.name.identifier,
+            columns=_column_list(columns),
+            key=_column_list(spec.key),
+            action=action,
+        )
+
+    def _update_then_insert(
+        self, spec: TableSpec, columns: list[str], updated: list[str], action: sql.Composable
+    ) -> sql.Composed:
+        def pairs(template: str, names: Iterable[str]) -> sql.Composable:
+            return sql.SQL(" AND ").join(
+                sql.SQL(template).format(c=sql.Identifier(c)) for c in names
+            )
+
+        return queries.query(
+            "inbound_update_then_insert",
+            table=spec.name.identifier,
+            columns=_column_list(columns),
+            assignments=sql.SQL(", ").join(
+                sql.SQL("{c} = i.{c}").format(c=sql.Identifier(c)) for c in updated
+            ),
+            match=pairs("t.{c} = i.{c}", spec.key),
+            returning=sql.SQL(", ").join(
+                sql.SQL("t.{c}").format(c=sql.Identifier(c)) for c in spec.key
+            ),
+            seen=pairs("u.{c} = i.{c}", spec.key),
+            key=_column_list(spec.key),
+            action=action,
+        )
+
+    # -------------------------------------------------------------- bookkeeping
+
+    def _record(self, conn: Connection, plans: list[Planned]) -> None:
+        done = [p for p in plans if p.result is not None and p.result.status in _WRITTEN]
+        unapplied = [
+            p.change.idempotency_key
+            for p in plans
+            if p.result is not None and p.result.status in _UNAPPLIED
+        ]
+        if unapplied:  # a fixed replay of these must apply
+            conn.execute(
+                queries.query("inbound_release_keys", schema=self.schema),
+                {"keys": _json(unapplied)},
+            )
+        resolved = [p.change.idempotency_key for p in done if p.decisions]
+        if resolved:
+            conn.execute(
+                queries.query("inbound_mark_keys_resolved", schema=self.schema),
+                {"keys": _json(resolved)},
+            )
+        settled = [
+            {"table_name": p.spec.label, "key": p.change.key, "field": f, "value": p.row[f]}
+            for p in done
+            if p.spec is not None
+            for f in p.spec.both_fields
+            if f in p.row
+        ]
+        if settled:
+            conn.execute(
+                queries.query("inbound_resolve_by_peer", schema=self.schema),
+                {"changes": _json(settled)},
+            )
+        for plan in done:
+            for decision in plan.decisions:
+                self._record_conflict(conn, plan, decision)
+
+    def _record_conflict(self, conn: Connection, plan: Planned, decision: Decision) -> None:
+        assert plan.spec is not None
+        conflict = decision.conflict
+        winning = conflict.peer_value if decision.winner is Winner.PEER else conflict.local_value
+        conn.execute(
+            queries.query("inbound_record_conflict", schema=self.schema),
+            {
+                "table": plan.spec.label,
+                "key": _json(plan.change.key),
+                "field": conflict.field,
+                "local_value": _json(conflict.local_value),
+                "peer_value": _json(conflict.peer_value),
+                "policy": decision.policy.value,
+                "winner": None if decision.parked else decision.winner.value,
+                "status": "open" if decision.parked else "resolved",
+                "resolution": None if decision.parked else _json(winning),
+            },
+        )
+
+
+def database_reason(exc: psycopg.errors.Error) -> str:
+    """The database's own message (and detail), which names the constraint at fault."""
+    diag = exc.diag
+    message = diag.message_primary or str(exc).strip().splitlines()[0]
+    detail = f" ({diag.message_detail})" if diag.message_detail else ""
+    return f"database refused the change: {message}{detail}"
+
+
+# ------------------------------------------------------------------ grouping
+
+
+def shape_of(plan: Planned) -> tuple[str, bool, tuple[str, ...]]:
+    assert plan.spec is not None
+    deleting = plan.change.op is Op.DELETE
+    return (plan.spec.label, deleting, () if deleting else tuple(sorted(plan.row)))
+
+
+def statement_runs(plans: Iterable[Planned]) -> Iterator[list[Planned]]:
+    """Runs of consecutive same-shaped changes, each key at most once per run.
+
+    One statement may not touch a row twice (ON CONFLICT refuses it), and a key's
+    changes must apply in order, so a repeated key starts a new run.
+    """
+    group: list[Planned] = []
+    keys: set[KeyId] = set()
+    for plan in plans:
+        if group and (plan.shape != group[0].shape or plan.key_id in keys):
+            yield group
+            group, keys = [], set()
+        group.append(plan)
+        keys.add(plan.key_id)
+    if group:
+        yield group
+
+
+def _row_columns(spec: TableSpec, row: dict[str, Any]) -> list[str]:
+    return list(spec.key) + sorted(c for c in row if c not in spec.key)
+
+
+def _column_list(columns: Iterable[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+
+def _json_pairs(columns: Iterable[str]) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{name}, to_jsonb(t.{column})").format(
+            name=sql.Literal(c), column=sql.Identifier(c)
+        )
+        for c in columns
+    )
+
+
+def _json_object(columns: Iterable[str]) -> sql.Composable:
+    return sql.SQL("jsonb_build_object({})").format(_json_pairs(columns))
+
+
+# ------------------------------------------------------------------ pruning
+
+
+def prune_applied_keys(conn: Connection, config: BridgeConfig) -> int:
+    """Forget idempotency keys older than the retention; returns how many went."""
+    age_s = config.inbound.applied_key_retention_days * 86400
+    with conn.transaction():
+        cursor = conn.execute(
+            queries.query("inbound_prune_keys", schema=config.bridge_schema), {"age_s": age_s}
+        )
+    return cursor.rowcount

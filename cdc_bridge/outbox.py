@@ -1,0 +1,169 @@
+"""Claim, acknowledge, fail and park outbox rows (SQL in cdc_bridge/sql/relay.sql).
+
+There is no read cursor. Every read starts at the head of the outbox, so a transaction
+that took a low id and committed late is read on the next pass instead of being skipped.
+A row leaves the outbox only in the same statement that writes it to `delivered` or
+`failed`. Keys with a row in `failed` are parked: their later rows are not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from cdc_bridge.sql import query
+
+# What `delivered.result` holds for a change the SOR filter dropped without sending.
+FILTERED = "filtered"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    txid: str
+    table_name: str
+    op: str  # 'I' | 'U' | 'D'
+    key: dict[str, Any]
+    key_text: str  # canonical jsonb text: equal keys give equal text
+    fields: dict[str, Any] | None
+    old: dict[str, Any] | None
+    changed: list[str] | None
+    origin: str
+    captured_at: datetime
+    handed_at: datetime | None  # set when the row's key was handed off to the peer
+
+    @property
+    def record(self) -> tuple[str, str]:
+        """(table, key): changes of one record must reach the peer in id order."""
+        return (self.table_name, self.key_text)
+
+    def idempotency_key(self, system: str) -> str:
+        return f"{system}:{self.txid}:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A change the peer refused for good, with what the peer said."""
+
+    id: int
+    reason: str
+
+
+def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Parse jsonb with orjson: the relay reads every captured row once."""
+    psycopg.types.json.set_json_loads(orjson.loads, conn)
+
+
+async def fetch_pending(
+    conn: psycopg.AsyncConnection[Any], schema: str, limit: int
+) -> list[OutboxRow]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("relay_fetch_pending", schema=schema), {"limit": limit})
+        return [OutboxRow(**row) for row in await cur.fetchall()]
+
+
+async def record_batch(
+    conn: psycopg.AsyncConnection[Any], schema: str, batch_id: str, status: str,
+    ids: Sequence[int],
+) -> None:
+    await conn.execute(
+        query("relay_record_batch", schema=schema),
+        {
+            "batch_id": batch_id,
+            "status": status,
+            "change_count": len(ids),
+            "first_id": min(ids),
+            "last_id": max(ids),
+        },
+    )
+
+
+async def record_attempt(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    batch_id: str,
+    *,
+    http_status: int | None,
+    error: str | None,
+    response_body: str | None,
+    duration_ms: float,
+) -> None:
+    await conn.execute(
+        query("relay_record_attempt", schema=schema),
+        {
+            "batch_id": batch_id,
+            "http_status": http_status,
+            "error": error,
+            "response_body": response_body,
+            "duration_ms": duration_ms,
+        },
+    )
+
+
+async def acknowledge(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    batch_id: str | None,
+    results: dict[int, str],
+) -> None:
+    """Move acknowledged (or filtered) changes to `delivered` with their result."""
+    if not results:
+        return
+    await conn.execute(
+        query("relay_ack", schema=schema),
+        {"ids": list(results), "results": list(results.values()), "batch_id": batch_id},
+    )
+
+
+async def fail(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    batch_id: str,
+    failures: Sequence[Failure],
+    *,
+    http_status: int | None,
+    response_body: str | None,
+) -> None:
+    """Move refused changes to `failed`: their keys are parked from now on."""
+    if not failures:
+        return
+    await conn.execute(
+        query("relay_fail", schema=schema),
+        {
+            "ids": [f.id for f in failures],
+            "reasons": [f.reason for f in failures],
+            "batch_id": batch_id,
+            "http_status": http_status,
+            "response_body": response_body,
+        },
+    )
+
+
+async def record_handoffs(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    records: Sequence[tuple[str, dict[str, Any]]],
+) -> None:
+    """The peer owns these (table, key) records now: the guard refuses local edits."""
+    if not records:
+        return
+    await conn.execute(
+        query("relay_record_handoffs", schema=schema),
+        {"tables": [t for t, _ in records], "keys": [Jsonb(k) for _, k in records]},
+    )
+
+
+async def prune_delivered(
+    conn: psycopg.AsyncConnection[Any], schema: str, retention_s: float
+) -> int:
+    cur = await conn.execute(
+        query("relay_prune_delivered", schema=schema), {"retention_s": retention_s}
+    )
+    return cur.rowcount

@@ -1,0 +1,335 @@
+"""Peer clients: the bridge batch protocol v1, and a per-change REST mapping.
+
+Both answer a `Delivery`: a result per change the peer answered, and whether what is
+left failed transiently (retry with backoff) or permanently (park the keys).
+Transient: connection errors, timeouts, 408, 429 and 5xx. Permanent: any other 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import ValidationError
+
+from cdc_bridge.config import BridgeConfig, PeerConfig, RestOperation
+from cdc_bridge.db import mask_dsn
+from cdc_bridge.errors import UserError
+from cdc_bridge.peer.protocol import (
+    BATCH_PATH,
+    PROTOCOL,
+    BatchResponse,
+    ChangeResult,
+    Op,
+    ResultStatus,
+    Signer,
+)
+
+# Kept with an attempt or a failed change: enough to see what the peer said.
+MAX_KEPT_BODY = 4000
+_TRANSIENT_4XX = (408, 429)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One change as it will be sent (fields already narrowed by the SOR filter)."""
+
+    id: int
+    idempotency_key: str
+    table: str
+    op: str  # outbox code: 'I' | 'U' | 'D'
+    key: dict[str, Any]
+    key_text: str
+    fields: dict[str, Any] | None
+    old: dict[str, Any] | None
+    committed_at: datetime
+    origin: str
+
+
+@dataclass
+class Delivery:
+    """What one attempt achieved. Changes without a result were not applied."""
+
+    results: dict[int, ChangeResult] = field(default_factory=dict)
+    http_status: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    transient: bool = False
+    permanent: bool = False
+    retry_after_s: float | None = None
+    duration_ms: float = 0.0
+
+
+class PeerClient(Protocol):
+    async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery: ...
+
+    async def aclose(self) -> None: ...
+
+
+def is_transient_status(status: int) -> bool:
+    return status in _TRANSIENT_4XX or status >= 500
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def describe_error(exc: Exception) -> str:
+    """A transport error as text safe for logs (no credentials from the URL)."""
+    text = str(exc).strip().splitlines()
+    detail = f": {text[0]}" if text else ""
+    return mask_dsn(f"{type(exc).__name__}{detail}")
+
+
+def _kept(body: bytes) -> str:
+    return body[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
+
+
+def _http_failure(response: httpx.Response, started: float) -> Delivery:
+    status = response.status_code
+    return Delivery(
+        http_status=status,
+        response_body=_kept(response.content),
+        error=f"HTTP {status}",
+        transient=is_transient_status(status),
+        permanent=not is_transient_status(status),
+        retry_after_s=retry_after_seconds(response.headers.get("retry-after")),
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _no_answer(exc: Exception, started: float) -> Delivery:
+    return Delivery(
+        error=describe_error(exc),
+        transient=True,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+# ------------------------------------------------------------------ bridge protocol
+
+
+def batch_body(system: str, batch_id: str, changes: Sequence[Outgoing]) -> bytes:
+    """The protocol v1 batch as JSON (same shape as `Batch`, built without model overhead)."""
+    return orjson.dumps(
+        {
+            "protocol": PROTOCOL,
+            "source": system,
+            "batch_id": batch_id,
+            "changes": [_change_json(c) for c in changes],
+        }
+    )
+
+
+def _change_json(change: Outgoing) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "idempotency_key": change.idempotency_key,
+        "table": change.table,
+        "op": Op.from_outbox(change.op).value,
+        "key": change.key,
+        "committed_at": change.committed_at,
+        "origin": change.origin,
+    }
+    if change.fields is not None:
+        item["fields"] = change.fields
+    if change.old is not None:
+        item["old"] = change.old
+    return item
+
+
+class BridgeClient:
+    """POSTs signed batches to `<peer url>/v1/batches` (served by `cdc-bridge serve`)."""
+
+    def __init__(self, peer: PeerConfig, system: str, http: httpx.AsyncClient | None = None):
+        assert peer.secret is not None  # the config requires it for this adapter
+        self._system = system
+        self._signer = Signer(peer.secret.get_secret_value())
+        self._http = http or httpx.AsyncClient(base_url=peer.url, timeout=peer.timeout_s)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery:
+        body = batch_body(self._system, batch_id, changes)
+        headers = self._signer.headers(batch_id, body)
+        headers["content-type"] = "application/json"
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(BATCH_PATH, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return _no_answer(exc, started)
+        if response.status_code != 200:
+            return _http_failure(response, started)
+        return _read_results(response, changes, started)
+
+
+def _read_results(
+    response: httpx.Response, changes: Sequence[Outgoing], started: float
+) -> Delivery:
+    elapsed = (time.perf_counter() - started) * 1000
+    try:
+        parsed = BatchResponse.model_validate_json(response.content)
+    except ValidationError as exc:
+        return _bad_answer(response, f"the peer's answer is not a batch response: {exc}", elapsed)
+    by_key = {c.idempotency_key: c.id for c in changes}
+    results = {by_key[r.idempotency_key]: r for r in parsed.results if r.idempotency_key in by_key}
+    if len(results) != len(changes):
+        return _bad_answer(response, "the peer answered for other changes than sent", elapsed)
+    rejected = any(r.status is ResultStatus.REJECTED for r in results.values())
+    return Delivery(
+        results=results,
+        http_status=200,
+        response_body=_kept(response.content) if rejected else None,
+        duration_ms=elapsed,
+    )
+
+
+def _bad_answer(response: httpx.Response, error: str, elapsed: float) -> Delivery:
+    # Nothing is known to be applied: resend later (the idempotency keys make it safe).
+    return Delivery(
+        http_status=response.status_code,
+        error=error[:500],
+        response_body=_kept(response.content),
+        transient=True,
+        duration_ms=elapsed,
+    )
+
+
+# ------------------------------------------------------------------ REST mapping
+
+
+class RestClient:
+    """One request per change from the table's `rest` mapping; same key sequential."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        environ: Mapping[str, str] | None = None,
+        http: httpx.AsyncClient | None = None,
+        parallel_keys: int = 8,
+    ):
+        peer = config.peer
+        self._mappings = {s.label: s for s in config.table_specs if s.rest is not None}
+        self._headers = {"content-type": "application/json"}
+        if peer.auth_env:
+            env = os.environ if environ is None else environ
+            if peer.auth_env not in env:
+                raise UserError(
+                    f"peer.auth_env names {peer.auth_env}, which is not set; "
+                    f"fix: export {peer.auth_env}=... before running"
+                )
+            self._headers[peer.auth_header] = env[peer.auth_env]
+        self._http = http or httpx.AsyncClient(base_url=peer.url, timeout=peer.timeout_s)
+        self._parallel = asyncio.Semaphore(parallel_keys)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery:
+        by_record: dict[tuple[str, str], list[Outgoing]] = {}
+        for change in changes:
+            by_record.setdefault((change.table, change.key_text), []).append(change)
+        started = time.perf_counter()
+        outcome = Delivery()
+        await asyncio.gather(*(self._deliver_record(g, outcome) for g in by_record.values()))
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    async def _deliver_record(self, group: list[Outgoing], outcome: Delivery) -> None:
+        async with self._parallel:
+            for index, change in enumerate(group):
+                result = await self._send(change, outcome)
+                if result is None:  # transient: the rest of this key waits for the retry
+                    return
+                outcome.results[change.id] = result
+                if result.status is ResultStatus.REJECTED:
+                    for later in group[index + 1 :]:
+                        outcome.results[later.id] = ChangeResult(
+                            idempotency_key=later.idempotency_key, status=ResultStatus.SKIPPED
+                        )
+                    return
+
+    async def _send(self, change: Outgoing, outcome: Delivery) -> ChangeResult | None:
+        operation = self._operation(change)
+        if isinstance(operation, str):
+            return _rejected(change, operation)
+        try:
+            response = await self._http.request(
+                operation.method,
+                fill_path(operation.path, change.key),
+                content=None if change.op == "D" else self._body(change),
+                headers=self._headers,
+            )
+        except httpx.HTTPError as exc:
+            outcome.transient, outcome.error = True, describe_error(exc)
+            return None
+        except KeyError as exc:
+            return _rejected(change, f"the URL template names {exc}, which is not a key column")
+        return self._result(change, response, outcome)
+
+    def _operation(self, change: Outgoing) -> RestOperation | str:
+        spec = self._mappings.get(change.table)
+        if spec is None or spec.rest is None:
+            return f"no REST mapping for table {change.table}"
+        name = {"I": "insert", "U": "update", "D": "delete"}[change.op]
+        operation: RestOperation | None = getattr(spec.rest, name)
+        return operation or f"no REST operation for {name} on {change.table}"
+
+    def _body(self, change: Outgoing) -> bytes:
+        spec = self._mappings[change.table]
+        renames = spec.rest.rename if spec.rest else {}
+        fields = change.fields or {}
+        return orjson.dumps({renames.get(k, k): v for k, v in fields.items()})
+
+    def _result(
+        self, change: Outgoing, response: httpx.Response, outcome: Delivery
+    ) -> ChangeResult | None:
+        status = response.status_code
+        outcome.http_status = status
+        if 200 <= status < 300:
+            return ChangeResult(idempotency_key=change.idempotency_key, status=ResultStatus.APPLIED)
+        outcome.response_body = _kept(response.content)
+        if is_transient_status(status):
+            outcome.transient, outcome.error = True, f"HTTP {status}"
+            outcome.retry_after_s = retry_after_seconds(response.headers.get("retry-after"))
+            return None
+        return _rejected(change, f"HTTP {status}: {_kept(response.content)[:200]}")
+
+
+def _rejected(change: Outgoing, reason: str) -> ChangeResult:
+    return ChangeResult(
+        idempotency_key=change.idempotency_key, status=ResultStatus.REJECTED, reason=reason
+    )
+
+
+def fill_path(template: str, key: Mapping[str, Any]) -> str:
+    """`/api/products/{sku}` with each key value URL-quoted (a '/' in a value stays inside)."""
+    return template.format_map({name: quote(str(value), safe="") for name, value in key.items()})
+
+
+def make_client(config: BridgeConfig) -> PeerClient:
+    if config.peer.adapter == "rest":
+        return RestClient(config)
+    return BridgeClient(config.peer, config.system)

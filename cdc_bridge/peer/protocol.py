@@ -1,0 +1,162 @@
+"""Bridge batch protocol v1: the public contract between two bridges (docs/protocol.md).
+
+A sender POSTs one JSON batch to `<peer url>/v1/batches`, signed with HMAC-SHA256 in the
+Standard Webhooks scheme (headers webhook-id, webhook-timestamp, webhook-signature). The
+receiver answers 200 with one result per change, in the same order. A whole batch is refused
+only for transport reasons: 401 (signature or timestamp), 413 (too large), 400 (not a valid
+batch); then nothing was applied.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from standardwebhooks import Webhook
+
+PROTOCOL: Literal["cdc-bridge/1"] = "cdc-bridge/1"
+BATCH_PATH = "/v1/batches"
+READ_PATH = "/v1/read"  # reconcile reads the peer's rows through this endpoint
+
+HEADER_ID = "webhook-id"
+HEADER_TIMESTAMP = "webhook-timestamp"
+HEADER_SIGNATURE = "webhook-signature"
+
+
+class Op(StrEnum):
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+    @classmethod
+    def from_outbox(cls, code: str) -> Op:
+        return {"I": cls.INSERT, "U": cls.UPDATE, "D": cls.DELETE}[code]
+
+
+class ResultStatus(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # this idempotency key was applied before: nothing done
+    CONFLICT_RESOLVED = "conflict_resolved"  # applied after a concurrent-edit conflict
+    REJECTED = "rejected"  # permanent: the sender parks the key and keeps the change for replay
+    SKIPPED = "skipped"  # not tried: an earlier change of the same key in this batch was rejected
+
+    @property
+    def acknowledged(self) -> bool:
+        """The sender may drop the change from its outbox."""
+        return self in (self.APPLIED, self.DUPLICATE, self.CONFLICT_RESOLVED)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Change(_Strict):
+    idempotency_key: str = Field(min_length=1, max_length=200)
+    table: str = Field(min_length=1)
+    op: Op
+    key: dict[str, Any] = Field(min_length=1)
+    fields: dict[str, Any] | None = None  # new values (key included); None for delete
+    old: dict[str, Any] | None = None  # previous values of changed fields owned by both sides
+    committed_at: datetime  # when the change was made at the source (conflict ordering)
+    origin: str  # the system that made the change
+
+
+class Batch(_Strict):
+    protocol: Literal["cdc-bridge/1"] = PROTOCOL
+    source: str = Field(min_length=1)  # the sending system's name
+    batch_id: str = Field(min_length=1)
+    changes: list[Change]
+
+
+class ChangeResult(_Strict):
+    idempotency_key: str
+    status: ResultStatus
+    reason: str | None = None
+    # For conflict_resolved: policy, winner and both values, for the sender's records.
+    resolution: dict[str, Any] | None = None
+
+
+class BatchResponse(_Strict):
+    protocol: Literal["cdc-bridge/1"] = PROTOCOL
+    results: list[ChangeResult]
+
+
+class ReadRequest(_Strict):
+    """Reconcile: ask the peer for its copy of rows (key-ordered pages)."""
+
+    protocol: Literal["cdc-bridge/1"] = PROTOCOL
+    source: str
+    table: str
+    after: dict[str, Any] | None = None  # exclusive lower bound on the key, for paging
+    limit: int = Field(default=1000, gt=0, le=10_000)
+
+
+class ReadResponse(_Strict):
+    protocol: Literal["cdc-bridge/1"] = PROTOCOL
+    rows: list[dict[str, Any]]  # the fields the peer would ship for this table, key included
+    more: bool
+
+
+def dumps(model: BaseModel) -> bytes:
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+
+
+# ------------------------------------------------------------------ signing
+
+
+class SignatureError(Exception):
+    """The batch's signature or timestamp does not check out."""
+
+
+class Signer:
+    """Standard Webhooks signatures with a shared secret (the raw bytes of `peer.secret`)."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("the shared secret is empty")
+        self._webhook = Webhook(secret.encode("utf-8"))
+
+    def headers(self, message_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
+        timestamp = int(time.time() if now is None else now)
+        signature = self._sign(message_id, timestamp, body)
+        return {
+            HEADER_ID: message_id,
+            HEADER_TIMESTAMP: str(timestamp),
+            HEADER_SIGNATURE: signature,
+        }
+
+    def verify(
+        self, headers: dict[str, str], body: bytes, tolerance_s: float, now: float | None = None
+    ) -> str:
+        """Return the message id, or raise SignatureError saying what is wrong."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        message_id = lowered.get(HEADER_ID)
+        stamp = lowered.get(HEADER_TIMESTAMP)
+        given = lowered.get(HEADER_SIGNATURE)
+        if not (message_id and stamp and given):
+            raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
+        try:
+            timestamp = int(stamp)
+        except ValueError:
+            raise SignatureError("webhook-timestamp is not a Unix timestamp") from None
+        current = time.time() if now is None else now
+        if abs(current - timestamp) > tolerance_s:
+            raise SignatureError(
+                f"webhook-timestamp is {current - timestamp:+.0f}s from now, outside "
+                f"the {tolerance_s:.0f}s tolerance (replayed, or clocks disagree)"
+            )
+        expected = self._sign(message_id, timestamp, body).split(",", 1)[1]
+        for candidate in given.split(" "):
+            version, _, value = candidate.partition(",")
+            if version == "v1" and hmac.compare_digest(value, expected):
+                return message_id
+        raise SignatureError("no valid signature (wrong secret, or the body was altered)")
+
+    def _sign(self, message_id: str, timestamp: int, body: bytes) -> str:
+        when = datetime.fromtimestamp(timestamp, tz=UTC)
+        return str(self._webhook.sign(message_id, when, body.decode("utf-8")))

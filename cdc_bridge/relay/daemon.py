@@ -1,0 +1,397 @@
+"""`cdc-bridge run`: wake, read the outbox head, filter, batch per lane, deliver, record.
+
+Leadership: one relay per (database, peer) ships. It holds a session advisory lock on a
+dedicated connection, which also LISTENs for the capture triggers' NOTIFY. A second
+relay waits as a hot standby, trying the lock, and takes over when the first dies.
+If the lock connection drops, shipping stops until the lock is held again.
+
+Order: rows are read in id order (per key, id order is commit order) and each record's
+changes go to one lane (hash of table and key), so they are sent in order by one batch at
+a time. Up to `relay.concurrency` lanes are in flight at once. A round reads at most
+`batch_size` rows per lane; the next round starts from the outbox head again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cdc_bridge import outbox
+from cdc_bridge.config import BridgeConfig, TableMode
+from cdc_bridge.outbox import Failure, OutboxRow
+from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
+from cdc_bridge.peer.protocol import ResultStatus
+from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
+from cdc_bridge.relay.retry import Outage, backoff_delay
+from cdc_bridge.relay.sor import Drop, decide
+from cdc_bridge.sql import query
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "cdc-bridge relay"
+STANDBY_RETRY_S = 0.5  # how often a standby tries the lock
+LOCK_CHECK_S = 1.0  # how often a busy leader checks that its lock connection still lives
+PRUNE_EVERY_S = 60.0
+
+
+def lock_name(config: BridgeConfig) -> str:
+    """The advisory lock key's source: one relay per (bridge schema, peer) in a database."""
+    return f"cdc-bridge relay:{config.bridge_schema}:{config.peer.name}"
+
+
+def lanes_of(changes: Sequence[Outgoing], lanes: int, per_lane: int) -> list[list[Outgoing]]:
+    """Split changes (in id order) into lanes by record; keep an id-order prefix of each.
+
+    A record's changes always land in the same lane, so cutting a lane short only
+    postpones the tail of some records, never reorders them.
+    """
+    split: list[list[Outgoing]] = [[] for _ in range(lanes)]
+    for change in changes:
+        lane = split[hash((change.table, change.key_text)) % lanes]
+        # Once a lane is full, every later change of it waits for the next round.
+        if len(lane) < per_lane:
+            lane.append(change)
+    return [lane for lane in split if lane]
+
+
+@dataclass
+class _Verdict:
+    acked: dict[int, str]
+    failures: list[Failure]
+    handoffs: list[tuple[str, dict[str, Any]]]
+    retry: list[Outgoing]
+
+
+class Relay:
+    def __init__(self, config: BridgeConfig, client: PeerClient | None = None) -> None:
+        self.config = config
+        self.relay = config.relay
+        self.schema = config.bridge_schema
+        self.specs = {spec.label: spec for spec in config.table_specs}
+        self.metrics = RelayMetrics()
+        self.stopping = asyncio.Event()
+        self._client = client
+        self._dsn = config.database.url.get_secret_value()
+        self._db_outage = Outage(log, "database")
+        self._peer_outage = Outage(log, "peer")
+        self._db_lock = asyncio.Lock()
+        self._notified = asyncio.Event()
+        self._lock_checked = 0.0
+        self._pruned = 0.0
+        self.role = "starting"
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: taking no new work, finishing what is in flight")
+        self.stopping.set()
+
+    def health(self) -> dict[str, object]:
+        return {
+            "healthy": not self._db_outage.ongoing,
+            "role": self.role,
+            "database_reachable": not self._db_outage.ongoing,
+            "peer_reachable": not self._peer_outage.ongoing,
+        }
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Ship until stop(); then finish or release in-flight work within the timeout."""
+        server = None
+        if self.relay.metrics_listen:
+            server = await serve_metrics(self.relay.metrics_listen, self.metrics, self.health)
+        client = self._client or make_client(self.config)
+        work = asyncio.create_task(self._lead_forever(client))
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                try:
+                    await asyncio.wait_for(work, self.relay.shutdown_timeout_s)
+                except TimeoutError:
+                    log.warning("in-flight work did not finish in time; released to the outbox")
+            if work.done() and not work.cancelled():
+                work.result()  # surface a crash of the shipping loop
+        finally:
+            stop.cancel()
+            if self._client is None:
+                await client.aclose()
+            if server is not None:
+                server.close()
+            self.metrics.leader.set(0)
+            log.info("relay stopped")
+
+    async def _lead_forever(self, client: PeerClient) -> None:
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                await self._lead(client)
+                attempt = 0
+            except psycopg.OperationalError as exc:
+                self._db_outage.failed(_first_line(exc))
+                self.metrics.leader.set(0)
+                self.role = "reconnecting"
+                await self._sleep(backoff_delay(attempt, 0.2, self.relay.retry_max_s))
+                attempt += 1
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self._dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10
+        )
+
+    async def _lead(self, client: PeerClient) -> None:
+        async with await self._connect() as lock_conn:
+            self._db_outage.recovered()
+            if not await self._acquire(lock_conn):
+                return
+            await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
+            async with await self._connect() as conn:
+                outbox.use_fast_json(conn)
+                self.role = "leader"
+                self.metrics.leader.set(1)
+                log.info("leader: shipping to %s", self.config.peer.name)
+                await self._ship(lock_conn, conn, client)
+
+    async def _acquire(self, lock_conn: psycopg.AsyncConnection[Any]) -> bool:
+        announced = False
+        while not self.stopping.is_set():
+            cur = await lock_conn.execute(
+                query("relay_try_lock"), {"lock_name": lock_name(self.config)}
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                return True
+            if not announced:
+                self.role = "standby"
+                log.info("standby: another relay holds the lock; waiting to take over")
+                announced = True
+            await self._sleep(STANDBY_RETRY_S)
+        return False
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    # ------------------------------------------------------------ shipping
+
+    async def _ship(
+        self,
+        lock_conn: psycopg.AsyncConnection[Any],
+        conn: psycopg.AsyncConnection[Any],
+        client: PeerClient,
+    ) -> None:
+        limit = self.relay.batch_size * self.relay.concurrency
+        while not self.stopping.is_set():
+            await self._check_lock(lock_conn)
+            self._notified.clear()
+            rows = await outbox.fetch_pending(conn, self.schema, limit)
+            if rows:
+                self.metrics.oldest_pending.set(time.time() - rows[0].captured_at.timestamp())
+                await self._deliver_round(conn, client, rows)
+            else:
+                self.metrics.oldest_pending.set(0)
+                await self._prune(conn)
+            if len(rows) < limit:  # caught up: wait for a NOTIFY or the poll timer
+                await self._wait_for_work(lock_conn)
+
+    async def _check_lock(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
+        # A lost lock connection raises here, which stops shipping until re-elected.
+        now = time.monotonic()
+        if now - self._lock_checked >= LOCK_CHECK_S:
+            await lock_conn.execute("SELECT 1")
+            self._lock_checked = now
+
+    async def _wait_for_work(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
+        deadline = time.monotonic() + self.relay.poll_interval_s
+        while not (self.stopping.is_set() or self._notified.is_set()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            async for _ in lock_conn.notifies(timeout=min(remaining, 0.25), stop_after=1):
+                self._notified.set()
+        if self._notified.is_set() and self.relay.max_wait_ms > 0:
+            # Let the batch fill a little: one larger batch beats many tiny ones.
+            await self._sleep(self.relay.max_wait_ms / 1000)
+
+    async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        now = time.monotonic()
+        if now - self._pruned < PRUNE_EVERY_S:
+            return
+        self._pruned = now
+        retention_s = self.relay.delivered_retention_days * 86400
+        async with self._db_lock:
+            pruned = await outbox.prune_delivered(conn, self.schema, retention_s)
+        if pruned:
+            log.info("pruned %d delivered changes past retention", pruned)
+
+    async def _deliver_round(
+        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, rows: list[OutboxRow]
+    ) -> None:
+        outgoing = await self._filter(conn, rows)
+        lanes = lanes_of(outgoing, self.relay.concurrency, self.relay.batch_size)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for lane in lanes:
+                    group.create_task(self._deliver_batch(conn, client, lane))
+        except* psycopg.OperationalError as errors:
+            raise errors.exceptions[0] from None
+
+    async def _filter(
+        self, conn: psycopg.AsyncConnection[Any], rows: list[OutboxRow]
+    ) -> list[Outgoing]:
+        system = self.config.system
+        dropped: dict[int, str] = {}
+        outgoing: list[Outgoing] = []
+        for row in rows:
+            decision = decide(row, self.specs.get(row.table_name), system)
+            if isinstance(decision, Drop):
+                dropped[row.id] = outbox.FILTERED
+                continue
+            outgoing.append(
+                Outgoing(
+                    id=row.id,
+                    idempotency_key=row.idempotency_key(system),
+                    table=row.table_name,
+                    op=row.op,
+                    key=row.key,
+                    key_text=row.key_text,
+                    fields=decision.fields,
+                    old=decision.old,
+                    committed_at=row.captured_at,
+                    origin=row.origin,
+                )
+            )
+        if dropped:
+            async with self._db_lock, conn.transaction():
+                await outbox.acknowledge(conn, self.schema, None, dropped)
+            self.metrics.changes.labels(outbox.FILTERED).inc(len(dropped))
+        return outgoing
+
+    async def _deliver_batch(
+        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, changes: list[Outgoing]
+    ) -> None:
+        batch_id = f"{self.config.system}-{uuid.uuid4().hex}"
+        pending = changes
+        attempt = 0
+        while pending:
+            with self.metrics.batch_seconds.time():
+                delivery = await client.deliver(batch_id, pending)
+            verdict = judge(delivery, pending, self.specs_with_handoff)
+            await self._record(conn, batch_id, pending, delivery, verdict)
+            if not verdict.retry:
+                self._peer_outage.recovered()
+                return
+            self._peer_outage.failed(delivery.error or "no answer")
+            if self.stopping.is_set():
+                return  # released: the rows are still in the outbox
+            await self._sleep(
+                backoff_delay(
+                    attempt, self.relay.retry_initial_s, self.relay.retry_max_s,
+                    delivery.retry_after_s,
+                )
+            )
+            attempt += 1
+            pending = verdict.retry
+
+    @property
+    def specs_with_handoff(self) -> frozenset[str]:
+        return frozenset(s.label for s in self.specs.values() if s.mode is TableMode.HANDOFF)
+
+    async def _record(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch_id: str,
+        sent: list[Outgoing],
+        delivery: Delivery,
+        verdict: _Verdict,
+    ) -> None:
+        status = "pending" if verdict.retry else ("failed" if verdict.failures else "delivered")
+        async with self._db_lock, conn.transaction():
+            await outbox.record_batch(conn, self.schema, batch_id, status, [c.id for c in sent])
+            await outbox.record_attempt(
+                conn,
+                self.schema,
+                batch_id,
+                http_status=delivery.http_status,
+                error=delivery.error,
+                response_body=delivery.response_body,
+                duration_ms=delivery.duration_ms,
+            )
+            await outbox.acknowledge(conn, self.schema, batch_id, verdict.acked)
+            await outbox.fail(
+                conn,
+                self.schema,
+                batch_id,
+                verdict.failures,
+                http_status=delivery.http_status,
+                response_body=delivery.response_body,
+            )
+            await outbox.record_handoffs(conn, self.schema, verdict.handoffs)
+        self._count(delivery, verdict)
+
+    def _count(self, delivery: Delivery, verdict: _Verdict) -> None:
+        outcome = "transient" if delivery.transient else "permanent" if delivery.permanent else "ok"
+        self.metrics.attempts.labels(outcome).inc()
+        for result in verdict.acked.values():
+            self.metrics.changes.labels(result).inc()
+        if verdict.failures:
+            self.metrics.changes.labels("failed").inc(len(verdict.failures))
+        if verdict.acked:
+            self.metrics.last_delivery.set_to_current_time()
+
+
+def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[str]) -> _Verdict:
+    """What happens to each sent change after one attempt (pure: no I/O).
+
+    - acknowledged results leave the outbox for `delivered`;
+    - a per-change `rejected` goes to `failed`, parking its key; `skipped` stays parked;
+    - a whole batch refused for good (4xx other than 408/429): per key, the FIRST change
+      goes to `failed` and the later ones stay in the outbox, parked behind it, so a
+      replay of the failed change lets the rest follow in order;
+    - transient: what has no result is retried after a backoff.
+    """
+    acked: dict[int, str] = {}
+    failures: list[Failure] = []
+    handoffs: list[tuple[str, dict[str, Any]]] = []
+    for change in sent:
+        result = delivery.results.get(change.id)
+        if result is None:
+            continue
+        if result.status.acknowledged:
+            acked[change.id] = result.status.value
+            if change.table in handoff_tables and change.op != "D":
+                handoffs.append((change.table, change.key))
+        elif result.status is ResultStatus.REJECTED:
+            failures.append(Failure(change.id, result.reason or "rejected by the peer"))
+    if delivery.permanent:
+        failures.extend(_first_per_record(sent, delivery))
+        return _Verdict(acked, failures, handoffs, retry=[])
+    retry = [c for c in sent if c.id not in delivery.results] if delivery.transient else []
+    return _Verdict(acked, failures, handoffs, retry)
+
+
+def _first_per_record(sent: list[Outgoing], delivery: Delivery) -> list[Failure]:
+    seen: set[tuple[str, str]] = set()
+    failures = []
+    reason = f"the peer refused the whole batch: {delivery.error or 'HTTP error'}"
+    for change in sent:
+        record = (change.table, change.key_text)
+        if record not in seen and change.id not in delivery.results:
+            seen.add(record)
+            failures.append(Failure(change.id, reason))
+    return failures
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,167 @@
+-- Inbound: applying the peer's changes. Keys of applied changes (idempotency) and
+-- concurrent edits of fields owned by both sides (conflicts).
+
+-- name: inbound_create_applied_keys
+CREATE TABLE IF NOT EXISTS {schema}.applied_keys (
+    idempotency_key text PRIMARY KEY,
+    applied_at      timestamptz NOT NULL DEFAULT now(),
+    result          text NOT NULL           -- applied | conflict_resolved
+);
+-- BRIN: keys arrive in time order, and pruning is rare; a btree would slow every apply.
+CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON {schema}.applied_keys USING brin (applied_at);
+
+-- name: inbound_create_conflicts
+-- One row per detected concurrent edit of a `both` field. Automatic policies record a
+-- resolved row; `manual` parks an open one (at most one open per table, key and field).
+CREATE TABLE IF NOT EXISTS {schema}.conflicts (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name   text NOT NULL,
+    key          jsonb NOT NULL,
+    field        text NOT NULL,
+    local_value  jsonb,
+    peer_value   jsonb,
+    policy       text NOT NULL,
+    winner       text CHECK (winner IN ('local', 'peer', 'value')),
+    status       text NOT NULL CHECK (status IN ('open', 'resolved')),
+    detected_at  timestamptz NOT NULL DEFAULT now(),
+    resolved_at  timestamptz,
+    resolved_by  text,
+    resolution   jsonb
+);
+CREATE UNIQUE INDEX IF NOT EXISTS conflicts_one_open
+    ON {schema}.conflicts (table_name, key, field) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS conflicts_detected_at ON {schema}.conflicts (detected_at);
+
+-- name: inbound_set_origin
+SELECT set_config('cdc_bridge.origin', %(origin)s, true);
+
+-- name: inbound_claim_keys
+-- Returns the keys this batch may apply; the others were applied before (duplicates).
+INSERT INTO {schema}.applied_keys (idempotency_key, result)
+SELECT DISTINCT k, 'applied' FROM jsonb_array_elements_text(%(keys)s::jsonb) AS k
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key;
+
+-- name: inbound_release_keys
+DELETE FROM {schema}.applied_keys
+WHERE idempotency_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb));
+
+-- name: inbound_mark_keys_resolved
+UPDATE {schema}.applied_keys SET result = 'conflict_resolved'
+WHERE idempotency_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb));
+
+-- name: inbound_prune_keys
+DELETE FROM {schema}.applied_keys WHERE applied_at < now() - make_interval(secs => %(age_s)s);
+
+-- name: inbound_table_columns
+SELECT a.attname::text FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attgenerated = '';
+
+-- name: inbound_upsert
+-- The incoming rows are typed by the table's own row type, so every value gets the
+-- column's type (and its input checks) without naming types here.
+INSERT INTO {table} AS t ({columns})
+SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)
+ON CONFLICT ({key}) DO {action};
+
+-- name: inbound_delete
+DELETE FROM {table} AS t
+USING jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb) AS k
+WHERE {match};
+
+-- name: inbound_current_values
+-- Current values of the `both` fields, to compare with the sender's `old`.
+SELECT {key_json}, jsonb_build_object({pairs})
+FROM {table} AS t
+WHERE ({key}) IN (SELECT {key} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb));
+
+-- name: inbound_latest_local_change
+-- When this side last changed the field (or created the row): outbox and delivered history.
+SELECT max(captured_at) FROM (
+    SELECT captured_at FROM {schema}.outbox
+    WHERE table_name = %(table)s AND key = %(key)s AND origin = %(origin)s
+      AND (op = 'I' OR %(field)s = ANY (changed))
+    UNION ALL
+    SELECT captured_at FROM {schema}.delivered
+    WHERE table_name = %(table)s AND key = %(key)s AND origin = %(origin)s
+      AND (op = 'I' OR %(field)s = ANY (changed))
+) AS local_changes;
+
+-- name: inbound_record_conflict
+INSERT INTO {schema}.conflicts AS c
+    (table_name, key, field, local_value, peer_value, policy, winner, status,
+     resolved_at, resolved_by, resolution)
+VALUES (%(table)s, %(key)s, %(field)s, %(local_value)s, %(peer_value)s, %(policy)s,
+        %(winner)s, %(status)s,
+        CASE WHEN %(status)s = 'resolved' THEN now() END,
+        CASE WHEN %(status)s = 'resolved' THEN 'policy' END,
+        %(resolution)s)
+ON CONFLICT (table_name, key, field) WHERE status = 'open'
+DO UPDATE SET peer_value = excluded.peer_value, detected_at = now()
+RETURNING id;
+
+-- name: inbound_resolve_by_peer
+-- A change from the peer that sets a field with an open conflict settles it.
+UPDATE {schema}.conflicts AS c
+SET status = 'resolved', resolved_at = now(), resolved_by = 'peer', winner = 'peer',
+    resolution = x.value
+FROM jsonb_to_recordset(%(changes)s::jsonb) AS x(table_name text, key jsonb, field text, value jsonb)
+WHERE c.status = 'open' AND c.table_name = x.table_name AND c.key = x.key
+  AND c.field = x.field;
+
+-- name: inbound_read_rows
+SELECT to_jsonb(r) FROM (
+    SELECT {columns} FROM {table} AS t
+    WHERE %(after)s::jsonb IS NULL
+       OR ({key}) > (SELECT {key} FROM jsonb_populate_record(NULL::{table}, %(after)s::jsonb))
+    ORDER BY {key}
+    LIMIT %(limit)s
+) AS r;
+
+-- name: inbound_list_conflicts
+SELECT id, table_name, key, field, local_value, peer_value, policy, winner, status,
+       detected_at, resolved_at, resolved_by, resolution
+FROM {schema}.conflicts
+WHERE %(status)s::text IS NULL OR status = %(status)s
+ORDER BY id;
+
+-- name: inbound_get_conflict
+SELECT id, table_name, key, field, local_value, peer_value, policy, winner, status,
+       detected_at, resolved_at, resolved_by, resolution
+FROM {schema}.conflicts WHERE id = %(id)s
+FOR UPDATE;
+
+-- name: inbound_set_field
+UPDATE {table} AS t
+SET {field} = (jsonb_populate_record(NULL::{table}, %(values)s::jsonb)).{field}
+WHERE ({key}) = (SELECT {key} FROM jsonb_populate_record(NULL::{table}, %(values)s::jsonb));
+
+-- name: inbound_ship_resolution
+-- The resolution travels as an ordinary update whose `old` is the peer's value, so the
+-- peer sees no new conflict and applies it.
+INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+VALUES (%(table)s, 'U', %(key)s, %(fields)s, %(old)s, ARRAY[%(field)s], %(origin)s);
+
+-- name: inbound_close_conflict
+UPDATE {schema}.conflicts
+SET status = 'resolved', resolved_at = now(), resolved_by = %(resolved_by)s,
+    winner = %(winner)s, resolution = %(value)s
+WHERE id = %(id)s;
+
+-- name: inbound_update_then_insert
+-- Per-field tables ship only some columns. INSERT ... ON CONFLICT would check the
+-- table's NOT NULL columns on the proposed row before finding the conflict, so an
+-- existing row is updated first and only the keys that matched nothing are inserted.
+WITH incoming AS (
+    SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)
+), updated AS (
+    UPDATE {table} AS t SET {assignments}
+    FROM incoming AS i
+    WHERE {match}
+    RETURNING {returning}
+)
+INSERT INTO {table} AS t ({columns})
+SELECT {columns} FROM incoming AS i
+WHERE NOT EXISTS (SELECT FROM updated AS u WHERE {seen})
+ON CONFLICT ({key}) DO {action};

@@ -1,0 +1,174 @@
+-- Relay bookkeeping: what was sent, what the peer said, what was delivered or failed.
+-- `delivered` and `failed` keep every outbox column, so a change can be shown, replayed
+-- (its idempotency key is rebuilt from txid and id) or compared long after it left the outbox.
+
+-- name: relay_create_batches
+CREATE TABLE IF NOT EXISTS {schema}.batches (
+    batch_id     text PRIMARY KEY,          -- the webhook-id sent to the peer
+    status       text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    change_count int NOT NULL,
+    first_id     bigint NOT NULL,           -- outbox ids covered (for listing)
+    last_id      bigint NOT NULL,
+    replay       bool NOT NULL DEFAULT false,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS batches_status_created ON {schema}.batches (status, created_at);
+
+-- name: relay_create_attempts
+CREATE TABLE IF NOT EXISTS {schema}.attempts (
+    batch_id      text NOT NULL REFERENCES {schema}.batches ON DELETE CASCADE,
+    attempted_at  timestamptz NOT NULL DEFAULT now(),
+    http_status   int,                      -- NULL: no answer (connection error, timeout)
+    error         text,
+    response_body text,
+    duration_ms   double precision
+);
+CREATE INDEX IF NOT EXISTS attempts_batch ON {schema}.attempts (batch_id, attempted_at);
+
+-- name: relay_create_delivered
+CREATE TABLE IF NOT EXISTS {schema}.delivered (
+    id           bigint PRIMARY KEY,        -- the outbox id
+    txid         xid8 NOT NULL,
+    table_name   text NOT NULL,
+    op           text NOT NULL,
+    key          jsonb NOT NULL,
+    fields       jsonb,
+    old          jsonb,
+    changed      text[],
+    origin       text NOT NULL,
+    captured_at  timestamptz NOT NULL,
+    batch_id     text,                      -- NULL for echoes dropped by the SOR filter
+    result       text NOT NULL,             -- applied | duplicate | conflict_resolved | filtered
+    delivered_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS delivered_key ON {schema}.delivered (table_name, key, id);
+CREATE INDEX IF NOT EXISTS delivered_at ON {schema}.delivered (delivered_at);
+
+-- name: relay_create_failed
+-- Changes the peer refused for good. Later changes of the same (table_name, key) stay in
+-- the outbox (parked) until this one is replayed or skipped, so order is never broken.
+CREATE TABLE IF NOT EXISTS {schema}.failed (
+    id            bigint PRIMARY KEY,       -- the outbox id
+    txid          xid8 NOT NULL,
+    table_name    text NOT NULL,
+    op            text NOT NULL,
+    key           jsonb NOT NULL,
+    fields        jsonb,
+    old           jsonb,
+    changed       text[],
+    origin        text NOT NULL,
+    captured_at   timestamptz NOT NULL,
+    batch_id      text,
+    http_status   int,
+    reason        text NOT NULL,
+    response_body text,
+    failed_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
+
+-- name: relay_fetch_pending
+-- The head of the outbox: no cursor, so a transaction that committed late (lower id,
+-- later commit) is simply still here on the next read. Keys with a failed change are
+-- parked: their later changes wait. handed_at tells the SOR filter about handoffs.
+SELECT o.id, o.txid::text AS txid, o.table_name, o.op, o.key, o.key::text AS key_text,
+       o.fields, o.old, o.changed, o.origin, o.captured_at, h.handed_at
+FROM {schema}.outbox o
+LEFT JOIN {schema}.handoffs h ON h.table_name = o.table_name AND h.key = o.key
+WHERE NOT EXISTS (
+    SELECT FROM {schema}.failed f WHERE f.table_name = o.table_name AND f.key = o.key)
+ORDER BY o.id
+LIMIT %(limit)s;
+
+-- name: relay_record_batch
+INSERT INTO {schema}.batches AS b (batch_id, status, change_count, first_id, last_id)
+VALUES (%(batch_id)s, %(status)s, %(change_count)s, %(first_id)s, %(last_id)s)
+ON CONFLICT (batch_id) DO UPDATE
+SET status = excluded.status,
+    finished_at = CASE WHEN excluded.status = 'pending' THEN NULL ELSE now() END;
+
+-- name: relay_record_attempt
+INSERT INTO {schema}.attempts (batch_id, http_status, error, response_body, duration_ms)
+VALUES (%(batch_id)s, %(http_status)s, %(error)s, %(response_body)s, %(duration_ms)s);
+
+-- name: relay_ack
+-- Acknowledged (or filtered) changes leave the outbox and enter `delivered` in one
+-- statement: a change is in exactly one of the two at any moment.
+WITH results AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS r(id, result)
+), gone AS (
+    DELETE FROM {schema}.outbox o USING results r WHERE o.id = r.id
+    RETURNING o.*, r.result
+)
+INSERT INTO {schema}.delivered
+    (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id, result)
+SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+       %(batch_id)s, result
+FROM gone;
+
+-- name: relay_fail
+-- Permanently refused changes move to `failed`, keeping the peer's answer for replay.
+WITH reasons AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS r(id, reason)
+), gone AS (
+    DELETE FROM {schema}.outbox o USING reasons r WHERE o.id = r.id
+    RETURNING o.*, r.reason
+)
+INSERT INTO {schema}.failed
+    (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id,
+     http_status, reason, response_body)
+SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+       %(batch_id)s, %(http_status)s, reason, %(response_body)s
+FROM gone;
+
+-- name: relay_record_handoffs
+-- The peer applied these rows of `sor: handoff` tables: it owns them from now on.
+INSERT INTO {schema}.handoffs (table_name, key)
+SELECT * FROM unnest(%(tables)s::text[], %(keys)s::jsonb[])
+ON CONFLICT DO NOTHING;
+
+-- name: relay_prune_delivered
+DELETE FROM {schema}.delivered
+WHERE id IN (SELECT id FROM {schema}.delivered
+             WHERE delivered_at < now() - make_interval(secs => %(retention_s)s)
+             LIMIT 10000);
+
+-- name: relay_try_lock
+SELECT pg_try_advisory_lock(hashtextextended(%(lock_name)s, 0));
+
+-- name: relay_lock_holder
+-- The session holding the relay's advisory lock (64-bit key = classid << 32 | objid).
+SELECT a.pid, a.application_name, a.client_addr::text AS client_addr,
+       a.backend_start
+FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%(lock_name)s, 0);
+
+-- name: relay_status_tables
+SELECT t.table_name,
+       coalesce(p.pending, 0) AS pending,
+       extract(epoch FROM now() - p.oldest) AS oldest_pending_s,
+       d.last_delivery,
+       coalesce(f.failed, 0) AS failed
+FROM (SELECT unnest(%(tables)s::text[]) AS table_name) t
+LEFT JOIN (SELECT table_name, count(*) AS pending, min(captured_at) AS oldest
+           FROM {schema}.outbox GROUP BY table_name) p USING (table_name)
+LEFT JOIN (SELECT table_name, max(delivered_at) AS last_delivery
+           FROM {schema}.delivered WHERE result <> 'filtered' GROUP BY table_name) d
+       USING (table_name)
+LEFT JOIN (SELECT table_name, count(*) AS failed
+           FROM {schema}.failed GROUP BY table_name) f USING (table_name)
+ORDER BY t.table_name;
+
+-- name: relay_oldest_transaction
+-- The oldest open transaction of this database: its outbox rows (if any) are invisible
+-- until it commits, so it is what an operator looks at when delivery seems stuck.
+SELECT pid, extract(epoch FROM now() - xact_start) AS age_s, query_start, state,
+       left(query, 200) AS query
+FROM pg_stat_activity
+WHERE datname = current_database() AND xact_start IS NOT NULL
+  AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+ORDER BY xact_start
+LIMIT 1;

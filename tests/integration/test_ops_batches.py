@@ -1,0 +1,88 @@
+"""`batches list/show` and `skip` against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.ops_fixtures import Bridge, bridge, outbox_ids, settle
+
+__all__ = ["bridge"]
+
+PEER_BODY = '{"results": [{"status": "rejected", "reason": "email must be unique"}]}'
+
+
+def _one_failed_one_parked(bridge: Bridge) -> list[int]:
+    """Customer 1's first change is refused; its later change waits; customer 2 flows."""
+    with bridge.connect() as conn:
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', 'dup@x', NULL)")
+        conn.execute("INSERT INTO customers VALUES (2, 'Bob', 'b@x', NULL)")
+        conn.execute("UPDATE customers SET email = 'ann@x' WHERE id = 1")
+    first, second, later = outbox_ids(bridge)
+    settle(bridge, "msg_ok", [second])
+    settle(bridge, "msg_bad", [first], failed=True, http_status=422, body=PEER_BODY)
+    return [first, second, later]
+
+
+def test_list_filters_by_status_and_table(bridge: Bridge) -> None:
+    _one_failed_one_parked(bridge)
+    code, out, _ = bridge.cli("batches", "list", "--status", "failed", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [(b["batch_id"], b["failed_changes"], b["last_http_status"]) for b in listed] == [
+        ("msg_bad", 1, 422)
+    ]
+    code, out, _ = bridge.cli("batches", "list", "--table", "public.orders", "--json")
+    assert (code, json.loads(out)) == (0, [])
+    code, out, _ = bridge.cli("batches", "list")
+    assert code == 0 and "msg_ok" in out and "msg_bad" in out
+
+
+def test_show_gives_changes_attempts_peer_answer_and_parked_key(bridge: Bridge) -> None:
+    first, _second, later = _one_failed_one_parked(bridge)
+    code, out, _ = bridge.cli("batches", "show", "msg_bad", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    [change] = shown["changes"]
+    assert change["id"] == first and change["state"] == "failed"
+    assert change["blocks_key"] == {"id": 1} and change["parked_behind"] == 1
+    assert change["http_status"] == 422 and "email must be unique" in change["reason"]
+    [attempt] = shown["attempts"]
+    assert attempt["http_status"] == 422 and attempt["response_body"] == PEER_BODY
+    assert attempt["attempted_at"]
+    assert outbox_ids(bridge) == [later]
+    code, out, _ = bridge.cli("batches", "show", "msg_bad")
+    assert code == 0 and "422" in out and "email must be unique" in out
+
+
+def test_show_unknown_batch_is_a_user_error(bridge: Bridge) -> None:
+    code, _, err = bridge.cli("batches", "show", "msg_nope")
+    assert code == 2 and "no batch 'msg_nope'" in err
+
+
+def test_skip_moves_failed_to_delivered_audits_and_unblocks_key(bridge: Bridge) -> None:
+    first, _second, _later = _one_failed_one_parked(bridge)
+    code, out, _ = bridge.cli("skip", str(first), "--reason", "fixed by hand at the shop")
+    assert code == 0 and "unblocked" in out
+    assert bridge.rows("SELECT count(*) FROM cdc_bridge.failed") == [(0,)]
+    assert bridge.rows(
+        "SELECT result, batch_id FROM cdc_bridge.delivered WHERE id = %s", first
+    ) == [("skipped", "msg_bad")]
+    [(change_id, key, os_user, db_user, reason)] = bridge.rows(
+        "SELECT change_id, key, os_user, db_user, reason FROM cdc_bridge.skips"
+    )
+    assert (change_id, key, reason) == (first, {"id": 1}, "fixed by hand at the shop")
+    assert os_user and db_user
+    code, out, _ = bridge.cli("batches", "show", "msg_bad", "--json")
+    assert [c["state"] for c in json.loads(out)["changes"]] == ["skipped"]
+
+
+def test_skip_refuses_what_is_not_failed(bridge: Bridge) -> None:
+    _first, second, later = _one_failed_one_parked(bridge)
+    code, _, err = bridge.cli("skip", str(second), "--reason", "x")
+    assert code == 2 and "already delivered" in err
+    code, _, err = bridge.cli("skip", str(later), "--reason", "x")
+    assert code == 2 and "still pending" in err
+    code, _, err = bridge.cli("skip", "999999", "--reason", "x")
+    assert code == 2 and "no change 999999" in err
+    code, _, err = bridge.cli("skip", "abc", "--reason", "x")
+    assert code == 2 and "not a change id" in err

@@ -1,0 +1,64 @@
+"""Signing and the batch models: pure functions, no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdc_bridge.peer.protocol import Batch, ResultStatus, SignatureError, Signer, dumps
+
+
+def sample_body() -> bytes:
+    batch = Batch.model_validate(
+        {
+            "source": "erp",
+            "batch_id": "b1",
+            "changes": [
+                {
+                    "idempotency_key": "erp:1:1",
+                    "table": "public.customers",
+                    "op": "insert",
+                    "key": {"id": 1},
+                    "fields": {"id": 1, "name": "Ann"},
+                    "committed_at": "2026-01-01T00:00:00Z",
+                    "origin": "erp",
+                }
+            ],
+        }
+    )
+    return dumps(batch)
+
+
+def test_signature_round_trip() -> None:
+    body = sample_body()
+    headers = Signer("s3cret").headers("b1", body, now=1_000_000)
+    assert Signer("s3cret").verify(headers, body, tolerance_s=300, now=1_000_010) == "b1"
+
+
+@pytest.mark.parametrize(
+    ("secret", "tamper", "now", "message"),
+    [
+        ("other", False, 1_000_000, "no valid signature"),
+        ("s3cret", True, 1_000_000, "no valid signature"),
+        ("s3cret", False, 1_000_301, "outside the 300s tolerance"),
+    ],
+)
+def test_signature_refusals(secret: str, tamper: bool, now: float, message: str) -> None:
+    body = sample_body()
+    headers = Signer("s3cret").headers("b1", body, now=1_000_000)
+    checked = body.replace(b"Ann", b"Bob") if tamper else body
+    with pytest.raises(SignatureError, match=message):
+        Signer(secret).verify(headers, checked, tolerance_s=300, now=now)
+
+
+def test_missing_headers_are_refused() -> None:
+    with pytest.raises(SignatureError, match="missing"):
+        Signer("s").verify({}, b"{}", tolerance_s=300)
+
+
+def test_only_applied_duplicate_and_resolved_acknowledge() -> None:
+    acknowledged = {s for s in ResultStatus if s.acknowledged}
+    assert acknowledged == {
+        ResultStatus.APPLIED,
+        ResultStatus.DUPLICATE,
+        ResultStatus.CONFLICT_RESOLVED,
+    }

@@ -1,0 +1,124 @@
+"""Pure parts of the relay: lanes, verdicts, backoff, Retry-After, REST paths."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cdc_bridge.outbox import Failure
+from cdc_bridge.peer.client import (
+    Delivery,
+    Outgoing,
+    batch_body,
+    fill_path,
+    is_transient_status,
+    retry_after_seconds,
+)
+from cdc_bridge.peer.protocol import Batch, ChangeResult, ResultStatus
+from cdc_bridge.relay.daemon import judge, lanes_of
+from cdc_bridge.relay.retry import backoff_delay
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def change(id_: int, key: int, table: str = "public.t") -> Outgoing:
+    return Outgoing(
+        id=id_,
+        idempotency_key=f"erp:9:{id_}",
+        table=table,
+        op="U",
+        key={"id": key},
+        key_text=f'{{"id": {key}}}',
+        fields={"id": key, "v": id_},
+        old=None,
+        committed_at=NOW,
+        origin="erp",
+    )
+
+
+def result(c: Outgoing, status: ResultStatus) -> ChangeResult:
+    return ChangeResult(idempotency_key=c.idempotency_key, status=status)
+
+
+def test_lanes_keep_each_record_in_one_lane_in_id_order() -> None:
+    changes = [change(i, key=i % 7) for i in range(1, 200)]
+    lanes = lanes_of(changes, lanes=4, per_lane=1000)
+    assert sorted(c.id for lane in lanes for c in lane) == list(range(1, 200))
+    for lane in lanes:
+        assert [c.id for c in lane] == sorted(c.id for c in lane)
+    lane_of_key = {c.key_text: i for i, lane in enumerate(lanes) for c in lane}
+    for i, lane in enumerate(lanes):
+        assert all(lane_of_key[c.key_text] == i for c in lane)
+
+
+def test_a_full_lane_postpones_a_suffix_never_a_middle_change() -> None:
+    changes = [change(i, key=i % 3) for i in range(1, 31)]
+    lanes = lanes_of(changes, lanes=1, per_lane=10)
+    assert [c.id for c in lanes[0]] == list(range(1, 11))
+
+
+def test_per_change_rejection_fails_that_change_and_leaves_skipped_ones() -> None:
+    a1, a2, b1 = change(1, 1), change(2, 1), change(3, 2)
+    delivery = Delivery(
+        results={
+            1: result(a1, ResultStatus.REJECTED),
+            2: result(a2, ResultStatus.SKIPPED),
+            3: result(b1, ResultStatus.APPLIED),
+        },
+        http_status=200,
+    )
+    verdict = judge(delivery, [a1, a2, b1], frozenset())
+    assert verdict.acked == {3: "applied"}
+    assert verdict.failures == [Failure(1, "rejected by the peer")]
+    assert verdict.retry == []
+
+
+def test_permanent_http_failure_fails_the_first_change_of_each_record() -> None:
+    sent = [change(1, 1), change(2, 2), change(3, 1)]
+    delivery = Delivery(http_status=422, error="HTTP 422", permanent=True)
+    verdict = judge(delivery, sent, frozenset())
+    assert [f.id for f in verdict.failures] == [1, 2]
+    assert verdict.retry == [] and verdict.acked == {}
+
+
+def test_transient_failure_retries_what_has_no_result_and_records_handoffs() -> None:
+    sent = [change(1, 1, "public.orders"), change(2, 2, "public.orders")]
+    delivery = Delivery(results={1: result(sent[0], ResultStatus.APPLIED)}, transient=True)
+    verdict = judge(delivery, sent, frozenset({"public.orders"}))
+    assert verdict.retry == [sent[1]]
+    assert verdict.handoffs == [("public.orders", {"id": 1})]
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    assert backoff_delay(0, 1, 60, rand=lambda: 0.0) == 0.5
+    assert backoff_delay(3, 1, 60, rand=lambda: 1.0) == 8
+    assert backoff_delay(30, 1, 60, rand=lambda: 1.0) == 60
+    assert backoff_delay(0, 1, 60, retry_after_s=7, rand=lambda: 0.0) == 7
+    assert backoff_delay(0, 1, 60, retry_after_s=3600, rand=lambda: 0.0) == 60
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    assert retry_after_seconds("12") == 12
+    assert retry_after_seconds("Thu, 01 Jan 2026 00:00:30 GMT", now=NOW.timestamp()) == 30
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
+
+
+def test_transient_statuses() -> None:
+    assert [s for s in (400, 404, 408, 409, 422, 429, 500, 503) if is_transient_status(s)] == [
+        408,
+        429,
+        500,
+        503,
+    ]
+
+
+def test_rest_path_quotes_key_values() -> None:
+    assert fill_path("/api/products/{sku}", {"sku": "A/B c"}) == "/api/products/A%2FB%20c"
+
+
+def test_batch_body_is_a_valid_protocol_batch() -> None:
+    body = batch_body("erp", "b1", [change(1, 1)])
+    batch = Batch.model_validate_json(body)
+    assert batch.changes[0].idempotency_key == "erp:9:1"
+    assert batch.changes[0].op.value == "update"
+    assert batch.changes[0].committed_at == NOW
