@@ -58,3 +58,9 @@ def test_generate_upgrade_status_downgrade(db: str, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     status = run("cdc-bridge", "triggers", "status", cwd=tmp_path, env=env)
     assert status.returncode == 1 and status.stdout.count(" missing") == 5
+
+    (tmp_path / "cdc-bridge.yaml").rename(tmp_path / "other.yaml")
+    again = run("alembic", "-x", "config=other.yaml", "upgrade", "head", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    status = run("cdc-bridge", "-c", "other.yaml", "triggers", "status", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
