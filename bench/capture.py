@@ -1,11 +1,13 @@
 """Capture overhead: pgbench with the bridge's triggers against a no-trigger baseline.
 
-Run:  .venv/bin/python bench/capture.py [--quick] [--seconds N] [--dsn postgresql://...]
+Run:  .venv/bin/python bench/capture.py [--quick] [--seconds N] [--no-fsync] [--dsn URL]
 
-Without --dsn it starts an embedded PostgreSQL 18 with fsync on. Three databases get
-the same 100k-row table: `plain` (no triggers), `capture` (the rendered install) and
-`statement` (a statement-level transition-table trigger written for the bulk case).
-Every pgbench run alternates plain and capture, so both see the same machine load.
+Without --dsn it starts an embedded PostgreSQL 18 with fsync on. Four databases get
+the same 100k-row table: `plain` (no triggers), `capture` (the rendered install),
+`no_notify` (the install minus its NOTIFY trigger: a diagnostic, to show what NOTIFY
+costs) and `statement` (a statement-level transition-table trigger written for the
+bulk case only). Each round runs every variant back to back, so all see the same
+machine load; the tps reported is the median over the rounds.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from cdc_bridge.embedded import EmbeddedPostgres, _wheel_install_dir
 HERE = Path(__file__).resolve().parent / "capture_sql"
 SCRIPTS = ("update", "insert", "mixed")
 CLIENTS = (1, 8)
-VARIANTS = ("plain", "capture", "statement")
+VARIANTS = ("plain", "capture", "no_notify", "statement")
+PGBENCH_VARIANTS = ("plain", "capture", "no_notify")
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
 
 
@@ -46,11 +49,11 @@ def pgbench() -> str:
 
 
 @contextmanager
-def server(dsn: str | None) -> Iterator[str]:
+def server(dsn: str | None, fsync: bool) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    with EmbeddedPostgres(fsync=True, settings={"shared_buffers": "256MB"}) as pg:
+    with EmbeddedPostgres(fsync=fsync, settings={"shared_buffers": "256MB"}) as pg:
         yield pg.dsn
 
 
@@ -66,12 +69,21 @@ def prepare(admin_dsn: str, prefix: str) -> dict[str, str]:
         config = parse_config(read("bench.yaml"), "bench.yaml", {"BENCH_DATABASE_URL": dsn})
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(read("schema.sql"))
-            if variant == "capture":
+            if variant in ("capture", "no_notify"):
                 conn.execute(render_install(config))
+            if variant == "no_notify":
+                conn.execute(read("drop_notify.sql"))
             if variant == "statement":
                 conn.execute(to_text(install_base(config)))
                 conn.execute(read("statement_trigger.sql"))
     return dsns
+
+
+def drop_databases(admin_dsn: str, dsns: dict[str, str]) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for dsn in dsns.values():
+            name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(str(name))))
 
 
 def reset(dsn: str) -> None:
@@ -94,43 +106,68 @@ def run_pgbench(dsn: str, script: str, clients: int, seconds: int) -> float:
     return float(match.group(1))
 
 
-def bulk_update_seconds(dsn: str, repeats: int) -> float:
-    timings = []
-    for _ in range(repeats):
-        reset(dsn)
-        with psycopg.connect(dsn) as conn:
-            started = time.perf_counter()
-            conn.execute(read("bulk_update.sql"))
-            conn.commit()
-            timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+def bulk_update_seconds(dsn: str) -> float:
+    reset(dsn)
+    with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
+        conn.execute(read("bulk_update.sql"))
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def single_row_table(dsns: dict[str, str], seconds: int, rounds: int) -> None:
+    print(f"pgbench, {seconds} s per run, median of {rounds} round(s); tps and ratio to no trigger")
+    header = f"{'workload':<9}{'clients':>8}{'no trigger':>12}{'capture':>9}{'ratio':>7}"
+    print(header + f"{'capture w/o NOTIFY':>20}{'ratio':>7}")
+    for script in SCRIPTS:
+        for clients in CLIENTS:
+            tps: dict[str, list[float]] = {v: [] for v in PGBENCH_VARIANTS}
+            for _ in range(rounds):
+                for variant in PGBENCH_VARIANTS:
+                    tps[variant].append(run_pgbench(dsns[variant], script, clients, seconds))
+            plain, capture, quiet = (statistics.median(tps[v]) for v in PGBENCH_VARIANTS)
+            print(
+                f"{script:<9}{clients:>8}{plain:>12.0f}{capture:>9.0f}{capture / plain:>7.2f}"
+                f"{quiet:>20.0f}{quiet / plain:>7.2f}"
+            )
+
+
+def bulk_table(dsns: dict[str, str], rounds: int) -> None:
+    print(f"\n100k-row UPDATE in one statement, seconds, median of {rounds}")
+    labels = {
+        "plain": "no trigger",
+        "capture": "row-level (capture_v1)",
+        "statement": "statement-level (transition tables)",
+    }
+    took: dict[str, list[float]] = {v: [] for v in labels}
+    for _ in range(rounds):
+        for variant in labels:
+            took[variant].append(bulk_update_seconds(dsns[variant]))
+    base = statistics.median(took["plain"])
+    for variant, label in labels.items():
+        median = statistics.median(took[variant])
+        print(f"{label:<38}{median:>7.2f}{median / base:>8.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", help="an existing server (its admin database); default embedded")
     parser.add_argument("--seconds", type=int, default=10, help="length of each pgbench run")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, one bulk repeat")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement")
+    parser.add_argument("--quick", action="store_true", help="3 s runs, one round")
+    parser.add_argument("--no-fsync", action="store_true", help="embedded server with fsync off")
     args = parser.parse_args()
-    seconds = 3 if args.quick else args.seconds
-    repeats = 1 if args.quick else 3
-    with server(args.dsn) as admin:
+    seconds, rounds = (3, 1) if args.quick else (args.seconds, args.rounds)
+    with server(args.dsn, fsync=not args.no_fsync) as admin:
         dsns = prepare(admin, "cdcb_bench")
-        print(f"pgbench {seconds} s per run; single-row workloads, tps")
-        print(f"{'workload':<10}{'clients':>8}{'no trigger':>12}{'capture':>10}{'ratio':>8}")
-        for script in SCRIPTS:
-            for clients in CLIENTS:
-                plain = run_pgbench(dsns["plain"], script, clients, seconds)
-                capture = run_pgbench(dsns["capture"], script, clients, seconds)
-                ratio = capture / plain
-                print(f"{script:<10}{clients:>8}{plain:>12.0f}{capture:>10.0f}{ratio:>8.2f}")
-        print("\n100k-row UPDATE in one statement, seconds (median)")
-        plain_s = bulk_update_seconds(dsns["plain"], repeats)
-        print(f"{'no trigger':<28}{plain_s:>8.2f}   1.00x")
-        variants = (("capture", "row-level (capture_v1)"), ("statement", "statement-level"))
-        for variant, label in variants:
-            took = bulk_update_seconds(dsns[variant], repeats)
-            print(f"{label:<28}{took:>8.2f}{took / plain_s:>7.2f}x")
+        try:
+            with psycopg.connect(admin) as conn:
+                row = conn.execute("SELECT version(), current_setting('fsync')").fetchone()
+            print(f"{row[0].split(' on ')[0]}, fsync {row[1]}" if row else "")
+            single_row_table(dsns, seconds, rounds)
+            bulk_table(dsns, rounds)
+        finally:
+            drop_databases(admin, dsns)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,8 @@ def classify(
         return status(State.MISSING, "the table does not exist")
     if facts.recorded_hash is None and not facts.trigger_stamps:
         return status(State.MISSING, "no triggers installed")
-    return (
-        status(State.OUTDATED, *reasons)
-        if (reasons := _drift(expected_hash, expected_triggers, facts))
-        else status(State.INSTALLED)
-    )
+    reasons = _drift(expected_hash, expected_triggers, facts)
+    return status(State.OUTDATED, *reasons) if reasons else status(State.INSTALLED)
 
 
 def _drift(expected_hash: str, expected_triggers: set[str], facts: InstalledFacts) -> list[str]:

@@ -47,13 +47,16 @@ CREATE TABLE IF NOT EXISTS {schema}.handoffs (
 -- name: create_capture_function
 -- Arguments (fixed per trigger): 0 table label, 1 this system's name, 2 key columns,
 -- 3 shipped columns ('*' = whole row), 4 columns owned by both sides, 5 forced op ('' = from TG_OP).
+-- Hot path: PL/pgSQL evaluates plain expressions cheaply, but every SELECT is a full
+-- executor run. So the common cases (one key column, whole rows, no `both` fields) use
+-- expressions only, and an UPDATE of a whole-row table runs a single query.
 CREATE OR REPLACE FUNCTION {schema}.capture_v1() RETURNS trigger
 LANGUAGE plpgsql AS $capture_v1$
 DECLARE
     v_label   text   := TG_ARGV[0];
     v_keys    text[] := TG_ARGV[2]::text[];
+    v_one_key text   := CASE WHEN cardinality(v_keys) = 1 THEN v_keys[1] END;
     v_whole   bool   := TG_ARGV[3] = '*';
-    v_ship    text[] := CASE WHEN TG_ARGV[3] = '*' THEN NULL ELSE TG_ARGV[3]::text[] END;
     v_both    text[] := TG_ARGV[4]::text[];
     v_op      text   := coalesce(nullif(TG_ARGV[5], ''), left(TG_OP, 1));
     v_origin  text   := coalesce(nullif(current_setting('cdc_bridge.origin', true), ''), TG_ARGV[1]);
@@ -67,7 +70,11 @@ DECLARE
 BEGIN
     IF TG_OP <> 'INSERT' THEN
         v_old := to_jsonb(OLD);
-        v_old_key := (SELECT jsonb_object_agg(k, v_old -> k) FROM unnest(v_keys) AS k);
+        IF v_one_key IS NOT NULL THEN
+            v_old_key := jsonb_build_object(v_one_key, v_old -> v_one_key);
+        ELSE
+            v_old_key := (SELECT jsonb_object_agg(k, v_old -> k) FROM unnest(v_keys) AS k);
+        END IF;
     END IF;
     IF v_op = 'D' THEN
         INSERT INTO {schema}.outbox (table_name, op, key, origin)
@@ -76,11 +83,16 @@ BEGIN
     END IF;
 
     v_new := to_jsonb(NEW);
-    v_key := (SELECT jsonb_object_agg(k, v_new -> k) FROM unnest(v_keys) AS k);
+    IF v_one_key IS NOT NULL THEN
+        v_key := jsonb_build_object(v_one_key, v_new -> v_one_key);
+    ELSE
+        v_key := (SELECT jsonb_object_agg(k, v_new -> k) FROM unnest(v_keys) AS k);
+    END IF;
     IF v_whole THEN
         v_fields := v_new;
     ELSE
-        v_fields := (SELECT jsonb_object_agg(k, v_new -> k) FROM unnest(v_keys || v_ship) AS k);
+        v_fields := (SELECT jsonb_object_agg(k, v_new -> k)
+                     FROM unnest(v_keys || TG_ARGV[3]::text[]) AS k);
     END IF;
 
     IF v_op = 'U' AND v_old_key IS DISTINCT FROM v_key THEN
@@ -94,11 +106,13 @@ BEGIN
         v_changed := ARRAY(
             SELECT k FROM jsonb_object_keys(v_fields) AS k
             WHERE v_new -> k IS DISTINCT FROM v_old -> k ORDER BY k);
-        -- Fields owned by both sides ship only when changed, with their previous value,
-        -- so the receiver can tell a concurrent edit from a stale one.
-        v_prior := (SELECT jsonb_object_agg(k, v_old -> k) FROM unnest(v_both) AS k
-                    WHERE k = ANY (v_changed));
-        v_fields := v_fields - ARRAY(SELECT unnest(v_both) EXCEPT SELECT unnest(v_changed));
+        IF cardinality(v_both) > 0 THEN
+            -- Fields owned by both sides ship only when changed, with their previous value,
+            -- so the receiver can tell a concurrent edit from a stale one.
+            v_prior := (SELECT jsonb_object_agg(k, v_old -> k) FROM unnest(v_both) AS k
+                        WHERE k = ANY (v_changed));
+            v_fields := v_fields - ARRAY(SELECT unnest(v_both) EXCEPT SELECT unnest(v_changed));
+        END IF;
     END IF;
 
     INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)

@@ -164,3 +164,98 @@ def test_key_change_ships_delete_then_insert(conn: Any) -> None:
 def test_truncate_of_a_synced_table_is_refused(conn: Any) -> None:
     with pytest.raises(psycopg.errors.FeatureNotSupported, match="TRUNCATE"):
         conn.execute("TRUNCATE customers")
+
+
+def test_handoff_table_ships_whole_rows_until_handed_off(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("INSERT INTO orders VALUES (10, 1, 5.5)")
+        conn.execute("UPDATE orders SET status = 'paid' WHERE id = 10")
+        txid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+    conn.execute("DELETE FROM orders WHERE id = 10")
+    order = {"id": 10, "customer_id": 1, "total": 5.5}
+    assert [r[:7] for r in outbox(conn)] == [
+        ("public.orders", "I", {"id": 10}, {**order, "status": "new"}, None, None, "erp"),
+        ("public.orders", "U", {"id": 10}, {**order, "status": "paid"}, None, ["status"], "erp"),
+        ("public.orders", "D", {"id": 10}, None, None, None, "erp"),
+    ]
+    rows = outbox(conn)
+    assert rows[0][7] == rows[1][7] == txid != rows[2][7]
+
+
+def test_handed_off_row_accepts_the_bridges_write_and_marks_it(conn: Any) -> None:
+    conn.execute("INSERT INTO orders VALUES (10, 1, 5.5)")
+    conn.execute(
+        "INSERT INTO cdc_bridge.handoffs (table_name, key) VALUES ('public.orders', '{\"id\": 10}')"
+    )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="handed off to shop"):
+        conn.execute("DELETE FROM orders WHERE id = 10")
+    with conn.transaction():
+        conn.execute("SET LOCAL cdc_bridge.origin = 'shop'")
+        conn.execute("UPDATE orders SET status = 'shipped' WHERE id = 10")
+    assert [(r[1], r[6]) for r in outbox(conn)] == [("I", "erp"), ("U", "shop")]
+
+
+def test_peer_table_refuses_local_update_and_delete_and_captures_nothing(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL cdc_bridge.origin = 'shop'")
+        conn.execute("INSERT INTO invoices VALUES (1, 10, 5)")
+    for statement in ("UPDATE invoices SET amount = 6", "DELETE FROM invoices"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"local .* refused"):
+            conn.execute(statement)
+    with conn.transaction():
+        conn.execute("SET LOCAL cdc_bridge.origin = 'shop'")
+        conn.execute("UPDATE invoices SET amount = 6")
+        conn.execute("DELETE FROM invoices")
+    assert outbox(conn) == []
+
+
+def test_per_field_table_delete_ships_the_key_only(conn: Any) -> None:
+    conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.50, NULL, 3)")
+    conn.execute("DELETE FROM products WHERE sku = 'P1'")
+    assert [r[1:6] for r in outbox(conn)][1] == ("D", {"sku": "P1"}, None, None, None)
+
+
+def test_filtered_table_deletes_only_rows_inside_the_filter(conn: Any) -> None:
+    conn.execute("INSERT INTO accounts VALUES (1, 'Acme', NULL, NULL, 'active', NULL)")
+    conn.execute("INSERT INTO accounts VALUES (2, 'Draft', NULL, NULL, 'draft', NULL)")
+    conn.execute("DELETE FROM accounts")
+    assert [(r[1], r[2]) for r in outbox(conn)] == [("I", {"id": 1}), ("D", {"id": 1})]
+
+
+def test_both_field_change_from_the_peer_keeps_old_values(conn: Any) -> None:
+    conn.execute("INSERT INTO accounts VALUES (1, 'Acme', 'Main st', 100, 'active', NULL)")
+    with conn.transaction():
+        conn.execute("SET LOCAL cdc_bridge.origin = 'shop'")
+        conn.execute("UPDATE accounts SET address = 'High st' WHERE id = 1")
+    assert outbox(conn)[1][1:7] == (
+        "U",
+        {"id": 1},
+        {"id": 1, "address": "High st", "credit_limit": 100},
+        {"address": "Main st"},
+        ["address"],
+        "shop",
+    )
+
+
+def test_one_transaction_over_several_tables_shares_a_txid(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
+        conn.execute("INSERT INTO orders VALUES (10, 1, 5.5)")
+        conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.50, NULL, 3)")
+    txids = {r[7] for r in outbox(conn)}
+    assert len(outbox(conn)) == 3 and len(txids) == 1
+
+
+def test_one_notification_per_table_and_transaction(db: str) -> None:
+    install(example_config(db))
+    with psycopg.connect(db, autocommit=True) as listener, psycopg.connect(db) as writer:
+        listener.execute('LISTEN "cdc_bridge"')
+        with writer.transaction():
+            for i in range(5):
+                writer.execute("INSERT INTO customers VALUES (%s, 'x', NULL, NULL)", (i,))
+            writer.execute("UPDATE customers SET name = 'y'")
+            writer.execute("INSERT INTO orders VALUES (1, 1, 1)")
+        writer.commit()
+        received = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
+        received += [n.payload for n in listener.notifies(timeout=0.5)]
+    assert sorted(received) == ["public.customers", "public.orders"]
