@@ -4,10 +4,10 @@ Run:  .venv/bin/python bench/capture.py [--quick] [--seconds N] [--no-fsync] [--
 
 Without --dsn it starts an embedded PostgreSQL 18 with fsync on. Four databases get
 the same 100k-row table: `plain` (no triggers), `capture` (the rendered install),
-`no_notify` (the install minus its NOTIFY trigger: a diagnostic, to show what NOTIFY
-costs) and `statement` (a statement-level transition-table trigger written for the
-bulk case only). Each round runs every variant back to back, so all see the same
-machine load; the tps reported is the median over the rounds.
+`relay_busy` (the same install as writers see it while a relay is shipping: the relay
+has said it is not listening, so no NOTIFY is sent) and `statement` (a statement-level
+transition-table trigger written for the bulk case only). Each round runs every variant
+back to back, so all see the same machine load; the tps reported is the median over the rounds.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from cdc_bridge.embedded import EmbeddedPostgres, _wheel_install_dir
 HERE = Path(__file__).resolve().parent / "capture_sql"
 SCRIPTS = ("update", "insert", "mixed")
 CLIENTS = (1, 8)
-VARIANTS = ("plain", "capture", "no_notify", "statement")
-PGBENCH_VARIANTS = ("plain", "capture", "no_notify")
+VARIANTS = ("plain", "capture", "relay_busy", "statement")
+PGBENCH_VARIANTS = ("plain", "capture", "relay_busy")
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
 
 
@@ -69,10 +69,10 @@ def prepare(admin_dsn: str, prefix: str) -> dict[str, str]:
         config = parse_config(read("bench.yaml"), "bench.yaml", {"BENCH_DATABASE_URL": dsn})
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(read("schema.sql"))
-            if variant in ("capture", "no_notify"):
+            if variant in ("capture", "relay_busy"):
                 conn.execute(render_install(config))
-            if variant == "no_notify":
-                conn.execute(read("drop_notify.sql"))
+            if variant == "relay_busy":
+                conn.execute(read("relay_busy.sql"))
             if variant == "statement":
                 conn.execute(to_text(install_base(config)))
                 conn.execute(read("statement_trigger.sql"))
@@ -118,7 +118,7 @@ def bulk_update_seconds(dsn: str) -> float:
 def single_row_table(dsns: dict[str, str], seconds: int, rounds: int) -> None:
     print(f"pgbench, {seconds} s per run, median of {rounds} round(s); tps and ratio to no trigger")
     header = f"{'workload':<9}{'clients':>8}{'no trigger':>12}{'capture':>9}{'ratio':>7}"
-    print(header + f"{'capture w/o NOTIFY':>20}{'ratio':>7}")
+    print(header + f"{'capture, relay busy':>20}{'ratio':>7}")
     for script in SCRIPTS:
         for clients in CLIENTS:
             tps: dict[str, list[float]] = {v: [] for v in PGBENCH_VARIANTS}

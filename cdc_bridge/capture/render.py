@@ -26,6 +26,7 @@ BASE_BLOCKS: tuple[str, ...] = (
     "create_outbox",
     "create_installed_tables",
     "create_handoffs",
+    "create_relay_wakeup",
     "create_capture_function",
     "create_notify_function",
     "create_guard_function",

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS {schema}.handoffs (
 -- executor run. So the common cases (one key column, whole rows, no `both` fields) use
 -- expressions only, and an UPDATE of a whole-row table runs a single query.
 CREATE OR REPLACE FUNCTION {schema}.capture_v1() RETURNS trigger
-LANGUAGE plpgsql AS $capture_v1$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture_v1$
 DECLARE
     v_label   text   := TG_ARGV[0];
     v_keys    text[] := TG_ARGV[2]::text[];
@@ -120,17 +120,35 @@ BEGIN
     RETURN NULL;
 END
 $capture_v1$;
+-- Runs with its owner's rights, so application roles need no grant on the outbox; only
+-- the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
+REVOKE ALL ON FUNCTION {schema}.capture_v1() FROM PUBLIC;
+
+-- name: create_relay_wakeup
+-- Whether the relay is idle and waiting for a NOTIFY. A transaction that sends NOTIFY
+-- takes a cluster-wide lock from pre-commit through its commit flush, so notifying
+-- transactions commit one at a time. A busy relay reads the outbox again by itself, so
+-- writers only notify while it says it is listening. A missing row means "listening".
+CREATE TABLE IF NOT EXISTS {schema}.relay_wakeup (
+    id         int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    listening  bool NOT NULL DEFAULT true,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO {schema}.relay_wakeup (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
 
 -- name: create_notify_function
--- Statement-level: wakes the relay. NOTIFY folds identical notifications of one
--- transaction into one, so a transaction sends at most one per table.
+-- Statement-level: wakes the relay, if it is waiting. NOTIFY folds identical
+-- notifications of one transaction into one: at most one per table and transaction.
 CREATE OR REPLACE FUNCTION {schema}.notify_v1() RETURNS trigger
-LANGUAGE plpgsql AS $notify_v1$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $notify_v1$
 BEGIN
-    PERFORM pg_notify(TG_ARGV[0], TG_ARGV[1]);
+    IF coalesce((SELECT w.listening FROM {schema}.relay_wakeup w WHERE w.id = 1), true) THEN
+        PERFORM pg_notify(TG_ARGV[0], TG_ARGV[1]);
+    END IF;
     RETURN NULL;
 END
 $notify_v1$;
+REVOKE ALL ON FUNCTION {schema}.notify_v1() FROM PUBLIC;
 
 -- name: create_guard_function
 -- Refuses a local write to data the peer owns. The trigger's WHEN clause already
@@ -138,7 +156,7 @@ $notify_v1$;
 -- Arguments: 0 table label, 1 owner (peer name), 2 guarded fields ('' = the whole row),
 -- 3 'handoff' when only handed-off rows are guarded, 4 key columns.
 CREATE OR REPLACE FUNCTION {schema}.guard_v1() RETURNS trigger
-LANGUAGE plpgsql AS $guard_v1$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $guard_v1$
 DECLARE
     v_row    jsonb := to_jsonb(CASE WHEN TG_OP = 'INSERT' THEN NEW ELSE OLD END);
     v_key    jsonb;
@@ -171,6 +189,7 @@ BEGIN
               HINT = 'Change it in ' || TG_ARGV[1] || ', the system of record for this table.';
 END
 $guard_v1$;
+REVOKE ALL ON FUNCTION {schema}.guard_v1() FROM PUBLIC;
 
 -- name: create_truncate_guard_function
 -- TRUNCATE fires no row triggers, so it would bypass capture: refuse it on synced tables.

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import example_config, install
+from tests.helpers import example_config, fetch, install
 
 OUTBOX = (
     "SELECT table_name, op, key, fields, old, changed, origin, txid::text "
@@ -259,3 +259,25 @@ def test_one_notification_per_table_and_transaction(db: str) -> None:
         received = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
         received += [n.payload for n in listener.notifies(timeout=0.5)]
     assert sorted(received) == ["public.customers", "public.orders"]
+
+
+def test_no_notification_while_the_relay_says_it_is_busy(db: str) -> None:
+    install(example_config(db))
+    with psycopg.connect(db, autocommit=True) as listener, psycopg.connect(db) as writer:
+        listener.execute('LISTEN "cdc_bridge"')
+        listener.execute("UPDATE cdc_bridge.relay_wakeup SET listening = false")
+        with writer.transaction():
+            writer.execute("INSERT INTO customers VALUES (1, 'x', NULL, NULL)")
+        writer.commit()
+        quiet = [n.payload for n in listener.notifies(timeout=0.5)]
+        listener.execute("UPDATE cdc_bridge.relay_wakeup SET listening = true")
+        with writer.transaction():
+            writer.execute("INSERT INTO customers VALUES (2, 'x', NULL, NULL)")
+        writer.commit()
+        woken = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert quiet == []
+    assert woken == ["public.customers"]
+    assert [r[0] for r in fetch(db, "SELECT key FROM cdc_bridge.outbox ORDER BY id")] == [
+        {"id": 1},
+        {"id": 2},
+    ]

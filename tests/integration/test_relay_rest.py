@@ -63,7 +63,7 @@ def test_rest_requests_follow_the_mapping_in_order_per_key(
     assert {c.headers.get("X-Shop-Token") for c in peer.state.rest_calls} == {"tok-123"}
     with psycopg.connect(db) as conn:
         failed = conn.execute("SELECT key, http_status, reason FROM cdc_bridge.failed").fetchall()
-    assert failed == [({"sku": "BAD"}, 422, 'HTTP 422: {}')]
+    assert failed == [({"sku": "BAD"}, 422, "HTTP 422: {}")]
 
 
 def test_rest_5xx_is_retried_until_it_succeeds(
@@ -81,9 +81,12 @@ def test_rest_5xx_is_retried_until_it_succeeds(
         wait_drained(db)
     assert {(c.method, c.path) for c in peer.state.rest_calls} == {("PUT", "/api/products/P")}
     with psycopg.connect(db) as conn:
-        statuses = [r[0] for r in conn.execute(
-            "SELECT http_status FROM cdc_bridge.attempts ORDER BY attempted_at"
-        )]
+        statuses = [
+            r[0]
+            for r in conn.execute(
+                "SELECT http_status FROM cdc_bridge.attempts ORDER BY attempted_at"
+            )
+        ]
     assert statuses[0] == 503 and statuses[-1] == 200
 
 

@@ -64,9 +64,7 @@ def test_status_reports_pending_then_failed_and_the_lock_holder(
     assert code == 1
     assert tables["public.customers"]["failed"] == 1
     assert tables["public.customers"]["last_delivery"] is not None
-    assert state["problems"] == [
-        "public.customers: 1 failed change(s) wait for replay or skip"
-    ]
+    assert state["problems"] == ["public.customers: 1 failed change(s) wait for replay or skip"]
 
 
 def test_status_text_exits_1_when_the_lag_is_over_the_threshold(
