@@ -465,8 +465,10 @@ class Demo:
 
 
 def alembic_env_dir() -> Path:
-    """The project's Alembic environment (migrations/ next to the package)."""
-    return Path(__file__).resolve().parent.parent.parent / "migrations"
+    """The Alembic environment: the checkout's migrations/, or the copy inside the wheel."""
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent / "migrations"
+    return checkout if (checkout / "env.py").is_file() else package / "alembic_env"
 
 
 def _port_checker(port: int) -> Callable[[], bool]:
