@@ -31,7 +31,13 @@ from cdc_bridge.ops.peer_read import (
     RestReader,
     loads,
 )
-from cdc_bridge.ops.snapshot import bound_where, check_shippable
+from cdc_bridge.ops.snapshot import (
+    bound_where,
+    check_shippable,
+    fields_object,
+    json_object,
+    row_column,
+)
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000  # the read endpoint's limit (protocol.ReadRequest)
@@ -170,23 +176,6 @@ Key = dict[str, Any]
 LocalRow = tuple[Key, dict[str, Any], bool]  # key, owned fields, in scope
 
 
-def _column(name: str) -> sql.Composable:
-    return sql.SQL("t.{}").format(sql.Identifier(name))
-
-
-def _json_object(columns: tuple[str, ...]) -> sql.Composable:
-    pairs = sql.SQL(", ").join(
-        sql.SQL("{}, {}").format(sql.Literal(c), _column(c)) for c in columns
-    )
-    return sql.SQL("jsonb_build_object({})").format(pairs)
-
-
-def _fields_object(spec: TableSpec) -> sql.Composable:
-    if spec.ships_whole_rows:
-        return sql.SQL("to_jsonb(t)")
-    return _json_object(spec.key + spec.shipped_fields)
-
-
 def _in_scope(target: Target, spec: TableSpec) -> sql.Composable:
     conditions: list[sql.Composable] = [sql.SQL("true")]
     if spec.where:
@@ -195,7 +184,7 @@ def _in_scope(target: Target, spec: TableSpec) -> sql.Composable:
         conditions.append(
             sql.SQL(
                 "NOT EXISTS (SELECT 1 FROM {}.handoffs h WHERE h.table_name = {} AND h.key = {})"
-            ).format(sql.Identifier(target.schema), sql.Literal(spec.label), _json_object(spec.key))
+            ).format(sql.Identifier(target.schema), sql.Literal(spec.label), json_object(spec.key))
         )
     return sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)
 
@@ -204,9 +193,9 @@ def _parts(target: Target, spec: TableSpec) -> dict[str, Any]:
     return {
         "schema": target.schema,
         "table": spec.name.identifier,
-        "key_object": _json_object(spec.key),
-        "fields_object": _fields_object(spec),
-        "key_columns": sql.SQL(", ").join(map(_column, spec.key)),
+        "key_object": json_object(spec.key),
+        "fields_object": fields_object(spec),
+        "key_columns": sql.SQL(", ").join(map(row_column, spec.key)),
         "bound_columns": sql.SQL(", ").join(
             sql.SQL("b.{}").format(sql.Identifier(k)) for k in spec.key
         ),

@@ -51,21 +51,23 @@ def bound_where(text: str, alias: str = "t") -> str:
     return str(tree.transform(bind).sql(dialect="postgres", normalize_functions=False))
 
 
-def _column(name: str) -> sql.Composable:
+def row_column(name: str) -> sql.Composable:
+    """A column of the table aliased `t`."""
     return sql.SQL("t.{}").format(sql.Identifier(name))
 
 
-def _json_object(columns: tuple[str, ...]) -> sql.Composable:
+def json_object(columns: tuple[str, ...]) -> sql.Composable:
     pairs = sql.SQL(", ").join(
-        sql.SQL("{}, {}").format(sql.Literal(c), _column(c)) for c in columns
+        sql.SQL("{}, {}").format(sql.Literal(c), row_column(c)) for c in columns
     )
     return sql.SQL("jsonb_build_object({})").format(pairs)
 
 
-def _fields_object(spec: TableSpec) -> sql.Composable:
+def fields_object(spec: TableSpec) -> sql.Composable:
+    """The fields this side ships for a row of `t`, as jsonb (key included)."""
     if spec.ships_whole_rows:
         return sql.SQL("to_jsonb(t)")
-    return _json_object(spec.key + spec.shipped_fields)
+    return json_object(spec.key + spec.shipped_fields)
 
 
 class ChunkQuery:
@@ -86,7 +88,7 @@ class ChunkQuery:
                     "NOT EXISTS (SELECT 1 FROM {}.handoffs h "
                     "WHERE h.table_name = {} AND h.key = {})"
                 ).format(
-                    sql.Identifier(target.schema), sql.Literal(spec.label), _json_object(spec.key)
+                    sql.Identifier(target.schema), sql.Literal(spec.label), json_object(spec.key)
                 )
             )
         self.conditions = conditions
@@ -98,7 +100,7 @@ class ChunkQuery:
                 queries.query(
                     "ops_after_key",
                     table=self.spec.name.identifier,
-                    key_columns=sql.SQL(", ").join(map(_column, self.spec.key)),
+                    key_columns=sql.SQL(", ").join(map(row_column, self.spec.key)),
                     last_columns=sql.SQL(", ").join(
                         sql.SQL("last.{}").format(sql.Identifier(k)) for k in self.spec.key
                     ),
@@ -113,13 +115,13 @@ class ChunkQuery:
             schema=self.target.schema,
             table=self.spec.name.identifier,
             key_aliases=sql.SQL(", ").join(
-                sql.SQL("{} AS {}").format(_column(k), a)
+                sql.SQL("{} AS {}").format(row_column(k), a)
                 for k, a in zip(self.spec.key, aliases, strict=True)
             ),
-            key_object=_json_object(self.spec.key),
-            fields_object=_fields_object(self.spec),
+            key_object=json_object(self.spec.key),
+            fields_object=fields_object(self.spec),
             condition=self._condition(resuming),
-            key_order=sql.SQL(", ").join(map(_column, self.spec.key)),
+            key_order=sql.SQL(", ").join(map(row_column, self.spec.key)),
             alias_order=sql.SQL(", ").join(aliases),
             alias_order_desc=sql.SQL(", ").join(sql.SQL("{} DESC").format(a) for a in aliases),
         )
