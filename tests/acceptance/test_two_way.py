@@ -27,6 +27,21 @@ def outbox_and_history(bridge: Bridge) -> tuple[int, int]:
     )
 
 
+def edit_account_on_both_sides(erp: Bridge, shop: Bridge) -> None:
+    """Account 7 synced, then its company name edited on both sides before either change
+    travels (the shop's edit 50 ms after the ERP's)."""
+    erp.sql("INSERT INTO accounts (id, company_name) VALUES (7, 'Globex')")
+    wait_until(
+        "account 7",
+        lambda: shop.value("SELECT company_name FROM accounts") == "Globex",
+        [erp, shop],
+    )
+    with relays_paused(erp, shop):
+        erp.sql("UPDATE accounts SET company_name = 'Globex (erp)' WHERE id = 7")
+        time.sleep(0.05)
+        shop.sql("UPDATE accounts SET company_name = 'Globex (shop)' WHERE id = 7")
+
+
 def test_four_sync_paths_converge_without_echo(
     pg_server: TestServer, template_db: str, tmp_path: Path
 ) -> None:
@@ -103,14 +118,7 @@ def test_concurrent_edits_of_a_field_owned_by_both_converge(
 ) -> None:
     with bridge_pair(pg_server, template_db, tmp_path, erp_policy, shop_policy) as (erp, shop):
         both = [erp, shop]
-        erp.sql("INSERT INTO accounts (id, company_name) VALUES (7, 'Globex')")
-        wait_until(
-            "account 7", lambda: shop.value("SELECT company_name FROM accounts") == "Globex", both
-        )
-        with relays_paused(erp, shop):
-            erp.sql("UPDATE accounts SET company_name = 'Globex (erp)' WHERE id = 7")
-            time.sleep(0.05)
-            shop.sql("UPDATE accounts SET company_name = 'Globex (shop)' WHERE id = 7")
+        edit_account_on_both_sides(erp, shop)
         expected = f"Globex ({winner})"
         query = "SELECT company_name FROM accounts WHERE id = 7"
         wait_until(
@@ -131,13 +139,7 @@ def test_manual_conflict_is_parked_then_resolved_on_one_side_converges(
 ) -> None:
     with bridge_pair(pg_server, template_db, tmp_path, "manual", "manual") as (erp, shop):
         both = [erp, shop]
-        erp.sql("INSERT INTO accounts (id, company_name) VALUES (7, 'Globex')")
-        wait_until(
-            "account 7", lambda: shop.value("SELECT company_name FROM accounts") == "Globex", both
-        )
-        with relays_paused(erp, shop):
-            erp.sql("UPDATE accounts SET company_name = 'Globex (erp)' WHERE id = 7")
-            shop.sql("UPDATE accounts SET company_name = 'Globex (shop)' WHERE id = 7")
+        edit_account_on_both_sides(erp, shop)
         open_conflicts = "SELECT id FROM cdc_bridge.conflicts WHERE status = 'open'"
         wait_until(
             "a parked conflict on both sides",
