@@ -162,11 +162,3 @@ async def record_handoffs(
         {"tables": [t for t, _ in records], "keys": [Jsonb(k) for _, k in records]},
     )
 
-
-async def prune_delivered(
-    conn: psycopg.AsyncConnection[Any], schema: str, retention_s: float
-) -> int:
-    cur = await conn.execute(
-        query("relay_prune_delivered", schema=schema), {"retention_s": retention_s}
-    )
-    return cur.rowcount

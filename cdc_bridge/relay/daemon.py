@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cdc_bridge import outbox
+from cdc_bridge import outbox, retention
 from cdc_bridge.config import BridgeConfig, TableMode
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.outbox import Failure, OutboxRow
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "cdc-bridge relay"
 STANDBY_RETRY_S = 0.5  # how often a standby tries the lock
 LOCK_CHECK_S = 1.0  # how often a busy leader checks that its lock connection still lives
-PRUNE_EVERY_S = 60.0
 
 
 def lock_name(config: BridgeConfig) -> str:
@@ -147,9 +146,7 @@ class Relay:
         self._db_lock = asyncio.Lock()
         self._notified = asyncio.Event()
         self._lock_checked = 0.0
-        self._pruned = 0.0
         self.role = "starting"
-        self.prune_every_s = PRUNE_EVERY_S
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -221,7 +218,12 @@ class Relay:
                 self.role = "leader"
                 self.metrics.leader.set(1)
                 log.info("leader: shipping to %s", self.config.peer.name)
-                await self._ship(lock_conn, conn, client)
+                retainer = asyncio.create_task(self._retain_forever())
+                try:
+                    await self._ship(lock_conn, conn, client)
+                finally:
+                    retainer.cancel()
+                    await asyncio.gather(retainer, return_exceptions=True)
 
     async def _acquire(self, lock_conn: psycopg.AsyncConnection[Any]) -> bool:
         announced = False
@@ -259,7 +261,6 @@ class Relay:
                 caught_up = True
                 if flight.free(self.relay.concurrency):
                     caught_up = await self._dispatch(conn, client, flight)
-                await self._prune(conn)
                 if flight.tasks:
                     # Reading and sending overlap: read again as soon as a batch is done.
                     await flight.wait_one(self.relay.poll_interval_s)
@@ -309,16 +310,26 @@ class Relay:
             # Let the batch fill a little: one larger batch beats many tiny ones.
             await self._sleep(self.relay.max_wait_ms / 1000)
 
-    async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        now = time.monotonic()
-        if now - self._pruned < self.prune_every_s:
-            return
-        self._pruned = now
-        retention_s = self.relay.delivered_retention_days * 86400
-        async with self._db_lock:
-            pruned = await outbox.prune_delivered(conn, self.schema, retention_s)
-        if pruned:
-            log.info("pruned %d delivered changes past retention", pruned)
+    async def _retain_forever(self) -> None:
+        """The leader prunes past-retention history every `retention_interval_s`.
+
+        On a connection of its own, in bounded transactions: shipping never waits for it.
+        A failure is logged and retried at the next interval (an outage of the database
+        is reported by the shipping loop).
+        """
+        items = retention.targets(self.config)
+        while not self.stopping.is_set():
+            try:
+                async with await self._connect() as conn:
+                    counts = await retention.prune_async(conn, self.schema, items)
+            except psycopg.Error as exc:
+                log.warning("retention prune failed, next try in %.0f s: %s",
+                            self.relay.retention_interval_s, _first_line(exc))
+            else:
+                removed = ", ".join(f"{table} {n}" for table, n in counts.items() if n)
+                if removed:
+                    log.info("retention pruned rows past their age: %s", removed)
+            await self._sleep(self.relay.retention_interval_s)
 
     async def _filter(
         self, conn: psycopg.AsyncConnection[Any], rows: list[OutboxRow]

@@ -130,12 +130,6 @@ INSERT INTO {schema}.handoffs (table_name, key)
 SELECT * FROM unnest(%(tables)s::text[], %(keys)s::jsonb[])
 ON CONFLICT DO NOTHING;
 
--- name: relay_prune_delivered
-DELETE FROM {schema}.delivered
-WHERE id IN (SELECT id FROM {schema}.delivered
-             WHERE delivered_at < now() - make_interval(secs => %(retention_s)s)
-             LIMIT 10000);
-
 -- name: relay_try_lock
 SELECT pg_try_advisory_lock(hashtextextended(%(lock_name)s, 0));
 
