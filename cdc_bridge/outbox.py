@@ -8,7 +8,7 @@ A row leaves the outbox only in the same statement that writes it to `delivered`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,6 +62,17 @@ def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
     psycopg.types.json.set_json_loads(orjson.loads, conn)
 
 
+def int_array(ids: Iterable[int]) -> str:
+    """A bigint[] literal: psycopg's per-element list dumping costs ~1 ms per 1000 ids."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def text_array(values: Iterable[str]) -> str:
+    """A text[] literal with every element quoted (any text is safe)."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
 async def fetch_pending(
     conn: psycopg.AsyncConnection[Any], schema: str, limit: int, in_flight: Sequence[int] = ()
 ) -> list[OutboxRow]:
@@ -70,7 +81,7 @@ async def fetch_pending(
     # every captured row once, and building dicts first costs a third of the read.
     cur = await conn.execute(
         query("relay_fetch_pending", schema=schema),
-        {"limit": limit, "in_flight": list(in_flight)},
+        {"limit": limit, "in_flight": int_array(in_flight)},
     )
     return [OutboxRow(*row) for row in await cur.fetchall()]
 
@@ -124,7 +135,11 @@ async def acknowledge(
         return
     await conn.execute(
         query("relay_ack", schema=schema),
-        {"ids": list(results), "results": list(results.values()), "batch_id": batch_id},
+        {
+            "ids": int_array(results),
+            "results": text_array(results.values()),
+            "batch_id": batch_id,
+        },
     )
 
 

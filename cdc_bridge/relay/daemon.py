@@ -10,6 +10,11 @@ Order: rows are read in id order (per key, id order is commit order). Up to
 batch in flight gets no new batch until that one is recorded, so each record's changes go
 out in order, one batch at a time. Every read starts from the outbox head again (minus
 the rows in flight), as soon as a batch finishes: reading and sending overlap.
+
+Batching is Nagle-like: with nothing in flight a NOTIFY is shipped at once; while batches
+are in flight, new changes gather until one finishes and go out together, and a free lane
+waits at most `relay.max_wait_ms` for that. NOTIFYs are taken by a listener task that owns
+the lock connection, so they are seen while batches are in flight too.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class InFlight:
         self.tasks: set[asyncio.Task[None]] = set()
         self.ids: set[int] = set()
         self.records: set[tuple[str, str]] = set()
+        self.finished = asyncio.Event()  # set when a batch ends (cleared before each read)
+        self.error: BaseException | None = None
 
     def free(self, concurrency: int) -> int:
         return concurrency - len(self.tasks)
@@ -105,18 +112,17 @@ class InFlight:
             self.tasks.discard(task)
             self.ids -= ids
             self.records -= records
+            if not task.cancelled() and task.exception() is not None and self.error is None:
+                self.error = task.exception()
+            self.finished.set()
 
         task.add_done_callback(done)
 
-    async def wait_one(self, timeout: float) -> None:
-        """Wait for a batch to finish; a database error of any batch stops them all."""
-        done, _ = await asyncio.wait(
-            set(self.tasks), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                await self.cancel()
-                task.result()
+    async def raise_error(self) -> None:
+        """A database error of any batch stops them all."""
+        if self.error is not None:
+            await self.cancel()
+            raise self.error
 
     async def cancel(self) -> None:
         for task in self.tasks:
@@ -145,7 +151,6 @@ class Relay:
         self._peer_outage = Outage(log, "peer")
         self._db_lock = asyncio.Lock()
         self._notified = asyncio.Event()
-        self._lock_checked = 0.0
         self.role = "starting"
 
     def stop(self) -> None:
@@ -255,20 +260,23 @@ class Relay:
         client: PeerClient,
     ) -> None:
         flight = InFlight()
+        listener = asyncio.create_task(self._listen(lock_conn))
         try:
             while not self.stopping.is_set():
-                await self._check_lock(lock_conn)
+                if listener.done():
+                    listener.result()  # the lock connection is gone: stop shipping
+                await flight.raise_error()
                 caught_up = True
+                flight.finished.clear()
                 if flight.free(self.relay.concurrency):
                     caught_up = await self._dispatch(conn, client, flight)
-                if flight.tasks:
-                    # Reading and sending overlap: read again as soon as a batch is done.
-                    await flight.wait_one(self.relay.poll_interval_s)
-                elif caught_up:  # wait for a NOTIFY or the poll timer
-                    await self._wait_for_work(lock_conn)
+                await self._wait_for_work(flight, caught_up, listener)
         except BaseException:
             await flight.cancel()  # unacknowledged rows simply stay in the outbox
             raise
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
         await flight.finish()
 
     async def _dispatch(
@@ -291,24 +299,34 @@ class Relay:
             flight.start(batch, self._deliver_batch(conn, client, batch))
         return len(rows) < limit
 
-    async def _check_lock(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
-        # A lost lock connection raises here, which stops shipping until re-elected.
-        now = time.monotonic()
-        if now - self._lock_checked >= LOCK_CHECK_S:
-            await lock_conn.execute("SELECT 1")
-            self._lock_checked = now
+    async def _listen(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
+        """Own the lock connection: flag each NOTIFY at once, and check the connection lives.
 
-    async def _wait_for_work(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
-        deadline = time.monotonic() + self.relay.poll_interval_s
-        while not (self.stopping.is_set() or self._notified.is_set()):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            async for _ in lock_conn.notifies(timeout=min(remaining, 0.25), stop_after=1):
+        A lost lock connection raises here, which stops shipping until re-elected.
+        """
+        while True:
+            async for _ in lock_conn.notifies(timeout=LOCK_CHECK_S):
                 self._notified.set()
-        if self._notified.is_set() and self.relay.max_wait_ms > 0:
-            # Let the batch fill a little: one larger batch beats many tiny ones.
-            await self._sleep(self.relay.max_wait_ms / 1000)
+            await lock_conn.execute("SELECT 1")
+
+    async def _wait_for_work(
+        self, flight: InFlight, caught_up: bool, listener: asyncio.Task[None]
+    ) -> None:
+        """Wait until the outbox is worth reading again (Nagle-like, see the module doc)."""
+        poll = self.relay.poll_interval_s
+        watch: list[_Waitable] = [self.stopping, listener]
+        if not flight.tasks:
+            if caught_up:  # a NOTIFY is shipped at once: nothing is in flight to wait for
+                await _first_of([self._notified, *watch], poll)
+            return
+        if not flight.free(self.relay.concurrency):
+            await _first_of([flight.finished, *watch], poll)
+            return
+        await _first_of([flight.finished, self._notified, *watch], poll)
+        if self._notified.is_set() and not flight.finished.is_set():
+            # New work and a free lane: let it gather behind the in-flight batches, but
+            # no longer than max_wait_ms.
+            await _first_of([flight.finished, *watch], self.relay.max_wait_ms / 1000)
 
     async def _retain_forever(self) -> None:
         """The leader prunes past-retention history every `retention_interval_s`.
@@ -427,6 +445,32 @@ class Relay:
             self.metrics.changes.labels("failed").inc(len(verdict.failures))
         if verdict.acked:
             self.metrics.last_delivery.set_to_current_time()
+
+
+_Waitable = asyncio.Event | asyncio.Task[None]
+
+
+async def _first_of(waitables: list[_Waitable], timeout: float) -> None:
+    """Return when any event is set or task is done, or after `timeout` seconds."""
+    if timeout <= 0 or any(_ready(w) for w in waitables):
+        return
+    waiters: list[asyncio.Future[Any]] = []
+    created: list[asyncio.Task[Any]] = []
+    for item in waitables:
+        if isinstance(item, asyncio.Event):
+            created.append(asyncio.create_task(item.wait()))
+            waiters.append(created[-1])
+        else:
+            waiters.append(item)
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in created:
+            task.cancel()
+
+
+def _ready(item: _Waitable) -> bool:
+    return item.is_set() if isinstance(item, asyncio.Event) else item.done()
 
 
 def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[str]) -> _Verdict:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from cdc_bridge.outbox import Failure
 from cdc_bridge.peer.client import (
+    Answer,
     Delivery,
     Outgoing,
     batch_body,
@@ -13,7 +14,7 @@ from cdc_bridge.peer.client import (
     is_transient_status,
     retry_after_seconds,
 )
-from cdc_bridge.peer.protocol import Batch, ChangeResult, ResultStatus
+from cdc_bridge.peer.protocol import Batch, ResultStatus
 from cdc_bridge.relay.daemon import judge, lanes_of
 from cdc_bridge.relay.retry import backoff_delay
 
@@ -35,8 +36,8 @@ def change(id_: int, key: int, table: str = "public.t") -> Outgoing:
     )
 
 
-def result(c: Outgoing, status: ResultStatus) -> ChangeResult:
-    return ChangeResult(idempotency_key=c.idempotency_key, status=status)
+def result(c: Outgoing, status: ResultStatus) -> Answer:
+    return Answer(status)
 
 
 def test_lanes_keep_each_record_in_one_lane_in_id_order() -> None:
