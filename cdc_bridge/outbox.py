@@ -37,6 +37,9 @@ class OutboxRow:
     origin: str
     captured_at: datetime
     handed_at: datetime | None  # set when the row's key was handed off to the peer
+    # The protocol v1 change as JSON text, encoded by PostgreSQL, for rows of tables that
+    # ship whole rows unchanged (then `fields` and `old` are not read: None).
+    change_json: str | None = None
 
     @property
     def record(self) -> tuple[str, str]:
@@ -74,14 +77,28 @@ def text_array(values: Iterable[str]) -> str:
 
 
 async def fetch_pending(
-    conn: psycopg.AsyncConnection[Any], schema: str, limit: int, in_flight: Sequence[int] = ()
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    limit: int,
+    in_flight: Iterable[int] = (),
+    *,
+    system: str = "",
+    whole_tables: Sequence[str] = (),
 ) -> list[OutboxRow]:
-    """The oldest pending rows, minus parked records and the rows `in_flight` now."""
+    """The oldest pending rows, minus parked records and the rows `in_flight` now.
+
+    Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`).
+    """
     # Plain tuples in the query's column order (the fields of OutboxRow): the relay reads
     # every captured row once, and building dicts first costs a third of the read.
     cur = await conn.execute(
         query("relay_fetch_pending", schema=schema),
-        {"limit": limit, "in_flight": int_array(in_flight)},
+        {
+            "limit": limit,
+            "in_flight": int_array(in_flight),
+            "system": system,
+            "whole_tables": text_array(whole_tables),
+        },
     )
     return [OutboxRow(*row) for row in await cur.fetchall()]
 

@@ -54,6 +54,8 @@ class Outgoing:
     old: dict[str, Any] | None
     committed_at: datetime
     origin: str
+    # The whole change already encoded as protocol v1 JSON (by PostgreSQL): sent as is.
+    encoded: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,10 @@ def batch_body(system: str, batch_id: str, changes: Sequence[Outgoing]) -> bytes
             "protocol": PROTOCOL,
             "source": system,
             "batch_id": batch_id,
-            "changes": [_change_json(c) for c in changes],
+            "changes": [
+                _change_json(c) if c.encoded is None else orjson.Fragment(c.encoded)
+                for c in changes
+            ],
         }
     )
 

@@ -149,9 +149,16 @@ class Relay:
         self._dsn = config.database.url.get_secret_value()
         self._db_outage = Outage(log, "database")
         self._peer_outage = Outage(log, "peer")
-        self._db_lock = asyncio.Lock()
+        self._record_lock = asyncio.Lock()
         self._notified = asyncio.Event()
         self.role = "starting"
+        # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
+        # unchanged. The REST adapter builds its own bodies from the parsed fields.
+        self._encoded_tables = (
+            [s.label for s in config.table_specs if s.captures and s.ships_whole_rows]
+            if config.peer.adapter != "rest"
+            else []
+        )
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -218,14 +225,15 @@ class Relay:
             if not await self._acquire(lock_conn):
                 return
             await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
-            async with await self._connect() as conn:
+            # Reads and acknowledgements use a connection each, so they overlap.
+            async with await self._connect() as conn, await self._connect() as record_conn:
                 outbox.use_fast_json(conn)
                 self.role = "leader"
                 self.metrics.leader.set(1)
                 log.info("leader: shipping to %s", self.config.peer.name)
                 retainer = asyncio.create_task(self._retain_forever())
                 try:
-                    await self._ship(lock_conn, conn, client)
+                    await self._ship(lock_conn, conn, record_conn, client)
                 finally:
                     retainer.cancel()
                     await asyncio.gather(retainer, return_exceptions=True)
@@ -257,8 +265,10 @@ class Relay:
         self,
         lock_conn: psycopg.AsyncConnection[Any],
         conn: psycopg.AsyncConnection[Any],
+        record_conn: psycopg.AsyncConnection[Any],
         client: PeerClient,
     ) -> None:
+        """Read and start batches on `conn`; each batch records its outcome on `record_conn`."""
         flight = InFlight()
         listener = asyncio.create_task(self._listen(lock_conn))
         try:
@@ -269,7 +279,7 @@ class Relay:
                 caught_up = True
                 flight.finished.clear()
                 if flight.free(self.relay.concurrency):
-                    caught_up = await self._dispatch(conn, client, flight)
+                    caught_up = await self._dispatch(conn, record_conn, client, flight)
                 await self._wait_for_work(flight, caught_up, listener)
         except BaseException:
             await flight.cancel()  # unacknowledged rows simply stay in the outbox
@@ -280,7 +290,11 @@ class Relay:
         await flight.finish()
 
     async def _dispatch(
-        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, flight: InFlight
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        record_conn: psycopg.AsyncConnection[Any],
+        client: PeerClient,
+        flight: InFlight,
     ) -> bool:
         """Read the head of the outbox (minus what is in flight) and start batches.
 
@@ -290,13 +304,16 @@ class Relay:
         free = flight.free(self.relay.concurrency)
         limit = self.relay.batch_size * free
         self._notified.clear()
-        async with self._db_lock:
-            rows = await outbox.fetch_pending(conn, self.schema, limit, sorted(flight.ids))
+        # Only this loop uses `conn` (batches record on record_conn): no lock needed.
+        rows = await outbox.fetch_pending(
+            conn, self.schema, limit, flight.ids,
+            system=self.config.system, whole_tables=self._encoded_tables,
+        )
         oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
         self.metrics.oldest_pending.set(oldest)
         outgoing = await self._filter(conn, rows)
         for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
-            flight.start(batch, self._deliver_batch(conn, client, batch))
+            flight.start(batch, self._deliver_batch(record_conn, client, batch))
         return len(rows) < limit
 
     async def _listen(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
@@ -372,10 +389,11 @@ class Relay:
                     old=decision.old,
                     committed_at=row.captured_at,
                     origin=row.origin,
+                    encoded=row.change_json,
                 )
             )
         if dropped:
-            async with self._db_lock, conn.transaction():
+            async with conn.transaction():
                 await outbox.acknowledge(conn, self.schema, None, dropped)
             self.metrics.changes.labels(outbox.FILTERED).inc(len(dropped))
         return outgoing
@@ -420,7 +438,7 @@ class Relay:
     ) -> None:
         status = "pending" if verdict.retry else ("failed" if verdict.failures else "delivered")
         # Pipeline mode: the whole transaction costs about one round trip.
-        async with self._db_lock, conn.transaction(), conn.pipeline():
+        async with self._record_lock, conn.transaction(), conn.pipeline():
             await outbox.record_batch(conn, self.schema, batch_id, status, [c.id for c in sent])
             await outbox.record_attempt(
                 conn,
