@@ -210,10 +210,10 @@ class BridgeClient:
             return _no_answer(exc, started)
         if response.status_code != 200:
             return _http_failure(response, started)
-        return _read_results(response, changes, started)
+        return read_results(response, changes, started)
 
 
-def _read_results(
+def read_results(
     response: httpx.Response, changes: Sequence[Outgoing], started: float
 ) -> Delivery:
     elapsed = (time.perf_counter() - started) * 1000
