@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "cdc-bridge relay"
 STANDBY_RETRY_S = 0.5  # how often a standby tries the lock
+# Batches read (and encoded) ahead of a free lane: the next batch is ready when a lane
+# frees, instead of the lane waiting for a read. At most `concurrency` are sent at once.
+READ_AHEAD = 1
 LOCK_CHECK_S = 1.0  # how often a busy leader checks that its lock connection still lives
 
 
@@ -152,6 +155,8 @@ class Relay:
         self._record_lock = asyncio.Lock()
         self._notified = asyncio.Event()
         self.role = "starting"
+        self._slots = self.relay.concurrency + READ_AHEAD
+        self._sending = asyncio.Semaphore(self.relay.concurrency)
         # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
         # unchanged. The REST adapter builds its own bodies from the parsed fields.
         self._encoded_tables = (
@@ -278,7 +283,7 @@ class Relay:
                 await flight.raise_error()
                 caught_up = True
                 flight.finished.clear()
-                if flight.free(self.relay.concurrency):
+                if flight.free(self._slots):
                     caught_up = await self._dispatch(conn, record_conn, client, flight)
                 await self._wait_for_work(flight, caught_up, listener)
         except BaseException:
@@ -301,7 +306,7 @@ class Relay:
         Returns whether the read found fewer rows than asked (caught up).
         """
         # Read only what the free lanes can take: the rest would be read again next time.
-        free = flight.free(self.relay.concurrency)
+        free = flight.free(self._slots)
         limit = self.relay.batch_size * free
         self._notified.clear()
         # Only this loop uses `conn` (batches record on record_conn): no lock needed.
@@ -336,7 +341,7 @@ class Relay:
             if caught_up:  # a NOTIFY is shipped at once: nothing is in flight to wait for
                 await _first_of([self._notified, *watch], poll)
             return
-        if not flight.free(self.relay.concurrency):
+        if not flight.free(self._slots):
             await _first_of([flight.finished, *watch], poll)
             return
         await _first_of([flight.finished, self._notified, *watch], poll)
@@ -405,8 +410,11 @@ class Relay:
         pending = changes
         attempt = 0
         while pending:
-            with self.metrics.batch_seconds.time():
-                delivery = await client.deliver(batch_id, pending)
+            async with self._sending:  # read-ahead batches wait here for a lane
+                if self.stopping.is_set() and attempt == 0:
+                    return  # never sent: released, the rows are still in the outbox
+                with self.metrics.batch_seconds.time():
+                    delivery = await client.deliver(batch_id, pending)
             verdict = judge(delivery, pending, self.specs_with_handoff)
             await self._record(conn, batch_id, pending, delivery, verdict)
             if not verdict.retry:
