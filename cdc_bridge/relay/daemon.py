@@ -14,7 +14,9 @@ the rows in flight), as soon as a batch finishes: reading and sending overlap.
 Batching is Nagle-like: with nothing in flight a NOTIFY is shipped at once; while batches
 are in flight, new changes gather until one finishes and go out together, and a free lane
 waits at most `relay.max_wait_ms` for that. NOTIFYs are taken by a listener task that owns
-the lock connection, so they are seen while batches are in flight too.
+the lock connection, so they are seen while batches are in flight too. One batch more
+than `relay.concurrency` is read ahead and waits for a lane, so a lane that frees sends
+at once.
 """
 
 from __future__ import annotations
