@@ -192,6 +192,7 @@ class RelayConfig(_Frozen):
     metrics_listen: HostPort | None = "127.0.0.1:9181"
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
     delivered_retention_days: float = Field(default=7.0, ge=0)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
 
     @field_validator("metrics_listen")
     @classmethod

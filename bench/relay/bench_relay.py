@@ -78,7 +78,6 @@ def config_yaml(dsn: str, peer_url: str, batch_size: int) -> str:
     data["relay"] = {
         "batch_size": batch_size,
         "concurrency": 4,
-        "max_wait_ms": 0,
         "poll_interval_s": 1,
         "metrics_listen": None,
     }
@@ -94,10 +93,11 @@ def scalar(conn: psycopg.Connection[Any], query: str) -> Any:
 
 def wait_empty(conn: psycopg.Connection[Any], timeout: float = 300) -> float:
     deadline = time.monotonic() + timeout
-    while scalar(conn, "SELECT count(*) FROM cdc_bridge.outbox"):
+    # EXISTS, not count(*): the poll must not take CPU from the relay and PostgreSQL.
+    while scalar(conn, "SELECT EXISTS (SELECT FROM cdc_bridge.outbox)"):
         if time.monotonic() > deadline:
             raise RuntimeError("the relay did not drain the outbox")
-        time.sleep(0.005)
+        time.sleep(0.002)
     return time.perf_counter()
 
 
@@ -268,7 +268,7 @@ def main() -> None:
                 )
             p50, p99, n = bench.latency_run()
             print(f"\nlatency commit -> peer at ~1k changes/s ({n} changes, batch 500, "
-                  f"max_wait_ms 0): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                  f"max_wait_ms 20, the default): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         finally:
             bench.peer.terminate()
             bench.peer.wait(10)

@@ -40,7 +40,8 @@ MAX_KEPT_BODY = 4000
 _TRANSIENT_4XX = (408, 429)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass costs ~1.4 us more to build, and one is built per change sent.
+@dataclass(slots=True)
 class Outgoing:
     """One change as it will be sent (fields already narrowed by the SOR filter)."""
 
@@ -54,13 +55,26 @@ class Outgoing:
     old: dict[str, Any] | None
     committed_at: datetime
     origin: str
+    # The whole change already encoded as protocol v1 JSON (by PostgreSQL): sent as is.
+    encoded: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The peer's result for one change (a plain object: one is built per change)."""
+
+    status: ResultStatus
+    reason: str | None = None
+
+
+APPLIED = Answer(ResultStatus.APPLIED)
 
 
 @dataclass
 class Delivery:
     """What one attempt achieved. Changes without a result were not applied."""
 
-    results: dict[int, ChangeResult] = field(default_factory=dict)
+    results: dict[int, Answer] = field(default_factory=dict)
     http_status: int | None = None
     error: str | None = None
     response_body: str | None = None
@@ -150,7 +164,10 @@ def batch_body(system: str, batch_id: str, changes: Sequence[Outgoing]) -> bytes
             "protocol": PROTOCOL,
             "source": system,
             "batch_id": batch_id,
-            "changes": [_change_json(c) for c in changes],
+            "changes": [
+                _change_json(c) if c.encoded is None else orjson.Fragment(c.encoded)
+                for c in changes
+            ],
         }
     )
 
@@ -194,19 +211,23 @@ class BridgeClient:
             return _no_answer(exc, started)
         if response.status_code != 200:
             return _http_failure(response, started)
-        return _read_results(response, changes, started)
+        return read_results(response, changes, started)
 
 
-def _read_results(
+def read_results(
     response: httpx.Response, changes: Sequence[Outgoing], started: float
 ) -> Delivery:
     elapsed = (time.perf_counter() - started) * 1000
-    try:
-        parsed = BatchResponse.model_validate_json(response.content)
-    except ValidationError as exc:
-        return _bad_answer(response, f"the peer's answer is not a batch response: {exc}", elapsed)
+    parsed = fast_results(response.content)
+    if parsed is None:  # not the plain shape: full validation says what is wrong
+        try:
+            validated = BatchResponse.model_validate_json(response.content).results
+        except ValidationError as exc:
+            error = f"the peer's answer is not a batch response: {exc}"
+            return _bad_answer(response, error, elapsed)
+        parsed = [(r.idempotency_key, Answer(r.status, r.reason)) for r in validated]
     by_key = {c.idempotency_key: c.id for c in changes}
-    results = {by_key[r.idempotency_key]: r for r in parsed.results if r.idempotency_key in by_key}
+    results = {by_key[key]: answer for key, answer in parsed if key in by_key}
     if len(results) != len(changes):
         return _bad_answer(response, "the peer answered for other changes than sent", elapsed)
     rejected = any(r.status is ResultStatus.REJECTED for r in results.values())
@@ -216,6 +237,52 @@ def _read_results(
         response_body=_kept(response.content) if rejected else None,
         duration_ms=elapsed,
     )
+
+
+_STATUSES = {status.value: status for status in ResultStatus}
+_RESULT_FIELDS = frozenset(ChangeResult.model_fields)
+_RESPONSE_FIELDS = frozenset(BatchResponse.model_fields)
+
+
+def fast_results(content: bytes) -> list[tuple[str, Answer]] | None:
+    """The results of a well-formed batch response, or None to validate it in full.
+
+    Checks what `BatchResponse` checks, without building models through the validator
+    (which cost ~30 % of the relay's CPU at batch 500): one answer per change is the
+    hot path.
+    """
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not data.keys() <= _RESPONSE_FIELDS:
+        return None
+    items = data.get("results")
+    if data.get("protocol", PROTOCOL) != PROTOCOL or not isinstance(items, list):
+        return None
+    results = []
+    for item in items:
+        result = _fast_result(item)
+        if result is None:
+            return None
+        results.append(result)
+    return results
+
+
+def _fast_result(item: object) -> tuple[str, Answer] | None:
+    if not isinstance(item, dict) or not item.keys() <= _RESULT_FIELDS:
+        return None
+    key, status = item.get("idempotency_key"), _STATUSES.get(item.get("status"))  # type: ignore[arg-type]
+    reason, resolution = item.get("reason"), item.get("resolution")
+    if type(key) is not str or status is None:
+        return None
+    if not (reason is None or type(reason) is str):
+        return None
+    if not (resolution is None or type(resolution) is dict):
+        return None
+    if status is ResultStatus.APPLIED and reason is None:
+        return key, APPLIED
+    return key, Answer(status, reason)
 
 
 def _bad_answer(response: httpx.Response, error: str, elapsed: float) -> Delivery:
@@ -278,12 +345,10 @@ class RestClient:
                 outcome.results[change.id] = result
                 if result.status is ResultStatus.REJECTED:
                     for later in group[index + 1 :]:
-                        outcome.results[later.id] = ChangeResult(
-                            idempotency_key=later.idempotency_key, status=ResultStatus.SKIPPED
-                        )
+                        outcome.results[later.id] = Answer(ResultStatus.SKIPPED)
                     return
 
-    async def _send(self, change: Outgoing, outcome: Delivery) -> ChangeResult | None:
+    async def _send(self, change: Outgoing, outcome: Delivery) -> Answer | None:
         operation = self._operation(change)
         if isinstance(operation, str):
             return _rejected(change, operation)
@@ -317,11 +382,11 @@ class RestClient:
 
     def _result(
         self, change: Outgoing, response: httpx.Response, outcome: Delivery
-    ) -> ChangeResult | None:
+    ) -> Answer | None:
         status = response.status_code
         outcome.http_status = status
         if 200 <= status < 300:
-            return ChangeResult(idempotency_key=change.idempotency_key, status=ResultStatus.APPLIED)
+            return APPLIED
         outcome.response_body = _kept(response.content)
         outcome.answers[change.id] = (status, outcome.response_body)
         if is_transient_status(status):
@@ -331,10 +396,8 @@ class RestClient:
         return _rejected(change, f"HTTP {status}: {_kept(response.content)[:200]}")
 
 
-def _rejected(change: Outgoing, reason: str) -> ChangeResult:
-    return ChangeResult(
-        idempotency_key=change.idempotency_key, status=ResultStatus.REJECTED, reason=reason
-    )
+def _rejected(change: Outgoing, reason: str) -> Answer:
+    return Answer(ResultStatus.REJECTED, reason)
 
 
 def fill_path(template: str, key: Mapping[str, Any]) -> str:

@@ -10,6 +10,13 @@ Order: rows are read in id order (per key, id order is commit order). Up to
 batch in flight gets no new batch until that one is recorded, so each record's changes go
 out in order, one batch at a time. Every read starts from the outbox head again (minus
 the rows in flight), as soon as a batch finishes: reading and sending overlap.
+
+Batching is Nagle-like: with nothing in flight a NOTIFY is shipped at once; while batches
+are in flight, new changes gather until one finishes and go out together, and a free lane
+waits at most `relay.max_wait_ms` for that. NOTIFYs are taken by a listener task that owns
+the lock connection, so they are seen while batches are in flight too. One batch more
+than `relay.concurrency` is read ahead and waits for a lane, so a lane that frees sends
+at once.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cdc_bridge import outbox
+from cdc_bridge import outbox, retention
 from cdc_bridge.config import BridgeConfig, TableMode
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.outbox import Failure, OutboxRow
@@ -42,8 +49,10 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "cdc-bridge relay"
 STANDBY_RETRY_S = 0.5  # how often a standby tries the lock
+# Batches read (and encoded) ahead of a free lane: the next batch is ready when a lane
+# frees, instead of the lane waiting for a read. At most `concurrency` are sent at once.
+READ_AHEAD = 1
 LOCK_CHECK_S = 1.0  # how often a busy leader checks that its lock connection still lives
-PRUNE_EVERY_S = 60.0
 
 
 def lock_name(config: BridgeConfig) -> str:
@@ -90,6 +99,8 @@ class InFlight:
         self.tasks: set[asyncio.Task[None]] = set()
         self.ids: set[int] = set()
         self.records: set[tuple[str, str]] = set()
+        self.finished = asyncio.Event()  # set when a batch ends (cleared before each read)
+        self.error: BaseException | None = None
 
     def free(self, concurrency: int) -> int:
         return concurrency - len(self.tasks)
@@ -106,18 +117,17 @@ class InFlight:
             self.tasks.discard(task)
             self.ids -= ids
             self.records -= records
+            if not task.cancelled() and task.exception() is not None and self.error is None:
+                self.error = task.exception()
+            self.finished.set()
 
         task.add_done_callback(done)
 
-    async def wait_one(self, timeout: float) -> None:
-        """Wait for a batch to finish; a database error of any batch stops them all."""
-        done, _ = await asyncio.wait(
-            set(self.tasks), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                await self.cancel()
-                task.result()
+    async def raise_error(self) -> None:
+        """A database error of any batch stops them all."""
+        if self.error is not None:
+            await self.cancel()
+            raise self.error
 
     async def cancel(self) -> None:
         for task in self.tasks:
@@ -144,12 +154,18 @@ class Relay:
         self._dsn = config.database.url.get_secret_value()
         self._db_outage = Outage(log, "database")
         self._peer_outage = Outage(log, "peer")
-        self._db_lock = asyncio.Lock()
+        self._record_lock = asyncio.Lock()
         self._notified = asyncio.Event()
-        self._lock_checked = 0.0
-        self._pruned = 0.0
         self.role = "starting"
-        self.prune_every_s = PRUNE_EVERY_S
+        self._slots = self.relay.concurrency + READ_AHEAD
+        self._sending = asyncio.Semaphore(self.relay.concurrency)
+        # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
+        # unchanged. The REST adapter builds its own bodies from the parsed fields.
+        self._encoded_tables = (
+            [s.label for s in config.table_specs if s.captures and s.ships_whole_rows]
+            if config.peer.adapter != "rest"
+            else []
+        )
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -216,12 +232,18 @@ class Relay:
             if not await self._acquire(lock_conn):
                 return
             await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
-            async with await self._connect() as conn:
+            # Reads and acknowledgements use a connection each, so they overlap.
+            async with await self._connect() as conn, await self._connect() as record_conn:
                 outbox.use_fast_json(conn)
                 self.role = "leader"
                 self.metrics.leader.set(1)
                 log.info("leader: shipping to %s", self.config.peer.name)
-                await self._ship(lock_conn, conn, client)
+                retainer = asyncio.create_task(self._retain_forever())
+                try:
+                    await self._ship(lock_conn, conn, record_conn, client)
+                finally:
+                    retainer.cancel()
+                    await asyncio.gather(retainer, return_exceptions=True)
 
     async def _acquire(self, lock_conn: psycopg.AsyncConnection[Any]) -> bool:
         announced = False
@@ -250,75 +272,106 @@ class Relay:
         self,
         lock_conn: psycopg.AsyncConnection[Any],
         conn: psycopg.AsyncConnection[Any],
+        record_conn: psycopg.AsyncConnection[Any],
         client: PeerClient,
     ) -> None:
+        """Read and start batches on `conn`; each batch records its outcome on `record_conn`."""
         flight = InFlight()
+        listener = asyncio.create_task(self._listen(lock_conn))
         try:
             while not self.stopping.is_set():
-                await self._check_lock(lock_conn)
+                if listener.done():
+                    listener.result()  # the lock connection is gone: stop shipping
+                await flight.raise_error()
                 caught_up = True
-                if flight.free(self.relay.concurrency):
-                    caught_up = await self._dispatch(conn, client, flight)
-                await self._prune(conn)
-                if flight.tasks:
-                    # Reading and sending overlap: read again as soon as a batch is done.
-                    await flight.wait_one(self.relay.poll_interval_s)
-                elif caught_up:  # wait for a NOTIFY or the poll timer
-                    await self._wait_for_work(lock_conn)
+                flight.finished.clear()
+                if flight.free(self._slots):
+                    caught_up = await self._dispatch(conn, record_conn, client, flight)
+                await self._wait_for_work(flight, caught_up, listener)
         except BaseException:
             await flight.cancel()  # unacknowledged rows simply stay in the outbox
             raise
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
         await flight.finish()
 
     async def _dispatch(
-        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, flight: InFlight
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        record_conn: psycopg.AsyncConnection[Any],
+        client: PeerClient,
+        flight: InFlight,
     ) -> bool:
         """Read the head of the outbox (minus what is in flight) and start batches.
 
         Returns whether the read found fewer rows than asked (caught up).
         """
         # Read only what the free lanes can take: the rest would be read again next time.
-        free = flight.free(self.relay.concurrency)
+        free = flight.free(self._slots)
         limit = self.relay.batch_size * free
         self._notified.clear()
-        async with self._db_lock:
-            rows = await outbox.fetch_pending(conn, self.schema, limit, sorted(flight.ids))
+        # Only this loop uses `conn` (batches record on record_conn): no lock needed.
+        rows = await outbox.fetch_pending(
+            conn, self.schema, limit, flight.ids,
+            system=self.config.system, whole_tables=self._encoded_tables,
+        )
         oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
         self.metrics.oldest_pending.set(oldest)
         outgoing = await self._filter(conn, rows)
         for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
-            flight.start(batch, self._deliver_batch(conn, client, batch))
+            flight.start(batch, self._deliver_batch(record_conn, client, batch))
         return len(rows) < limit
 
-    async def _check_lock(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
-        # A lost lock connection raises here, which stops shipping until re-elected.
-        now = time.monotonic()
-        if now - self._lock_checked >= LOCK_CHECK_S:
-            await lock_conn.execute("SELECT 1")
-            self._lock_checked = now
+    async def _listen(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
+        """Own the lock connection: flag each NOTIFY at once, and check the connection lives.
 
-    async def _wait_for_work(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
-        deadline = time.monotonic() + self.relay.poll_interval_s
-        while not (self.stopping.is_set() or self._notified.is_set()):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            async for _ in lock_conn.notifies(timeout=min(remaining, 0.25), stop_after=1):
+        A lost lock connection raises here, which stops shipping until re-elected.
+        """
+        while True:
+            async for _ in lock_conn.notifies(timeout=LOCK_CHECK_S):
                 self._notified.set()
-        if self._notified.is_set() and self.relay.max_wait_ms > 0:
-            # Let the batch fill a little: one larger batch beats many tiny ones.
-            await self._sleep(self.relay.max_wait_ms / 1000)
+            await lock_conn.execute("SELECT 1")
 
-    async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        now = time.monotonic()
-        if now - self._pruned < self.prune_every_s:
+    async def _wait_for_work(
+        self, flight: InFlight, caught_up: bool, listener: asyncio.Task[None]
+    ) -> None:
+        """Wait until the outbox is worth reading again (Nagle-like, see the module doc)."""
+        poll = self.relay.poll_interval_s
+        watch: list[_Waitable] = [self.stopping, listener]
+        if not flight.tasks:
+            if caught_up:  # a NOTIFY is shipped at once: nothing is in flight to wait for
+                await _first_of([self._notified, *watch], poll)
             return
-        self._pruned = now
-        retention_s = self.relay.delivered_retention_days * 86400
-        async with self._db_lock:
-            pruned = await outbox.prune_delivered(conn, self.schema, retention_s)
-        if pruned:
-            log.info("pruned %d delivered changes past retention", pruned)
+        if not flight.free(self._slots):
+            await _first_of([flight.finished, *watch], poll)
+            return
+        await _first_of([flight.finished, self._notified, *watch], poll)
+        if self._notified.is_set() and not flight.finished.is_set():
+            # New work and a free lane: let it gather behind the in-flight batches, but
+            # no longer than max_wait_ms.
+            await _first_of([flight.finished, *watch], self.relay.max_wait_ms / 1000)
+
+    async def _retain_forever(self) -> None:
+        """The leader prunes past-retention history every `retention_interval_s`.
+
+        On a connection of its own, in bounded transactions: shipping never waits for it.
+        A failure is logged and retried at the next interval (an outage of the database
+        is reported by the shipping loop).
+        """
+        items = retention.targets(self.config)
+        while not self.stopping.is_set():
+            try:
+                async with await self._connect() as conn:
+                    counts = await retention.prune_async(conn, self.schema, items)
+            except psycopg.Error as exc:
+                log.warning("retention prune failed, next try in %.0f s: %s",
+                            self.relay.retention_interval_s, _first_line(exc))
+            else:
+                removed = ", ".join(f"{table} {n}" for table, n in counts.items() if n)
+                if removed:
+                    log.info("retention pruned rows past their age: %s", removed)
+            await self._sleep(self.relay.retention_interval_s)
 
     async def _filter(
         self, conn: psycopg.AsyncConnection[Any], rows: list[OutboxRow]
@@ -343,10 +396,11 @@ class Relay:
                     old=decision.old,
                     committed_at=row.captured_at,
                     origin=row.origin,
+                    encoded=row.change_json,
                 )
             )
         if dropped:
-            async with self._db_lock, conn.transaction():
+            async with conn.transaction():
                 await outbox.acknowledge(conn, self.schema, None, dropped)
             self.metrics.changes.labels(outbox.FILTERED).inc(len(dropped))
         return outgoing
@@ -358,8 +412,11 @@ class Relay:
         pending = changes
         attempt = 0
         while pending:
-            with self.metrics.batch_seconds.time():
-                delivery = await client.deliver(batch_id, pending)
+            async with self._sending:  # read-ahead batches wait here for a lane
+                if self.stopping.is_set() and attempt == 0:
+                    return  # never sent: released, the rows are still in the outbox
+                with self.metrics.batch_seconds.time():
+                    delivery = await client.deliver(batch_id, pending)
             verdict = judge(delivery, pending, self.specs_with_handoff)
             await self._record(conn, batch_id, pending, delivery, verdict)
             if not verdict.retry:
@@ -391,7 +448,7 @@ class Relay:
     ) -> None:
         status = "pending" if verdict.retry else ("failed" if verdict.failures else "delivered")
         # Pipeline mode: the whole transaction costs about one round trip.
-        async with self._db_lock, conn.transaction(), conn.pipeline():
+        async with self._record_lock, conn.transaction(), conn.pipeline():
             await outbox.record_batch(conn, self.schema, batch_id, status, [c.id for c in sent])
             await outbox.record_attempt(
                 conn,
@@ -416,6 +473,32 @@ class Relay:
             self.metrics.changes.labels("failed").inc(len(verdict.failures))
         if verdict.acked:
             self.metrics.last_delivery.set_to_current_time()
+
+
+_Waitable = asyncio.Event | asyncio.Task[None]
+
+
+async def _first_of(waitables: list[_Waitable], timeout: float) -> None:
+    """Return when any event is set or task is done, or after `timeout` seconds."""
+    if timeout <= 0 or any(_ready(w) for w in waitables):
+        return
+    waiters: list[asyncio.Future[Any]] = []
+    created: list[asyncio.Task[Any]] = []
+    for item in waitables:
+        if isinstance(item, asyncio.Event):
+            created.append(asyncio.create_task(item.wait()))
+            waiters.append(created[-1])
+        else:
+            waiters.append(item)
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in created:
+            task.cancel()
+
+
+def _ready(item: _Waitable) -> bool:
+    return item.is_set() if isinstance(item, asyncio.Event) else item.done()
 
 
 def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[str]) -> _Verdict:

@@ -38,11 +38,12 @@ def decide(row: OutboxRow, spec: TableSpec | None, system: str) -> Decision:
         return Drop(f"echo of a change made by {row.origin}")
     if spec is None:
         return Drop(f"table {row.table_name} is no longer configured")
-    if not spec.captures:
+    whole = spec.ships_whole_rows  # (once: this runs for every change)
+    if not (whole or spec.shipped_fields):
         return Drop(f"{spec.label} is not shipped by this side (sor: {spec.mode.value})")
     if _after_handoff(row, spec):
         return Drop(f"{spec.label} row {row.key_text} was handed off to the peer")
-    if spec.ships_whole_rows or row.op == "D":
+    if whole or row.op == "D":
         return Ship(fields=row.fields, old=row.old)
     return _owned_fields_only(row, spec)
 

@@ -245,12 +245,3 @@ WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 AND NOT a.attisdropped;
 
 -- name: ops_count_rows
 SELECT count(*) FROM {table} AS t WHERE {condition};
-
--- name: ops_prune_batch
--- One bounded transaction of retention: at most %(limit)s rows.
-DELETE FROM {target} WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM {target} WHERE {column} < now() - %(age)s::interval AND {condition}
-    LIMIT %(limit)s));
-
--- name: ops_prune_count
-SELECT count(*) FROM {target} WHERE {column} < now() - %(age)s::interval AND {condition};

@@ -71,9 +71,31 @@ CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 -- The head of the outbox: no cursor, so a transaction that committed late (lower id,
 -- later commit) is simply still here on the next read. Keys with a failed change are
 -- parked: their later changes wait. handed_at tells the SOR filter about handoffs.
+-- Rows of %(whole_tables)s (tables that ship whole rows unchanged) come with their
+-- protocol v1 change already encoded by PostgreSQL (change_json) and no parsed fields:
+-- the relay embeds that text in the batch as is. Other rows come parsed, to be narrowed
+-- to the owned fields by the SOR filter.
 SELECT o.id, o.txid::text AS txid, o.table_name, o.op, o.key, o.key::text AS key_text,
-       o.fields, o.old, o.changed, o.origin, o.captured_at, h.handed_at
+       CASE WHEN w.whole THEN NULL ELSE o.fields END AS fields,
+       CASE WHEN w.whole THEN NULL ELSE o.old END AS old,
+       o.changed, o.origin, o.captured_at, h.handed_at,
+       CASE WHEN w.whole THEN (
+           jsonb_build_object(
+               'idempotency_key', %(system)s || ':' || o.txid::text || ':' || o.id::text,
+               'table', o.table_name,
+               'op', CASE o.op WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update' ELSE 'delete' END,
+               'key', o.key,
+               'committed_at', o.captured_at,
+               'origin', o.origin)
+           || CASE WHEN o.fields IS NULL THEN '{{}}'::jsonb
+                   ELSE jsonb_build_object('fields', o.fields) END
+           || CASE WHEN o.old IS NULL THEN '{{}}'::jsonb
+                   ELSE jsonb_build_object('old', o.old) END
+       )::text END AS change_json
 FROM {schema}.outbox o
+CROSS JOIN LATERAL (
+    SELECT o.origin = %(system)s AND o.table_name = ANY(%(whole_tables)s::text[]) AS whole
+) w
 LEFT JOIN {schema}.handoffs h ON h.table_name = o.table_name AND h.key = o.key
 WHERE NOT EXISTS (
     SELECT FROM {schema}.failed f WHERE f.table_name = o.table_name AND f.key = o.key)
@@ -129,12 +151,6 @@ FROM gone;
 INSERT INTO {schema}.handoffs (table_name, key)
 SELECT * FROM unnest(%(tables)s::text[], %(keys)s::jsonb[])
 ON CONFLICT DO NOTHING;
-
--- name: relay_prune_delivered
-DELETE FROM {schema}.delivered
-WHERE id IN (SELECT id FROM {schema}.delivered
-             WHERE delivered_at < now() - make_interval(secs => %(retention_s)s)
-             LIMIT 10000);
 
 -- name: relay_try_lock
 SELECT pg_try_advisory_lock(hashtextextended(%(lock_name)s, 0));

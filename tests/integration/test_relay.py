@@ -126,19 +126,56 @@ def _failed(dsn: str) -> list[Any]:
         return conn.execute("SELECT id, reason FROM cdc_bridge.failed ORDER BY id").fetchall()
 
 
-def test_delivered_history_is_pruned_after_the_retention(db: str, peer: PeerServer) -> None:
-    config = relay_config(db, peer.url, delivered_retention_days=0)
+def test_the_daemon_prunes_history_past_retention(db: str, peer: PeerServer) -> None:
+    """Old delivered changes, applied keys and resolved conflicts go; recent and open stay."""
+    config = relay_config(db, peer.url, retention_interval_s=0.2)
     install(config)
-    write_sample_changes(db)
-    with running_relay(config) as thread:
-        thread.relay.prune_every_s = 0.1
-        wait_drained(db)
-        wait_until(lambda: _delivered_count(db) == 0, what="the delivered history to go")
-    assert peer.applied_count() > 0
+    _seed_history(db)
+    with running_relay(config):
+        wait_until(lambda: _history(db) == (1, 1, 2), what="the old history to be pruned")
+    assert _fetch(db, "SELECT key->>'id' FROM cdc_bridge.delivered") == [("recent",)]
+    assert _fetch(db, "SELECT idempotency_key FROM cdc_bridge.applied_keys") == [("shop:1:2",)]
+    assert sorted(_fetch(db, "SELECT status, field FROM cdc_bridge.conflicts")) == [
+        ("open", "old-open"), ("resolved", "recent")]
 
 
-def _delivered_count(dsn: str) -> int:
+def _seed_history(dsn: str) -> None:
+    """Rows older and newer than the 7-day retentions, written as the relay and serve do."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO cdc_bridge.delivered (id, txid, table_name, op, key, origin,"
+            " captured_at, result, delivered_at) VALUES"
+            " (1, '1', 'public.customers', 'I', '{\"id\": \"old\"}', 'erp', now(), 'applied',"
+            "  now() - interval '8 days'),"
+            " (2, '1', 'public.customers', 'I', '{\"id\": \"recent\"}', 'erp', now(),"
+            "  'applied', now())"
+        )
+        conn.execute(
+            "INSERT INTO cdc_bridge.applied_keys (idempotency_key, result, applied_at) VALUES"
+            " ('shop:1:1', 'applied', now() - interval '8 days'),"
+            " ('shop:1:2', 'applied', now())"
+        )
+        conn.execute(
+            "INSERT INTO cdc_bridge.conflicts (table_name, key, field, policy, status,"
+            " detected_at, resolved_at) VALUES"
+            " ('public.customers', '{}', 'old', 'newer_wins', 'resolved',"
+            "  now() - interval '9 days', now() - interval '8 days'),"
+            " ('public.customers', '{}', 'recent', 'newer_wins', 'resolved', now(), now()),"
+            " ('public.customers', '{}', 'old-open', 'manual', 'open',"
+            "  now() - interval '9 days', NULL)"
+        )
+
+
+def _history(dsn: str) -> tuple[int, int, int]:
+    row = _fetch(
+        dsn,
+        "SELECT (SELECT count(*) FROM cdc_bridge.delivered),"
+        " (SELECT count(*) FROM cdc_bridge.applied_keys),"
+        " (SELECT count(*) FROM cdc_bridge.conflicts)",
+    )[0]
+    return (int(row[0]), int(row[1]), int(row[2]))
+
+
+def _fetch(dsn: str, query: str) -> list[Any]:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM cdc_bridge.delivered").fetchone()
-    assert row is not None
-    return int(row[0])
+        return conn.execute(query).fetchall()

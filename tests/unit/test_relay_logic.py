@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+
+import httpx
+import orjson
 
 from cdc_bridge.outbox import Failure
 from cdc_bridge.peer.client import (
+    Answer,
     Delivery,
     Outgoing,
     batch_body,
+    fast_results,
     fill_path,
     is_transient_status,
+    read_results,
     retry_after_seconds,
 )
-from cdc_bridge.peer.protocol import Batch, ChangeResult, ResultStatus
+from cdc_bridge.peer.protocol import Batch, ResultStatus
 from cdc_bridge.relay.daemon import judge, lanes_of
 from cdc_bridge.relay.retry import backoff_delay
 
@@ -35,8 +42,8 @@ def change(id_: int, key: int, table: str = "public.t") -> Outgoing:
     )
 
 
-def result(c: Outgoing, status: ResultStatus) -> ChangeResult:
-    return ChangeResult(idempotency_key=c.idempotency_key, status=status)
+def result(c: Outgoing, status: ResultStatus) -> Answer:
+    return Answer(status)
 
 
 def test_lanes_keep_each_record_in_one_lane_in_id_order() -> None:
@@ -129,3 +136,44 @@ def test_records_with_a_batch_in_flight_get_no_new_batch() -> None:
     busy = {("public.t", '{"id": 1}')}
     lanes = lanes_of(changes, lanes=2, per_lane=10, busy=busy)
     assert [c.id for lane in lanes for c in lane] == [2]
+
+
+def _answer(body: object) -> Delivery:
+    sent = [change(1, 1), change(2, 2)]
+    response = httpx.Response(200, content=orjson.dumps(body))
+    return read_results(response, sent, time.perf_counter())
+
+
+def test_a_plain_answer_is_read_without_the_validator() -> None:
+    body = {
+        "protocol": "cdc-bridge/1",
+        "results": [
+            {"idempotency_key": "erp:9:1", "status": "applied"},
+            {"idempotency_key": "erp:9:2", "status": "rejected", "reason": "too long"},
+        ],
+    }
+    assert fast_results(orjson.dumps(body)) is not None
+    delivery = _answer(body)
+    assert delivery.results == {
+        1: Answer(ResultStatus.APPLIED),
+        2: Answer(ResultStatus.REJECTED, "too long"),
+    }
+    assert not delivery.transient and delivery.response_body is not None
+
+
+def test_an_odd_answer_is_validated_in_full_and_refused() -> None:
+    odd: list[object] = [
+        {"protocol": "cdc-bridge/2", "results": []},
+        {"results": [{"idempotency_key": "erp:9:1", "status": "done"}]},
+        {"results": [{"idempotency_key": "erp:9:1", "status": "applied", "extra": 1}]},
+        {"results": [{"idempotency_key": 1, "status": "applied"}]},
+        {"results": [{"idempotency_key": "erp:9:1", "status": "applied", "reason": 3}]},
+        {"results": "nope"},
+        ["results"],
+    ]
+    for body in odd:
+        assert fast_results(orjson.dumps(body)) is None
+        delivery = _answer(body)
+        assert delivery.transient and delivery.results == {}
+        assert "not a batch response" in (delivery.error or "")
+    assert fast_results(b"not json") is None

@@ -1,0 +1,105 @@
+"""Retention: prune the bridge's own bookkeeping by age, in bounded transactions.
+
+One list of targets (table, timestamp column, age, extra condition) serves both
+`cdc-bridge cleanup` (on demand, synchronous) and the relay daemon (every
+`relay.retention_interval_s`, on its own connection, off the shipping path). Each batch
+deletes at most `batch_size` rows in its own short transaction (autocommit), so pruning
+a large backlog never holds long locks or a long snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cdc_bridge import sql as queries
+from cdc_bridge.config import BridgeConfig
+
+DEFAULT_BATCH = 5000
+EVERY_ROW: sql.Composable = sql.SQL("true")
+
+
+@dataclass(frozen=True)
+class PruneTarget:
+    """Rows of `table` (in the bridge schema) whose `column` is older than `age`."""
+
+    table: str
+    column: str
+    age: timedelta
+    # Extra condition, e.g. to keep rows still needed (failed batches, open conflicts).
+    condition: sql.Composable = field(default_factory=lambda: EVERY_ROW)
+
+
+def targets(config: BridgeConfig) -> list[PruneTarget]:
+    """Everything the bridge prunes: delivery history, audits, snapshots, inbound keys."""
+    age = timedelta(days=config.relay.delivered_retention_days)
+    keys_age = timedelta(days=config.inbound.applied_key_retention_days)
+    return [
+        PruneTarget("delivered", "delivered_at", age),
+        PruneTarget("replays", "replayed_at", age),
+        PruneTarget("skips", "skipped_at", age),
+        PruneTarget("snapshots", "finished_at", age),
+        PruneTarget("batches", "finished_at", age, sql.SQL("status = 'delivered'")),
+        PruneTarget("applied_keys", "applied_at", keys_age),
+        PruneTarget("conflicts", "resolved_at", age, sql.SQL("status = 'resolved'")),
+    ]
+
+
+def _statement(name: str, schema: str, item: PruneTarget) -> sql.Composed:
+    parts: dict[str, Any] = {
+        "target": sql.Identifier(schema, item.table),
+        "column": sql.Identifier(item.column),
+        "condition": item.condition,
+    }
+    return queries.query(name, **parts)
+
+
+def prune(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    items: list[PruneTarget],
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, int]:
+    """Rows removed (or, with dry_run, that would be) per table. `conn` is autocommit."""
+    counts: dict[str, int] = {}
+    for item in items:
+        params = {"age": item.age, "limit": batch_size}
+        if dry_run:
+            row = conn.execute(_statement("retention_prune_count", schema, item), params).fetchone()
+            counts[item.table] = int(row[0]) if row else 0
+            continue
+        statement = _statement("retention_prune_batch", schema, item)
+        counts[item.table] = 0
+        while True:  # one short transaction per batch
+            deleted = conn.execute(statement, params).rowcount
+            counts[item.table] += deleted
+            if deleted < batch_size:
+                break
+    return counts
+
+
+async def prune_async(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    items: list[PruneTarget],
+    *,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, int]:
+    """`prune` for the relay's event loop (autocommit connection of its own)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        params = {"age": item.age, "limit": batch_size}
+        statement = _statement("retention_prune_batch", schema, item)
+        counts[item.table] = 0
+        while True:
+            deleted = (await conn.execute(statement, params)).rowcount
+            counts[item.table] += deleted
+            if deleted < batch_size:
+                break
+    return counts
