@@ -43,6 +43,7 @@ from cdc_bridge.peer.protocol import ResultStatus
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
 from cdc_bridge.relay.retry import Outage, backoff_delay
 from cdc_bridge.relay.sor import Drop, decide
+from cdc_bridge.relay.wakeup import Wakeup
 from cdc_bridge.sql import query
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ class Relay:
     ) -> None:
         """Read and start batches on `conn`; each batch records its outcome on `record_conn`."""
         flight = InFlight()
+        wakeup = Wakeup(self.schema)
         listener = asyncio.create_task(self._listen(lock_conn))
         try:
             while not self.stopping.is_set():
@@ -287,6 +289,13 @@ class Relay:
                 flight.finished.clear()
                 if flight.free(self._slots):
                     caught_up = await self._dispatch(conn, record_conn, client, flight)
+                if flight.tasks:
+                    await wakeup.busy(conn)
+                elif caught_up:
+                    recheck = await wakeup.idle(conn)
+                    if recheck is not None:
+                        await self._sleep(recheck)
+                        continue
                 await self._wait_for_work(flight, caught_up, listener)
         except BaseException:
             await flight.cancel()  # unacknowledged rows simply stay in the outbox

@@ -191,3 +191,17 @@ WHERE datname = current_database() AND xact_start IS NOT NULL
   AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()
 ORDER BY xact_start
 LIMIT 1;
+
+-- name: relay_set_listening
+-- Writers NOTIFY only while the relay listens (see capture.sql: relay_wakeup).
+UPDATE {schema}.relay_wakeup SET listening = %(listening)s, changed_at = now()
+WHERE id = 1 AND listening IS DISTINCT FROM %(listening)s;
+
+-- name: relay_snapshot_now
+SELECT pg_current_snapshot()::text;
+
+-- name: relay_writers_in_doubt
+-- Transactions that were running when the relay started listening again: they may have
+-- written the outbox while it said "busy", and so sent no NOTIFY.
+SELECT count(*) FROM pg_snapshot_xip(%(snapshot)s::pg_snapshot) AS x
+WHERE pg_xact_status(x) = 'in progress';
