@@ -25,13 +25,16 @@ def serve(ctx: Context, listen: str | None) -> None:
       cdc-bridge --config shop.yaml serve --listen 127.0.0.1:8082
     """
     from cdc_bridge.inbound.app import serve as run_server
+    from cdc_bridge.logs import configure_logging
 
     if listen is not None and not _is_host_port(listen):
         raise click.BadParameter(
             f"{listen!r} is not HOST:PORT; fix: write it like 127.0.0.1:8082",
             param_hint="--listen",
         )
-    run_server(ctx.config(), listen)
+    config = ctx.config()
+    configure_logging(config.logging, "uvicorn")
+    run_server(config, listen)
 
 
 def _is_host_port(value: str) -> bool:

@@ -11,8 +11,8 @@ import orjson
 
 from cdc_bridge.cli.common import Context, cli, config_option, pass_context
 from cdc_bridge.config import BridgeConfig
+from cdc_bridge.logs import configure_logging
 from cdc_bridge.relay.daemon import Relay
-from cdc_bridge.relay.logs import configure_logging
 from cdc_bridge.relay.status import RelayStatus, relay_status
 
 

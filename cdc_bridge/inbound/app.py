@@ -239,6 +239,5 @@ def split_listen(listen: str) -> tuple[str, int]:
 def serve(config: BridgeConfig, listen: str | None = None) -> None:
     """Run the server until SIGINT/SIGTERM."""
     host, port = split_listen(listen or config.inbound.listen)
-    level = config.logging.level.lower()
-    logging.basicConfig(level=config.logging.level)
-    uvicorn.run(create_app(config), host=host, port=port, log_level=level, access_log=False)
+    # Logging is configured by the caller (cdc_bridge.logs); uvicorn must not replace it.
+    uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -153,10 +154,13 @@ def test_cdc_bridge_serve_subprocess_applies_a_batch(db: str, tmp_path: Path) ->
     install(config)
     text = (FIXTURES / "shop.yaml").read_text()
     path = tmp_path / "shop.yaml"
-    path.write_text(text.replace("${SHOP_DATABASE_URL}", db).replace("${BRIDGE_SECRET}", SECRET))
+    text = text.replace("${SHOP_DATABASE_URL}", db).replace("${BRIDGE_SECRET}", SECRET)
+    path.write_text(text + "logging: {format: json}\n")
     port = free_port()
     command = [str(Path(sys.executable).with_name("cdc-bridge")), "--config", str(path), "serve"]
-    process = subprocess.Popen([*command, "--listen", f"127.0.0.1:{port}"])
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([*command, "--listen", f"127.0.0.1:{port}"], stderr=log)
     try:
         server = Server(url=f"http://127.0.0.1:{port}", config=config)
         wait_for_health(server, process)
@@ -169,6 +173,11 @@ def test_cdc_bridge_serve_subprocess_applies_a_batch(db: str, tmp_path: Path) ->
         # uvicorn shuts down cleanly, then re-raises SIGTERM as its exit status.
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     assert rows(db, "SELECT name FROM customers") == [("A",)]
+    # `logging.format: json` applies to serve and to the HTTP server's own messages.
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert any("Uvicorn running" in r["msg"] for r in records), lines
+    assert SECRET not in log_path.read_text()
 
 
 def wait_for_health(server: Server, process: subprocess.Popen[bytes]) -> None:

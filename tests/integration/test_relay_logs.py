@@ -8,7 +8,7 @@ import socket
 import orjson
 import pytest
 
-from cdc_bridge.relay.logs import JsonFormatter
+from cdc_bridge.logs import JsonFormatter
 from tests.helpers import SECRET
 from tests.relay_support import relay_config, running_relay, wait_until
 

@@ -45,10 +45,12 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def configure_logging(config: LoggingConfig) -> None:
+def configure_logging(config: LoggingConfig, *others: str) -> None:
+    """Send the bridge's logs (and those of `others`, e.g. "uvicorn") through one handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
-    root = logging.getLogger("cdc_bridge")
-    root.handlers[:] = [handler]
-    root.setLevel(config.level)
-    root.propagate = False
+    for name in ("cdc_bridge", *others):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(config.level)
+        logger.propagate = False
