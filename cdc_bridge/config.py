@@ -291,6 +291,24 @@ class BridgeConfig(_Frozen):
         return value
 
     @model_validator(mode="after")
+    def _rest_mappings_cover_what_ships(self) -> BridgeConfig:
+        if self.peer.adapter != "rest":
+            return self
+        missing = []
+        for label, table in self.tables.items():
+            spec = TableSpec.build(label, table)
+            needed = ["insert", "update"] + ([] if spec.key_owned_by_peer else ["delete"])
+            absent = [op for op in needed if table.rest is None or getattr(table.rest, op) is None]
+            if spec.captures and absent:
+                missing.append(f'tables."{label}".rest.{"/".join(absent)}')
+        if missing:
+            raise ValueError(
+                f"the rest adapter sends every change this side ships, but {', '.join(missing)} "
+                'is not set; fix: map each operation, e.g. update: "PUT /api/items/{id}"'
+            )
+        return self
+
+    @model_validator(mode="after")
     def _peer_is_another_system(self) -> BridgeConfig:
         if self.peer.name == self.system:
             raise ValueError(

@@ -261,7 +261,9 @@ tables:
     key: [id]
     sor: local
     rest:
+      insert: "PUT /api/customers/{id}"
       update: "PUT /api/customers/{id}"
+      delete: "DELETE /api/customers/{id}"
       read: "GET /api/customers/{id}"
       rename: {name: full_name}
 """

@@ -33,6 +33,10 @@ def rest_config_text(dsn: str, peer_url: str) -> str:
     )
     data["peer"]["auth_header"] = "X-Shop-Token"
     data["tables"]["public.products"]["rest"] = PRODUCTS_REST
+    # The rest adapter needs a mapping for every table this side ships: keep only products
+    # (and invoices, which this side only receives).
+    for label in ("public.customers", "public.orders", "public.accounts"):
+        del data["tables"][label]
     return yaml.safe_dump(data)
 
 

@@ -152,3 +152,21 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         main(["sql", "render", "--config", str(tmp_path / "none.yaml")])
     assert exited.value.code == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_rest_adapter_needs_a_mapping_for_every_table_this_side_ships() -> None:
+    text = """
+system: erp
+database: {url: "postgresql://u@h/d"}
+peer: {name: shop, url: "http://127.0.0.1:1", adapter: rest}
+tables:
+  public.customers: {key: [id], sor: local, rest: {insert: "POST /c", update: "PUT /c/{id}"}}
+  public.invoices: {key: [id], sor: peer}
+"""
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "rest.yaml", {})
+    assert error.value.problems == [
+        '(top level): the rest adapter sends every change this side ships, but '
+        'tables."public.customers".rest.delete is not set; fix: map each operation, e.g. '
+        'update: "PUT /api/items/{id}"'
+    ]
