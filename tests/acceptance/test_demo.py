@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import psycopg
 
 
 def test_demo_converges_and_cleans_up() -> None:
@@ -28,5 +33,37 @@ def test_demo_converges_and_cleans_up() -> None:
         "Converged.",
     ):
         assert sign in output, f"{sign!r} missing from the demo output:\n{output}"
+    after = set(Path(tempfile.gettempdir()).glob("cdc-bridge-demo-*"))
+    assert after <= before, f"the demo left {sorted(after - before)} behind"
+
+
+def test_keep_running_prints_where_to_connect_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("cdc-bridge-demo-*"))
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "w") as log:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "cdc_bridge", "demo", "--keep-running"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "TERM": "dumb"},
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "Press Ctrl-C to stop." not in log_path.read_text():
+            assert demo.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        output = log_path.read_text()
+        urls = re.findall(r"psql '(postgresql://[^']+)'", output)
+        assert len(urls) == 2, output
+        with psycopg.connect(urls[0]) as conn:  # the databases really are up
+            assert conn.execute("SELECT count(*) FROM customers").fetchone() == (1,)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0, log_path.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
     after = set(Path(tempfile.gettempdir()).glob("cdc-bridge-demo-*"))
     assert after <= before, f"the demo left {sorted(after - before)} behind"
