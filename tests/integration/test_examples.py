@@ -1,8 +1,6 @@
-"""The configs in examples/ parse, install on a real database holding their schema, and
-mean what their comments say; the README walkthrough's configs do what the README shows.
-
-`cdc-bridge check` is not on this branch yet: each example is validated by applying its
-complete install SQL (render_install) to a database created from the example schema.
+"""The configs in examples/ parse, pass `cdc-bridge check` and `triggers status` against
+a real database holding their schema, install on it, and mean what their comments say; the
+README walkthrough's configs do what the README shows.
 """
 
 from __future__ import annotations
@@ -16,7 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from cdc_bridge.capture.check import check_database
 from cdc_bridge.capture.render import render_install
+from cdc_bridge.capture.status import has_drift, trigger_status
 from cdc_bridge.config import BridgeConfig, Owner, TableMode, parse_config
 from tests import pg
 from tests.helpers import SECRET
@@ -90,9 +90,12 @@ def test_every_example_config_is_covered() -> None:
 def test_example_installs_on_its_schema(name: str, new_database: Any) -> None:
     dsn = new_database(SCHEMA_OF[name])
     config = load_example(name, dsn)
+    with psycopg.connect(dsn) as conn:
+        assert check_database(config, conn) == []
     install(config)
     install(config)  # re-running an install is harmless
     with psycopg.connect(dsn) as conn:
+        assert not has_drift(trigger_status(config, conn))
         installed = conn.execute(
             "SELECT table_name, relation::text FROM cdc_bridge.installed_tables"
         ).fetchall()
