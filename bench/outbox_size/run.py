@@ -31,12 +31,10 @@ from typing import Any
 import orjson
 import psycopg
 import yaml
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
+from bench.common import bench_database, server
 from cdc_bridge.capture.render import render_install
 from cdc_bridge.config import parse_config
-from cdc_bridge.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -79,28 +77,6 @@ def acking_peer() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    dsn = os.environ.get("CDC_BRIDGE_BENCH_DSN")
-    if dsn:
-        yield dsn
-        return
-    with EmbeddedPostgres() as embedded:
-        yield embedded.dsn
-
-
-@contextmanager
-def bench_database(admin_dsn: str) -> Iterator[str]:
-    name = f"cdcb_bench_outbox_{os.getpid()}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(admin_dsn, dbname=name)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def write_config(dsn: str, peer_url: str, path: Path) -> Path:
@@ -177,7 +153,7 @@ def main() -> None:
     peak = {"outbox": 0, "outbox_rows": 0}
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"cdcb_bench_outbox_{os.getpid()}"
     work.mkdir(exist_ok=True)
-    with server() as admin, bench_database(admin) as dsn, acking_peer() as peer_url:
+    with server() as admin, bench_database(admin, "outbox") as dsn, acking_peer() as peer_url:
         config = write_config(dsn, peer_url, work / "erp.yaml")
         with open(work / "run.log", "wb") as log:
             relay = subprocess.Popen([CLI, "--config", str(config), "run"], stdout=log, stderr=log)

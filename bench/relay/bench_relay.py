@@ -254,8 +254,10 @@ def main() -> None:
         try:
             bench.install()
             print(f"{args.changes} changes per run, concurrency 4, embedded PostgreSQL 18")
-            print("| batch | relay changes/s | bare read+POST changes/s | ratio "
-                  "| CPU relay / PG / peer (cores) | CPU bare loop (cores) |")
+            print(
+                "| batch | relay changes/s | bare read+POST changes/s | ratio "
+                "| CPU relay / PG / peer (cores) | CPU bare loop (cores) |"
+            )
             print("|---:|---:|---:|---:|---|---:|")
             for size in (int(s) for s in args.batch_sizes.split(",")):
                 relay = bench.relay_run(size)
@@ -267,8 +269,10 @@ def main() -> None:
                     flush=True,
                 )
             p50, p99, n = bench.latency_run()
-            print(f"\nlatency commit -> peer at ~1k changes/s ({n} changes, batch 500, "
-                  f"max_wait_ms 20, the default): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+            print(
+                f"\nlatency commit -> peer at ~1k changes/s ({n} changes, batch 500, "
+                f"max_wait_ms 20, the default): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+            )
         finally:
             bench.peer.terminate()
             bench.peer.wait(10)

@@ -11,20 +11,16 @@ all measured in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
+from bench.common import bench_database, server
 from cdc_bridge.capture.render import render_install
 from cdc_bridge.config import parse_config
-from cdc_bridge.embedded import EmbeddedPostgres
 from cdc_bridge.ops.common import Target
 from cdc_bridge.ops.snapshot import snapshot
 
@@ -35,28 +31,6 @@ BASELINE = (
     "SELECT 'public.customers', 'U', jsonb_build_object('id', c.id), to_jsonb(c), 'erp' "
     "FROM public.customers AS c ORDER BY c.id"
 )
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    dsn = os.environ.get("CDC_BRIDGE_BENCH_DSN")
-    if dsn:
-        yield dsn
-        return
-    with EmbeddedPostgres() as embedded:
-        yield embedded.dsn
-
-
-@contextmanager
-def bench_database(admin_dsn: str) -> Iterator[str]:
-    name = f"cdcb_bench_snapshot_{os.getpid()}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(admin_dsn, dbname=name)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def prepare(dsn: str, rows: int) -> Target:
@@ -89,7 +63,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    with server() as admin, bench_database(admin) as dsn:
+    with server() as admin, bench_database(admin, "snapshot") as dsn:
         target = prepare(dsn, args.rows)
         spec = parse_config(
             (FIXTURES / "erp.yaml").read_text(),
