@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from cdc_bridge import sql as queries
 from cdc_bridge.capture.filters import parse_where, referenced_columns
@@ -60,10 +61,18 @@ def table_problems(spec: TableSpec, facts: TableFacts) -> list[str]:
         keys = ", ".join(spec.key)
         problems.append(
             f"{spec.label}: key ({keys}) is not unique: no primary key or unique index covers "
-            f"exactly these columns; fix: CREATE UNIQUE INDEX ON {spec.name.dotted} ({keys}), "
+            f"exactly these columns; fix: {_unique_index_hint(spec)}, "
             "or name the primary key columns in `key`"
         )
     return problems
+
+
+def _unique_index_hint(spec: TableSpec) -> str:
+    """The statement that would fix it, quoted so that it can be pasted as it is."""
+    statement = sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
+        spec.name.identifier, sql.SQL(", ").join(map(sql.Identifier, spec.key))
+    )
+    return statement.as_string(None)
 
 
 def _missing_any(columns: Iterable[str], existing: set[str]) -> bool:

@@ -77,3 +77,11 @@ def test_unique_key_and_present_columns_give_no_problem() -> None:
     assert table_problems(spec(sor="local"), TableFacts(columns=None, unique_keys=()))[
         0
     ].startswith("public.t: table public.t does not exist")
+
+
+def test_the_unique_index_hint_quotes_names_so_it_can_be_pasted() -> None:
+    hostile = TableSpec.build(
+        '"Odd schema"."my;table"', TableConfig.model_validate({"key": ['we"ird'], "sor": "local"})
+    )
+    [problem] = table_problems(hostile, TableFacts(columns=('we"ird',), unique_keys=()))
+    assert 'fix: CREATE UNIQUE INDEX ON "Odd schema"."my;table" ("we""ird")' in problem
