@@ -393,21 +393,7 @@ class Relay:
             if isinstance(decision, Drop):
                 dropped[row.id] = outbox.FILTERED
                 continue
-            outgoing.append(
-                Outgoing(
-                    id=row.id,
-                    idempotency_key=row.idempotency_key(system),
-                    table=row.table_name,
-                    op=row.op,
-                    key=row.key,
-                    key_text=row.key_text,
-                    fields=decision.fields,
-                    old=decision.old,
-                    committed_at=row.captured_at,
-                    origin=row.origin,
-                    encoded=row.change_json,
-                )
-            )
+            outgoing.append(outgoing_of(row, system, decision.fields, decision.old))
         if dropped:
             async with conn.transaction():
                 await outbox.acknowledge(conn, self.schema, None, dropped)
@@ -485,6 +471,28 @@ class Relay:
 
 
 _Waitable = asyncio.Event | asyncio.Task[None]
+
+
+def outgoing_of(
+    row: outbox.OutboxRow,
+    system: str,
+    fields: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> Outgoing:
+    """The change to send for an outbox row, with the fields the SOR filter kept."""
+    return Outgoing(
+        id=row.id,
+        idempotency_key=row.idempotency_key(system),
+        table=row.table_name,
+        op=row.op,
+        key=row.key,
+        key_text=row.key_text,
+        fields=fields,
+        old=old,
+        committed_at=row.captured_at,
+        origin=row.origin,
+        encoded=row.change_json,
+    )
 
 
 async def _first_of(waitables: list[_Waitable], timeout: float) -> None:

@@ -17,6 +17,7 @@ import psycopg
 from cdc_bridge import outbox
 from cdc_bridge.peer.client import Outgoing, batch_body
 from cdc_bridge.peer.protocol import Batch
+from cdc_bridge.relay.daemon import outgoing_of
 from tests.helpers import install
 from tests.relay_support import relay_config
 
@@ -43,19 +44,7 @@ async def _fetch(dsn: str, whole_tables: list[str]) -> list[outbox.OutboxRow]:
 
 
 def _outgoing(row: outbox.OutboxRow) -> Outgoing:
-    return Outgoing(
-        id=row.id,
-        idempotency_key=row.idempotency_key("erp"),
-        table=row.table_name,
-        op=row.op,
-        key=row.key,
-        key_text=row.key_text,
-        fields=row.fields,
-        old=row.old,
-        committed_at=row.captured_at,
-        origin=row.origin,
-        encoded=row.change_json,
-    )
+    return outgoing_of(row, "erp", row.fields, row.old)
 
 
 def _changes(rows: list[outbox.OutboxRow]) -> list[dict[str, Any]]:
