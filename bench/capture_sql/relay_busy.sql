@@ -1,3 +1,3 @@
 -- The full install, as writers see it while a relay is busy shipping: the relay has said
 -- it is not listening, so the triggers skip the NOTIFY (which serializes commits).
-UPDATE cdc_bridge.relay_wakeup SET listening = false;
+SELECT setval('cdc_bridge.relay_listening', 0);

@@ -17,6 +17,11 @@ from psycopg import sql
 
 from cdc_bridge import sql as queries
 from cdc_bridge.capture.filters import for_trigger
+from cdc_bridge.capture.function import (
+    capture_function_name,
+    create_capture_function,
+    drop_capture_function,
+)
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 from cdc_bridge.errors import IdentifierError
 
@@ -26,8 +31,7 @@ BASE_BLOCKS: tuple[str, ...] = (
     "create_outbox",
     "create_installed_tables",
     "create_handoffs",
-    "create_relay_wakeup",
-    "create_capture_function",
+    "create_relay_listening",
     "create_notify_function",
     "create_guard_function",
     "create_truncate_guard_function",
@@ -92,6 +96,17 @@ def _any_changed(columns: Sequence[str]) -> sql.Composable:
     )
 
 
+def listening_sequence(schema: str) -> str:
+    """The quoted name of the sequence that says whether the relay listens (`::regclass`)."""
+    return sql.Identifier(schema, "relay_listening").as_string(None)
+
+
+def _relay_listens(config: BridgeConfig) -> sql.Composable:
+    return sql.SQL("pg_catalog.pg_sequence_last_value({}::regclass) IS DISTINCT FROM 0").format(
+        sql.Literal(listening_sequence(config.bridge_schema))
+    )
+
+
 def _not_from_peer(config: BridgeConfig) -> sql.Composable:
     return sql.SQL("current_setting('cdc_bridge.origin', true) IS DISTINCT FROM {}").format(
         sql.Literal(config.peer.name)
@@ -116,17 +131,9 @@ def _all(*parts: sql.Composable | None) -> sql.Composable | None:
 def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
     if not spec.captures:
         return []
-    shipped = "*" if spec.ships_whole_rows else pg_text_array(spec.shipped_fields)
 
     def args(op: str = "") -> tuple[str, ...]:
-        return (
-            spec.label,
-            config.system,
-            pg_text_array(spec.key),
-            shipped,
-            pg_text_array(spec.both_fields),
-            op,
-        )
+        return (op,)
 
     if spec.ships_whole_rows:
         changed: sql.Composable = sql.SQL("OLD.* IS DISTINCT FROM NEW.*")
@@ -134,7 +141,7 @@ def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
         changed = _any_changed(spec.key + spec.shipped_fields)
     new_in = _filter(spec, "NEW") if spec.where else None
     old_in = _filter(spec, "OLD") if spec.where else None
-    fn = "capture_v1"
+    fn = capture_function_name(spec)
     triggers = [
         Trigger(f"{TRIGGER_PREFIX}capture_ins", "AFTER", "INSERT", "ROW", fn, args(), new_in),
         Trigger(
@@ -179,8 +186,9 @@ def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
             "AFTER",
             "INSERT OR UPDATE OR DELETE",
             "STATEMENT",
-            "notify_v1",
+            "notify_v2",
             (config.bridge_schema, spec.label),
+            _relay_listens(config),
         ),
         Trigger(
             f"{TRIGGER_PREFIX}no_truncate",
@@ -303,14 +311,21 @@ ALL_TRIGGER_NAMES = tuple(
 
 
 def definition_hash(config: BridgeConfig, spec: TableSpec) -> str:
-    """A stable hash of what is installed on the table (its trigger DDL)."""
-    text = to_text([_create_trigger(config, spec, t) for t in table_triggers(config, spec)])
+    """A stable hash of what is installed on the table (its capture function and triggers)."""
+    text = to_text(
+        _capture_function(config, spec)
+        + [_create_trigger(config, spec, t) for t in table_triggers(config, spec)]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _capture_function(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
+    return [create_capture_function(config, spec)] if spec.captures else []
 
 
 def install_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
     digest = definition_hash(config, spec)
-    statements: list[sql.Composable] = []
+    statements: list[sql.Composable] = _capture_function(config, spec)
     for trigger in table_triggers(config, spec):
         # Re-running an install replaces the triggers; stale ones from an older config
         # are dropped by the migration that changes the config.
@@ -337,6 +352,7 @@ def install_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]
 
 def uninstall_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
     statements: list[sql.Composable] = [_drop_trigger(spec, n) for n in ALL_TRIGGER_NAMES]
+    statements.append(drop_capture_function(config, spec))
     statements.append(
         queries.query(
             "forget_installed_table", schema=config.bridge_schema, label=sql.Literal(spec.label)
@@ -362,6 +378,8 @@ def grants(config: BridgeConfig) -> list[sql.Composable]:
         queries.query("create_relay_role", role_name=sql.Literal(role)),
         queries.query("grant_bridge_schema", schema=config.bridge_schema, role=role),
     ]
+    if config.database.capture_security == "invoker":
+        statements.append(queries.query("grant_capture_writers", schema=config.bridge_schema))
     for spec in config.table_specs:
         block = "grant_write_table" if _receives(spec) else "grant_read_table"
         statements.append(queries.query(block, table=spec.name.identifier, role=role))

@@ -2,8 +2,8 @@
 
 A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
 commit flush, so busy writers that all notify commit one at a time. The triggers therefore
-notify only while `relay_wakeup.listening` is true, and the relay sets it false while it
-has batches in flight (it reads the outbox again by itself when they finish).
+notify only while the sequence `relay_listening` holds 1, and the relay sets it to 0 while
+it has batches in flight (it reads the outbox again by itself when they finish).
 
 Turning it back on has a race: a writer that read "busy" may still be running, and its
 rows would then arrive with no NOTIFY. So the relay notes which transactions were running
@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from cdc_bridge import sql as queries
+from cdc_bridge.capture.render import listening_sequence
 
 IN_DOUBT_RECHECK_S = 0.02
 
@@ -59,6 +60,7 @@ class Wakeup:
 
     async def _set(self, conn: psycopg.AsyncConnection[Any], listening: bool) -> None:
         await conn.execute(
-            queries.query("relay_set_listening", schema=self.schema), {"listening": listening}
+            queries.query("relay_set_listening"),
+            {"sequence": listening_sequence(self.schema), "listening": listening},
         )
         self.listening = listening

@@ -44,111 +44,87 @@ CREATE TABLE IF NOT EXISTS {schema}.handoffs (
     PRIMARY KEY (table_name, key)
 );
 
--- name: create_capture_function
--- Arguments (fixed per trigger): 0 table label, 1 this system's name, 2 key columns,
--- 3 shipped columns ('*' = whole row), 4 columns owned by both sides, 5 forced op ('' = from TG_OP).
--- Hot path: PL/pgSQL evaluates plain expressions cheaply, but every SELECT is a full
--- executor run. So the common cases (one key column, whole rows, no `both` fields) use
--- expressions only, and an UPDATE of a whole-row table runs a single query.
-CREATE OR REPLACE FUNCTION {schema}.capture_v1() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture_v1$
-DECLARE
-    v_label   text   := TG_ARGV[0];
-    v_keys    text[] := TG_ARGV[2]::text[];
-    v_one_key text   := CASE WHEN cardinality(v_keys) = 1 THEN v_keys[1] END;
-    v_whole   bool   := TG_ARGV[3] = '*';
-    v_both    text[] := TG_ARGV[4]::text[];
-    v_op      text   := coalesce(nullif(TG_ARGV[5], ''), left(TG_OP, 1));
-    v_origin  text   := coalesce(nullif(current_setting('cdc_bridge.origin', true), ''), TG_ARGV[1]);
-    v_new     jsonb;
-    v_old     jsonb;
-    v_key     jsonb;
-    v_old_key jsonb;
-    v_fields  jsonb;
-    v_changed text[];
-    v_prior   jsonb;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        v_old := to_jsonb(OLD);
-        IF v_one_key IS NOT NULL THEN
-            v_old_key := jsonb_build_object(v_one_key, v_old -> v_one_key);
-        ELSE
-            v_old_key := (SELECT jsonb_object_agg(k, v_old -> k) FROM unnest(v_keys) AS k);
-        END IF;
-    END IF;
-    IF v_op = 'D' THEN
-        INSERT INTO {schema}.outbox (table_name, op, key, origin)
-        VALUES (v_label, 'D', v_old_key, v_origin);
-        RETURN NULL;
-    END IF;
-
-    v_new := to_jsonb(NEW);
-    IF v_one_key IS NOT NULL THEN
-        v_key := jsonb_build_object(v_one_key, v_new -> v_one_key);
-    ELSE
-        v_key := (SELECT jsonb_object_agg(k, v_new -> k) FROM unnest(v_keys) AS k);
-    END IF;
-    IF v_whole THEN
-        v_fields := v_new;
-    ELSE
-        v_fields := (SELECT jsonb_object_agg(k, v_new -> k)
-                     FROM unnest(v_keys || TG_ARGV[3]::text[]) AS k);
-    END IF;
-
-    IF v_op = 'U' AND v_old_key IS DISTINCT FROM v_key THEN
-        -- The key itself changed: the peer sees the old row go and the new one arrive.
-        INSERT INTO {schema}.outbox (table_name, op, key, origin)
-        VALUES (v_label, 'D', v_old_key, v_origin);
-        v_op := 'I';
-    END IF;
-
-    IF v_op = 'U' THEN
-        v_changed := ARRAY(
-            SELECT k FROM jsonb_object_keys(v_fields) AS k
-            WHERE v_new -> k IS DISTINCT FROM v_old -> k ORDER BY k);
-        IF cardinality(v_both) > 0 THEN
-            -- Fields owned by both sides ship only when changed, with their previous value,
-            -- so the receiver can tell a concurrent edit from a stale one.
-            v_prior := (SELECT jsonb_object_agg(k, v_old -> k) FROM unnest(v_both) AS k
-                        WHERE k = ANY (v_changed));
-            v_fields := v_fields - ARRAY(SELECT unnest(v_both) EXCEPT SELECT unnest(v_changed));
-        END IF;
-    END IF;
-
-    INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES (v_label, v_op, v_key, v_fields, v_prior, v_changed, v_origin);
-    RETURN NULL;
-END
-$capture_v1$;
--- Runs with its owner's rights, so application roles need no grant on the outbox; only
--- the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION {schema}.capture_v1() FROM PUBLIC;
-
--- name: create_relay_wakeup
--- Whether the relay is idle and waiting for a NOTIFY. A transaction that sends NOTIFY
--- takes a cluster-wide lock from pre-commit through its commit flush, so notifying
--- transactions commit one at a time. A busy relay reads the outbox again by itself, so
--- writers only notify while it says it is listening. A missing row means "listening".
-CREATE TABLE IF NOT EXISTS {schema}.relay_wakeup (
-    id         int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    listening  bool NOT NULL DEFAULT true,
-    changed_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO {schema}.relay_wakeup (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+-- name: create_relay_listening
+-- Whether the relay is idle and waiting for a NOTIFY: 1 = listening (or unknown), 0 = busy.
+-- A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+-- commit flush, so notifying transactions commit one at a time. A busy relay reads the
+-- outbox again by itself, so writers only notify while it listens. A sequence, not a
+-- table: `setval` is seen at once by every session, and the notify trigger's WHEN clause
+-- reads it with one function call, without entering PL/pgSQL or running a query.
+CREATE SEQUENCE IF NOT EXISTS {schema}.relay_listening MINVALUE 0 MAXVALUE 1 START 1;
+COMMENT ON SEQUENCE {schema}.relay_listening IS
+    'cdc-bridge: 1 while the relay waits for NOTIFY, 0 while it ships (writers then skip NOTIFY).';
+-- The WHEN clause runs as the writing role; the value tells nothing secret.
+GRANT SELECT ON SEQUENCE {schema}.relay_listening TO PUBLIC;
 
 -- name: create_notify_function
--- Statement-level: wakes the relay, if it is waiting. NOTIFY folds identical
--- notifications of one transaction into one: at most one per table and transaction.
-CREATE OR REPLACE FUNCTION {schema}.notify_v1() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $notify_v1$
+-- Statement-level, and called only while the relay listens (the trigger's WHEN clause).
+-- NOTIFY folds identical notifications of one transaction into one: at most one per
+-- table and transaction.
+-- pg_notify needs no privilege, so it runs as the writer.
+CREATE OR REPLACE FUNCTION {schema}.notify_v2() RETURNS trigger
+LANGUAGE plpgsql AS $notify_v2$
 BEGIN
-    IF coalesce((SELECT w.listening FROM {schema}.relay_wakeup w WHERE w.id = 1), true) THEN
-        PERFORM pg_notify(TG_ARGV[0], TG_ARGV[1]);
+    PERFORM pg_catalog.pg_notify(TG_ARGV[0], TG_ARGV[1]);
+    RETURN NULL;
+END
+$notify_v2$;
+REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
+
+-- name: create_table_capture_function
+-- One capture function per table, generated from the config (capture/render.py). Hot
+-- path: PL/pgSQL evaluates plain expressions over NEW and OLD cheaply, but every other
+-- query is a full executor run; so a change costs one INSERT and nothing else (whole-row
+-- updates find their changed fields with one sub-select inside that INSERT). The function
+-- is replaced together with the table's triggers, in one transaction, and its definition
+-- is part of the hash `triggers status` compares. TG_ARGV[0] forces the op ('' = TG_OP):
+-- a row entering or leaving the `where` filter ships as an insert or a delete.
+-- Security comes from `database.capture_security`. As the invoker (the default), the
+-- writing role needs INSERT on the outbox; as the definer it needs nothing, but switching
+-- user and search_path on every call costs about a quarter of single-row write throughput.
+-- Functions are schema-qualified, so the writer's search_path cannot change what runs.
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql {security} AS $capture$
+DECLARE
+    v_op     text := coalesce(nullif(TG_ARGV[0], ''), pg_catalog.left(TG_OP, 1));
+    v_origin text := coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''),
+                              {system});
+BEGIN
+    IF v_op = 'D' THEN
+        INSERT INTO {schema}.outbox (table_name, op, key, origin)
+        VALUES ({label}, 'D', {old_key}, v_origin);
+        RETURN NULL;
+    END IF;
+    IF v_op = 'U' THEN
+        IF {key_changed} THEN
+            -- The key itself changed: the peer sees the old row go and the new one arrive.
+            INSERT INTO {schema}.outbox (table_name, op, key, origin)
+            VALUES ({label}, 'D', {old_key}, v_origin);
+            v_op := 'I';
+        END IF;
+    END IF;
+    IF v_op = 'I' THEN
+        INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
+        VALUES ({label}, 'I', {new_key}, {fields}, v_origin);
+    ELSE
+        INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+        VALUES ({label}, 'U', {new_key}, {update_fields}, {update_old}, {changed}, v_origin);
     END IF;
     RETURN NULL;
 END
-$notify_v1$;
-REVOKE ALL ON FUNCTION {schema}.notify_v1() FROM PUBLIC;
+$capture$;
+-- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
+REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;
+COMMENT ON FUNCTION {function}() IS {comment};
+
+-- name: grant_capture_writers
+-- `capture_security: invoker`: capture runs as whichever role writes a synced table, so
+-- every role may add outbox rows (INSERT only: it can neither read nor change them).
+GRANT USAGE ON SCHEMA {schema} TO PUBLIC;
+GRANT INSERT ON {schema}.outbox TO PUBLIC;
+
+-- name: drop_table_capture_function
+DROP FUNCTION IF EXISTS {function}();
 
 -- name: create_guard_function
 -- Refuses a local write to data the peer owns. The trigger's WHEN clause already
@@ -229,6 +205,7 @@ $create_role$;
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+GRANT UPDATE ON SEQUENCE {schema}.relay_listening TO {role};
 
 -- name: grant_read_table
 GRANT SELECT ON {table} TO {role};

@@ -193,9 +193,8 @@ ORDER BY xact_start
 LIMIT 1;
 
 -- name: relay_set_listening
--- Writers NOTIFY only while the relay listens (see capture.sql: relay_wakeup).
-UPDATE {schema}.relay_wakeup SET listening = %(listening)s, changed_at = now()
-WHERE id = 1 AND listening IS DISTINCT FROM %(listening)s;
+-- Writers NOTIFY only while the relay listens (see capture.sql: relay_listening).
+SELECT pg_catalog.setval(%(sequence)s::regclass, CASE WHEN %(listening)s THEN 1 ELSE 0 END);
 
 -- name: relay_snapshot_now
 SELECT pg_current_snapshot()::text;

@@ -265,12 +265,12 @@ def test_no_notification_while_the_relay_says_it_is_busy(db: str) -> None:
     install(example_config(db))
     with psycopg.connect(db, autocommit=True) as listener, psycopg.connect(db) as writer:
         listener.execute('LISTEN "cdc_bridge"')
-        listener.execute("UPDATE cdc_bridge.relay_wakeup SET listening = false")
+        listener.execute("SELECT setval('cdc_bridge.relay_listening', 0)")
         with writer.transaction():
             writer.execute("INSERT INTO customers VALUES (1, 'x', NULL, NULL)")
         writer.commit()
         quiet = [n.payload for n in listener.notifies(timeout=0.5)]
-        listener.execute("UPDATE cdc_bridge.relay_wakeup SET listening = true")
+        listener.execute("SELECT setval('cdc_bridge.relay_listening', 1)")
         with writer.transaction():
             writer.execute("INSERT INTO customers VALUES (2, 'x', NULL, NULL)")
         writer.commit()

@@ -133,3 +133,25 @@ def test_check_of_an_unreachable_database_is_a_clear_error(
     code, _, err = run_cli(capsys, "check", "--config", str(path))
     assert code == 1 and "cannot connect" in err
     assert "hunter2" not in err
+
+
+def test_renaming_a_shipped_column_fails_writes_loudly_and_is_reported(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The generated capture function names the shipped columns: after a rename it must
+    # refuse the write (the transaction rolls back) rather than ship the field as NULL.
+    install(example_config(db))
+    execute(db, "ALTER TABLE products RENAME COLUMN price TO unit_price")
+    with pytest.raises(psycopg.errors.UndefinedColumn, match="price"):
+        execute(db, "INSERT INTO products (sku, name, unit_price) VALUES ('a', 'A', 1)")
+    assert fetch_count(db, "SELECT count(*) FROM products") == 0
+    code, out, _ = run_cli(capsys, "triggers", "status", "--config", str(config_file))
+    assert code == 1
+    assert "dropped since install: price" in out and "added since install: unit_price" in out
+
+
+def fetch_count(dsn: str, query: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
