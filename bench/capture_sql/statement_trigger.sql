@@ -1,5 +1,5 @@
--- Written for the benchmark only: the same outbox rows as capture_v1 for a whole-row
--- table, from one statement-level trigger reading transition tables.
+-- Written for the benchmark only: the same outbox rows as the generated capture function
+-- for a whole-row table, from one statement-level trigger reading transition tables.
 CREATE FUNCTION public.bench_capture_statement() RETURNS trigger
 LANGUAGE plpgsql AS $bench$
 BEGIN
