@@ -5,8 +5,8 @@ Run:  .venv/bin/python bench/capture.py [--quick] [--seconds N] [--no-fsync] [--
 Without --dsn it starts an embedded PostgreSQL 18 with fsync on. Five databases get
 the same 100k-row table: `plain` (no triggers), `capture` (the rendered install),
 `relay_busy` (the same install as writers see it while a relay is shipping: the relay
-has said it is not listening, so no NOTIFY is sent), `definer` (as `relay_busy`, with
-`database.capture_security: definer`) and `statement` (a statement-level
+has said it is not listening, so no NOTIFY is sent), `invoker` (as `relay_busy`, with
+`database.capture_security: invoker`) and `statement` (a statement-level
 transition-table trigger written for the bulk case only). Each round runs every variant
 back to back, so all see the same machine load; the tps reported is the median over the rounds.
 """
@@ -36,8 +36,8 @@ from cdc_bridge.embedded import EmbeddedPostgres, _wheel_install_dir
 HERE = Path(__file__).resolve().parent / "capture_sql"
 SCRIPTS = ("update", "insert", "mixed")
 CLIENTS = (1, 8)
-VARIANTS = ("plain", "capture", "relay_busy", "definer", "statement")
-PGBENCH_VARIANTS = ("plain", "capture", "relay_busy", "definer")
+VARIANTS = ("plain", "capture", "relay_busy", "invoker", "statement")
+PGBENCH_VARIANTS = ("plain", "capture", "relay_busy", "invoker")
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
 
 
@@ -67,14 +67,14 @@ def prepare(admin_dsn: str, prefix: str) -> dict[str, str]:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             dsns[variant] = make_conninfo(admin_dsn, dbname=name)
     for variant, dsn in dsns.items():
-        security = "definer" if variant == "definer" else "invoker"
+        security = "invoker" if variant == "invoker" else "definer"
         env = {"BENCH_DATABASE_URL": dsn, "BENCH_CAPTURE_SECURITY": security}
         config = parse_config(read("bench.yaml"), "bench.yaml", env)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(read("schema.sql"))
-            if variant in ("capture", "relay_busy", "definer"):
+            if variant in ("capture", "relay_busy", "invoker"):
                 conn.execute(render_install(config))
-            if variant in ("relay_busy", "definer"):
+            if variant in ("relay_busy", "invoker"):
                 conn.execute(read("relay_busy.sql"))
             if variant == "statement":
                 conn.execute(to_text(install_base(config)))
@@ -121,19 +121,19 @@ def bulk_update_seconds(dsn: str) -> float:
 def single_row_table(dsns: dict[str, str], seconds: int, rounds: int) -> None:
     print(f"pgbench, {seconds} s per run, median of {rounds} round(s); tps and ratio to no trigger")
     header = f"{'workload':<9}{'clients':>8}{'no trigger':>12}{'capture':>9}{'ratio':>7}"
-    print(header + f"{'capture, relay busy':>20}{'ratio':>7}{'same, definer':>14}{'ratio':>7}")
+    print(header + f"{'capture, relay busy':>20}{'ratio':>7}{'same, invoker':>14}{'ratio':>7}")
     for script in SCRIPTS:
         for clients in CLIENTS:
             tps: dict[str, list[float]] = {v: [] for v in PGBENCH_VARIANTS}
             for _ in range(rounds):
                 for variant in PGBENCH_VARIANTS:
                     tps[variant].append(run_pgbench(dsns[variant], script, clients, seconds))
-            plain, capture, quiet, definer = (
+            plain, capture, quiet, invoker = (
                 statistics.median(tps[v]) for v in PGBENCH_VARIANTS
             )
             print(
                 f"{script:<9}{clients:>8}{plain:>12.0f}{capture:>9.0f}{capture / plain:>7.2f}"
-                f"{quiet:>20.0f}{quiet / plain:>7.2f}{definer:>14.0f}{definer / plain:>7.2f}"
+                f"{quiet:>20.0f}{quiet / plain:>7.2f}{invoker:>14.0f}{invoker / plain:>7.2f}"
             )
 
 

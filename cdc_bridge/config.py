@@ -97,10 +97,10 @@ class DatabaseConfig(_Frozen):
     url: SecretStr
     schema_name: str = Field(default="cdc_bridge", alias="schema")
     relay_role: str = "cdc_bridge_relay"
-    # invoker: capture runs as the writing role, which may INSERT into the outbox (granted
-    # to PUBLIC). definer: it runs as the function's owner, so writers need no grant at all,
-    # at a measured cost of about a quarter of single-row write throughput (bench/README.md).
-    capture_security: Literal["invoker", "definer"] = "invoker"
+    # definer: capture runs as the function's owner, so writers need no grant at all.
+    # invoker: it runs as the writing role, which may then INSERT into the outbox (granted
+    # to PUBLIC); it saves the switch of user and search_path on every call (bench/README.md).
+    capture_security: Literal["invoker", "definer"] = "definer"
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -30,6 +30,10 @@ _PAIRS_PER_CALL = 50
 
 _NO_FIELDS = sql.SQL("'{}'::jsonb")
 
+_WHOLE_ROWS = sql.SQL(
+    "\n        v_new := pg_catalog.to_jsonb(NEW);\n        v_old := pg_catalog.to_jsonb(OLD);"
+)
+
 _SECURITY = {
     "invoker": sql.SQL("SECURITY INVOKER"),
     "definer": sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp"),
@@ -78,9 +82,8 @@ def _changed_columns(spec: TableSpec) -> sql.Composable:
     """The shipped fields an update changed, sorted by name (byte order)."""
     if spec.ships_whole_rows:
         return sql.SQL(
-            "ARRAY(SELECT n.key FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(NEW)) AS n "
-            "WHERE n.value IS DISTINCT FROM (SELECT pg_catalog.to_jsonb(OLD)) -> n.key "
-            'ORDER BY n.key COLLATE "C")'
+            "ARRAY(SELECT n.key FROM pg_catalog.jsonb_each(v_new) AS n "
+            'WHERE n.value IS DISTINCT FROM v_old -> n.key ORDER BY n.key COLLATE "C")'
         )
     names = sorted(spec.shipped_fields, key=lambda n: n.encode())
     cases = (
@@ -94,7 +97,7 @@ def _changed_columns(spec: TableSpec) -> sql.Composable:
 def _update_fields(spec: TableSpec) -> sql.Composable:
     """Fields of an update: fields owned by `both` ship only when they changed."""
     if spec.ships_whole_rows:
-        return sql.SQL("pg_catalog.to_jsonb(NEW)")
+        return sql.SQL("v_new")
     both = set(spec.both_fields)
     always = [c for c in (*spec.key, *spec.shipped_fields) if c not in both]
     parts = [json_object("NEW", always), *(_when_changed(b, "NEW") for b in spec.both_fields)]
@@ -126,6 +129,7 @@ def create_capture_function(config: BridgeConfig, spec: TableSpec) -> sql.Compos
         old_key=json_object("OLD", spec.key),
         new_key=json_object("NEW", spec.key),
         key_changed=_key_changed(spec),
+        whole_rows=_WHOLE_ROWS if spec.ships_whole_rows else sql.SQL(""),
         fields=_insert_fields(spec),
         update_fields=_update_fields(spec),
         update_old=_update_old(spec),

@@ -79,9 +79,9 @@ REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 -- is replaced together with the table's triggers, in one transaction, and its definition
 -- is part of the hash `triggers status` compares. TG_ARGV[0] forces the op ('' = TG_OP):
 -- a row entering or leaving the `where` filter ships as an insert or a delete.
--- Security comes from `database.capture_security`. As the invoker (the default), the
--- writing role needs INSERT on the outbox; as the definer it needs nothing, but switching
--- user and search_path on every call costs about a quarter of single-row write throughput.
+-- Security comes from `database.capture_security`. As the definer (the default), writing
+-- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
+-- and each call saves switching user and search_path (a few % of single-row writes).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql {security} AS $capture$
@@ -89,6 +89,8 @@ DECLARE
     v_op     text := coalesce(nullif(TG_ARGV[0], ''), pg_catalog.left(TG_OP, 1));
     v_origin text := coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''),
                               {system});
+    v_new    jsonb;  -- whole-row tables: the rows as jsonb, built once per update
+    v_old    jsonb;
 BEGIN
     IF v_op = 'D' THEN
         INSERT INTO {schema}.outbox (table_name, op, key, origin)
@@ -106,7 +108,7 @@ BEGIN
     IF v_op = 'I' THEN
         INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
         VALUES ({label}, 'I', {new_key}, {fields}, v_origin);
-    ELSE
+    ELSE{whole_rows}
         INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
         VALUES ({label}, 'U', {new_key}, {update_fields}, {update_old}, {changed}, v_origin);
     END IF;

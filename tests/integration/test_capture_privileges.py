@@ -42,7 +42,7 @@ def with_security(config: BridgeConfig, security: str) -> BridgeConfig:
 
 
 def test_definer_capture_needs_no_bridge_grant(db: str, app_role: str) -> None:
-    install(with_security(example_config(db), "definer"))
+    install(example_config(db))  # capture_security: definer is the default
     as_app = make_conninfo(db, user=app_role)
     with psycopg.connect(as_app, autocommit=True) as conn:
         conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
@@ -71,7 +71,7 @@ def test_definer_capture_needs_no_bridge_grant(db: str, app_role: str) -> None:
 def test_invoker_capture_lets_writers_add_outbox_rows_and_nothing_more(
     db: str, app_role: str, statement: str
 ) -> None:
-    install(example_config(db))  # capture_security: invoker is the default
+    install(with_security(example_config(db), "invoker"))
     as_app = make_conninfo(db, user=app_role)
     with psycopg.connect(as_app, autocommit=True) as conn:
         conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
