@@ -49,7 +49,7 @@ class Outgoing:
     idempotency_key: str
     table: str
     op: str  # outbox code: 'I' | 'U' | 'D'
-    key: dict[str, Any]
+    key: dict[str, Any] | None  # None when `encoded` (then only key_text is read)
     key_text: str
     fields: dict[str, Any] | None
     old: dict[str, Any] | None
@@ -57,6 +57,13 @@ class Outgoing:
     origin: str
     # The whole change already encoded as protocol v1 JSON (by PostgreSQL): sent as is.
     encoded: str | None = None
+
+    def key_values(self) -> dict[str, Any]:
+        """The key as a dict (parsed from its jsonb text when the row came encoded)."""
+        if self.key is not None:
+            return self.key
+        key: dict[str, Any] = orjson.loads(self.key_text)
+        return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +184,7 @@ def _change_json(change: Outgoing) -> dict[str, Any]:
         "idempotency_key": change.idempotency_key,
         "table": change.table,
         "op": Op.from_outbox(change.op).value,
-        "key": change.key,
+        "key": change.key_values(),
         "committed_at": change.committed_at,
         "origin": change.origin,
     }
@@ -355,7 +362,7 @@ class RestClient:
         try:
             response = await self._http.request(
                 operation.method,
-                fill_path(operation.path, change.key),
+                fill_path(operation.path, change.key_values()),
                 content=None if change.op == "D" else self._body(change),
                 headers=self._headers,
             )

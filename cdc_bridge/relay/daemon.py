@@ -89,7 +89,7 @@ def lanes_of(
 class _Verdict:
     acked: dict[int, str]
     failures: list[Failure]
-    handoffs: list[tuple[str, dict[str, Any]]]
+    handoffs: list[tuple[str, str]]  # (table, key text)
     retry: list[Outgoing]
 
 
@@ -389,6 +389,11 @@ class Relay:
         dropped: dict[int, str] = {}
         outgoing: list[Outgoing] = []
         for row in rows:
+            if row.change_json is not None and row.handed_at is None:
+                # PostgreSQL encoded it: this side's own change of a whole-row table, and
+                # the record was never handed off, so the SOR filter would ship it whole.
+                outgoing.append(outgoing_of(row, system, None, None))
+                continue
             decision = decide(row, self.specs.get(row.table_name), system)
             if isinstance(decision, Drop):
                 dropped[row.id] = outbox.FILTERED
@@ -442,21 +447,24 @@ class Relay:
         verdict: _Verdict,
     ) -> None:
         status = "pending" if verdict.retry else ("failed" if verdict.failures else "delivered")
-        # Pipeline mode: the whole transaction costs about one round trip.
-        async with self._record_lock, conn.transaction(), conn.pipeline():
-            await outbox.record_batch(conn, self.schema, batch_id, status, [c.id for c in sent])
-            await outbox.record_attempt(
-                conn,
-                self.schema,
-                batch_id,
-                http_status=delivery.http_status,
-                error=delivery.error,
-                response_body=delivery.response_body,
-                duration_ms=delivery.duration_ms,
-            )
-            await outbox.acknowledge(conn, self.schema, batch_id, verdict.acked)
-            await outbox.fail(conn, self.schema, batch_id, verdict.failures)
-            await outbox.record_handoffs(conn, self.schema, verdict.handoffs)
+        attempt = outbox.Attempt(
+            delivery.http_status, delivery.error, delivery.response_body, delivery.duration_ms
+        )
+        ids = [c.id for c in sent]
+        async with self._record_lock:
+            if not (verdict.failures or verdict.handoffs):
+                # The usual outcome is one statement: atomic without a transaction block.
+                await outbox.record_outcome(
+                    conn, self.schema, batch_id, status, ids, attempt, verdict.acked
+                )
+            else:
+                # Pipeline mode: the whole transaction costs about one round trip.
+                async with conn.transaction(), conn.pipeline():
+                    await outbox.record_outcome(
+                        conn, self.schema, batch_id, status, ids, attempt, verdict.acked
+                    )
+                    await outbox.fail(conn, self.schema, batch_id, verdict.failures)
+                    await outbox.record_handoffs(conn, self.schema, verdict.handoffs)
         self._count(delivery, verdict)
 
     def _count(self, delivery: Delivery, verdict: _Verdict) -> None:
@@ -530,7 +538,7 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
     """
     acked: dict[int, str] = {}
     failures: list[Failure] = []
-    handoffs: list[tuple[str, dict[str, Any]]] = []
+    handoffs: list[tuple[str, str]] = []
     for change in sent:
         result = delivery.results.get(change.id)
         if result is None:
@@ -538,7 +546,7 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
         if result.status.acknowledged:
             acked[change.id] = result.status.value
             if change.table in handoff_tables and change.op != "D":
-                handoffs.append((change.table, change.key))
+                handoffs.append((change.table, change.key_text))
         elif result.status is ResultStatus.REJECTED:
             status, body = delivery.answers.get(
                 change.id, (delivery.http_status, delivery.response_body)

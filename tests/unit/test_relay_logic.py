@@ -92,7 +92,7 @@ def test_transient_failure_retries_what_has_no_result_and_records_handoffs() -> 
     delivery = Delivery(results={1: result(sent[0], ResultStatus.APPLIED)}, transient=True)
     verdict = judge(delivery, sent, frozenset({"public.orders"}))
     assert verdict.retry == [sent[1]]
-    assert verdict.handoffs == [("public.orders", {"id": 1})]
+    assert verdict.handoffs == [("public.orders", '{"id": 1}')]  # (table, key text)
 
 
 def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
