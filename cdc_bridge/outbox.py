@@ -92,12 +92,14 @@ async def fetch_pending(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
     limit: int,
-    in_flight: Iterable[int] = (),
+    in_flight: Iterable[int] | str = (),
     *,
     system: str = "",
     whole_tables: Sequence[str] = (),
 ) -> list[OutboxRow]:
     """The oldest pending rows, minus parked records and the rows `in_flight` now.
+
+    `in_flight` is ids, or their bigint[] literal (the relay keeps it built per batch).
 
     Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`).
     """
@@ -107,7 +109,7 @@ async def fetch_pending(
         query("relay_fetch_pending", schema=schema),
         {
             "limit": limit,
-            "in_flight": int_array(in_flight),
+            "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
             "system": system,
             "whole_tables": text_array(whole_tables),
         },

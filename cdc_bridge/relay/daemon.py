@@ -100,6 +100,9 @@ class InFlight:
         self.tasks: set[asyncio.Task[None]] = set()
         self.ids: set[int] = set()
         self.records: set[tuple[str, str]] = set()
+        # Each batch's ids as bigint[] literal elements, built once per batch: every read
+        # sends all in-flight ids (~2000), and rebuilding that text cost ~3 % of the CPU.
+        self._id_texts: dict[asyncio.Task[None], str] = {}
         self.finished = asyncio.Event()  # set when a batch ends (cleared before each read)
         self.error: BaseException | None = None
 
@@ -113,9 +116,11 @@ class InFlight:
         self.records |= records
         task = asyncio.create_task(work)
         self.tasks.add(task)
+        self._id_texts[task] = ",".join(map(str, ids))
 
         def done(_task: asyncio.Task[None]) -> None:
             self.tasks.discard(task)
+            self._id_texts.pop(task, None)
             self.ids -= ids
             self.records -= records
             if not task.cancelled() and task.exception() is not None and self.error is None:
@@ -123,6 +128,10 @@ class InFlight:
             self.finished.set()
 
         task.add_done_callback(done)
+
+    def ids_array(self) -> str:
+        """The in-flight ids as a bigint[] literal."""
+        return "{" + ",".join(t for t in self._id_texts.values() if t) + "}"
 
     async def raise_error(self) -> None:
         """A database error of any batch stops them all."""
@@ -322,7 +331,7 @@ class Relay:
         self._notified.clear()
         # Only this loop uses `conn` (batches record on record_conn): no lock needed.
         rows = await outbox.fetch_pending(
-            conn, self.schema, limit, flight.ids,
+            conn, self.schema, limit, flight.ids_array(),
             system=self.config.system, whole_tables=self._encoded_tables,
         )
         oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
