@@ -42,8 +42,16 @@ CREATE TABLE IF NOT EXISTS {schema}.delivered (
     result       text NOT NULL,             -- applied | duplicate | conflict_resolved | filtered
     delivered_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS delivered_key ON {schema}.delivered (table_name, key, id);
-CREATE INDEX IF NOT EXISTS delivered_at ON {schema}.delivered (delivered_at);
+-- The relay inserts every acknowledged change here, so each index costs it on the hot
+-- path. Lookups by record (inbound conflict checks, replay) only test key equality: a
+-- hash index (one hash per insert, no jsonb comparisons down a btree). delivered_at
+-- grows with the insert order: a BRIN index serves retention's range deletes at almost
+-- no insert cost. They replace the btrees of earlier installs, which took about a fifth
+-- of an acknowledgement's time in PostgreSQL.
+DROP INDEX IF EXISTS {schema}.delivered_key;
+CREATE INDEX IF NOT EXISTS delivered_key_hash ON {schema}.delivered USING hash (key);
+DROP INDEX IF EXISTS {schema}.delivered_at;
+CREATE INDEX IF NOT EXISTS delivered_at_brin ON {schema}.delivered USING brin (delivered_at);
 
 -- name: relay_create_failed
 -- Changes the peer refused for good. Later changes of the same (table_name, key) stay in
