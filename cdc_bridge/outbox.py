@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import set_json_loads
 
 from cdc_bridge.sql import query
 
@@ -30,7 +30,8 @@ class OutboxRow:
     txid: str
     table_name: str
     op: str  # 'I' | 'U' | 'D'
-    key: dict[str, Any]
+    # None for rows that come encoded (change_json): key_text says the same, unparsed.
+    key: dict[str, Any] | None
     key_text: str  # canonical jsonb text: equal keys give equal text
     fields: dict[str, Any] | None
     old: dict[str, Any] | None
@@ -52,6 +53,16 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one POST of a batch got: kept in `attempts`."""
+
+    http_status: int | None
+    error: str | None
+    response_body: str | None
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A change the peer refused for good, with what the peer said."""
 
@@ -63,7 +74,7 @@ class Failure:
 
 def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
     """Parse jsonb with orjson: the relay reads every captured row once."""
-    psycopg.types.json.set_json_loads(orjson.loads, conn)
+    set_json_loads(orjson.loads, conn)
 
 
 def int_array(ids: Iterable[int]) -> str:
@@ -81,12 +92,14 @@ async def fetch_pending(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
     limit: int,
-    in_flight: Iterable[int] = (),
+    in_flight: Iterable[int] | str = (),
     *,
     system: str = "",
     whole_tables: Sequence[str] = (),
 ) -> list[OutboxRow]:
     """The oldest pending rows, minus parked records and the rows `in_flight` now.
+
+    `in_flight` is ids, or their bigint[] literal (the relay keeps it built per batch).
 
     Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`).
     """
@@ -96,7 +109,7 @@ async def fetch_pending(
         query("relay_fetch_pending", schema=schema),
         {
             "limit": limit,
-            "in_flight": int_array(in_flight),
+            "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
             "system": system,
             "whole_tables": text_array(whole_tables),
         },
@@ -104,40 +117,30 @@ async def fetch_pending(
     return [OutboxRow(*row) for row in await cur.fetchall()]
 
 
-async def record_batch(
-    conn: psycopg.AsyncConnection[Any], schema: str, batch_id: str, status: str,
+async def record_outcome(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    batch_id: str,
+    status: str,
     ids: Sequence[int],
+    attempt: Attempt,
+    acked: dict[int, str],
 ) -> None:
+    """Record the batch, one attempt of it and its acknowledged changes: one statement."""
     await conn.execute(
-        query("relay_record_batch", schema=schema),
+        query("relay_record_outcome", schema=schema),
         {
             "batch_id": batch_id,
             "status": status,
             "change_count": len(ids),
             "first_id": min(ids),
             "last_id": max(ids),
-        },
-    )
-
-
-async def record_attempt(
-    conn: psycopg.AsyncConnection[Any],
-    schema: str,
-    batch_id: str,
-    *,
-    http_status: int | None,
-    error: str | None,
-    response_body: str | None,
-    duration_ms: float,
-) -> None:
-    await conn.execute(
-        query("relay_record_attempt", schema=schema),
-        {
-            "batch_id": batch_id,
-            "http_status": http_status,
-            "error": error,
-            "response_body": response_body,
-            "duration_ms": duration_ms,
+            "http_status": attempt.http_status,
+            "error": attempt.error,
+            "response_body": attempt.response_body,
+            "duration_ms": attempt.duration_ms,
+            "ids": int_array(acked),
+            "results": text_array(acked.values()),
         },
     )
 
@@ -185,13 +188,16 @@ async def fail(
 async def record_handoffs(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
-    records: Sequence[tuple[str, dict[str, Any]]],
+    records: Sequence[tuple[str, str]],
 ) -> None:
-    """The peer owns these (table, key) records now: the guard refuses local edits."""
+    """The peer owns these (table, key text) records now: the guard refuses local edits."""
     if not records:
         return
     await conn.execute(
         query("relay_record_handoffs", schema=schema),
-        {"tables": [t for t, _ in records], "keys": [Jsonb(k) for _, k in records]},
+        {
+            "tables": text_array(t for t, _ in records),
+            "keys": text_array(k for _, k in records),
+        },
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from typing import Any
 
@@ -29,6 +30,10 @@ def run(ctx: Context) -> None:
     """
     config = ctx.config()
     configure_logging(config.logging)
+    # Everything loaded so far (modules, config) lives as long as the process: frozen, the
+    # garbage collector stops walking it each time the relay's per-row objects trigger a
+    # collection (it made building rows ~1.5 us slower per change).
+    gc.freeze()
     asyncio.run(_run(config))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-import httpx
 import orjson
 
 from cdc_bridge.outbox import Failure
@@ -92,7 +91,7 @@ def test_transient_failure_retries_what_has_no_result_and_records_handoffs() -> 
     delivery = Delivery(results={1: result(sent[0], ResultStatus.APPLIED)}, transient=True)
     verdict = judge(delivery, sent, frozenset({"public.orders"}))
     assert verdict.retry == [sent[1]]
-    assert verdict.handoffs == [("public.orders", {"id": 1})]
+    assert verdict.handoffs == [("public.orders", '{"id": 1}')]  # (table, key text)
 
 
 def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
@@ -140,8 +139,7 @@ def test_records_with_a_batch_in_flight_get_no_new_batch() -> None:
 
 def _answer(body: object) -> Delivery:
     sent = [change(1, 1), change(2, 2)]
-    response = httpx.Response(200, content=orjson.dumps(body))
-    return read_results(response, sent, time.perf_counter())
+    return read_results(orjson.dumps(body), sent, time.perf_counter())
 
 
 def test_a_plain_answer_is_read_without_the_validator() -> None:
