@@ -45,12 +45,12 @@ def capture_function_name(spec: TableSpec) -> str:
     return "capture_v2_" + hashlib.sha256(spec.label.encode()).hexdigest()[:16]
 
 
-def _column(row: Row, name: str) -> sql.Composable:
+def column(row: Row, name: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(sql.SQL(row), sql.Identifier(name))
 
 
 def _differs(name: str) -> sql.Composable:
-    return sql.SQL("{} IS DISTINCT FROM {}").format(_column("NEW", name), _column("OLD", name))
+    return sql.SQL("{} IS DISTINCT FROM {}").format(column("NEW", name), column("OLD", name))
 
 
 def json_object(row: Row, columns: Sequence[str]) -> sql.Composable:
@@ -60,7 +60,7 @@ def json_object(row: Row, columns: Sequence[str]) -> sql.Composable:
     calls = []
     for start in range(0, len(columns), _PAIRS_PER_CALL):
         pairs = (
-            sql.SQL("{}, {}").format(sql.Literal(c), _column(row, c))
+            sql.SQL("{}, {}").format(sql.Literal(c), column(row, c))
             for c in columns[start : start + _PAIRS_PER_CALL]
         )
         calls.append(sql.SQL("pg_catalog.jsonb_build_object({})").format(sql.SQL(", ").join(pairs)))

@@ -18,7 +18,9 @@ from psycopg import sql
 from cdc_bridge import sql as queries
 from cdc_bridge.capture.filters import for_trigger
 from cdc_bridge.capture.function import (
+    Row,
     capture_function_name,
+    column,
     create_capture_function,
     drop_capture_function,
 )
@@ -52,9 +54,6 @@ EXTRA_BASE_BLOCKS: list[str] = [
 TRIGGER_PREFIX = "cdc_bridge_"
 STAMP_PREFIX = "cdc-bridge definition "
 
-Row = Literal["NEW", "OLD"]
-
-
 @dataclass(frozen=True)
 class Trigger:
     name: str
@@ -85,13 +84,9 @@ def _terminated(text: str) -> str:
     return text if text.endswith(";") else text + ";"
 
 
-def _column(row: Row, name: str) -> sql.Composable:
-    return sql.SQL("{}.{}").format(sql.SQL(row), sql.Identifier(name))
-
-
 def _any_changed(columns: Sequence[str]) -> sql.Composable:
     return sql.SQL(" OR ").join(
-        sql.SQL("{} IS DISTINCT FROM {}").format(_column("OLD", c), _column("NEW", c))
+        sql.SQL("{} IS DISTINCT FROM {}").format(column("OLD", c), column("NEW", c))
         for c in columns
     )
 
