@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from cdc_bridge.sql import query
@@ -117,6 +119,11 @@ async def fetch_pending(
     return [OutboxRow(*row) for row in await cur.fetchall()]
 
 
+@cache
+def _moved(schema: str) -> sql.Composed:
+    return query("relay_move_to_delivered", schema=schema)
+
+
 async def record_outcome(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
@@ -128,7 +135,7 @@ async def record_outcome(
 ) -> None:
     """Record the batch, one attempt of it and its acknowledged changes: one statement."""
     await conn.execute(
-        query("relay_record_outcome", schema=schema),
+        query("relay_record_outcome", schema=schema, move_to_delivered=_moved(schema)),
         {
             "batch_id": batch_id,
             "status": status,
@@ -155,7 +162,7 @@ async def acknowledge(
     if not results:
         return
     await conn.execute(
-        query("relay_ack", schema=schema),
+        query("relay_ack", schema=schema, move_to_delivered=_moved(schema)),
         {
             "ids": int_array(results),
             "results": text_array(results.values()),

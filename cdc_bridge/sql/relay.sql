@@ -118,8 +118,12 @@ LIMIT %(limit)s;
 
 -- name: relay_ack
 -- Acknowledged (or filtered) changes leave the outbox and enter `delivered` in one
--- statement: a change is in exactly one of the two at any moment.
-WITH results AS (
+-- statement: a change is in exactly one of the two at any moment. The move itself is
+-- the next block, which `relay_record_outcome` shares (it is not a query on its own).
+WITH {move_to_delivered};
+
+-- name: relay_move_to_delivered
+results AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS r(id, result)
 ), gone AS (
     DELETE FROM {schema}.outbox o USING results r WHERE o.id = r.id
@@ -129,7 +133,7 @@ INSERT INTO {schema}.delivered
     (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id, result)
 SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
        %(batch_id)s, result
-FROM gone;
+FROM gone
 
 -- name: relay_record_outcome
 -- One attempt's outcome in one statement (atomic on its own in autocommit): the batch
@@ -148,17 +152,7 @@ WITH batch AS (
     INSERT INTO {schema}.attempts (batch_id, http_status, error, response_body, duration_ms)
     SELECT batch_id, %(http_status)s, %(error)s, %(response_body)s, %(duration_ms)s
     FROM batch
-), results AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS r(id, result)
-), gone AS (
-    DELETE FROM {schema}.outbox o USING results r WHERE o.id = r.id
-    RETURNING o.*, r.result
-)
-INSERT INTO {schema}.delivered
-    (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id, result)
-SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-       %(batch_id)s, result
-FROM gone;
+), {move_to_delivered};
 
 -- name: relay_fail
 -- Permanently refused changes move to `failed`, keeping the peer's answer for replay.
