@@ -8,7 +8,6 @@ template, so it cannot list rows the peer has and this side lacks.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import httpx
 from cdc_bridge.config import BridgeConfig, TableSpec
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import BridgeError, UserError
-from cdc_bridge.peer.client import fill_path  # the relay's own URL quoting
+from cdc_bridge.peer.client import auth_headers, fill_path  # the relay's own rules
 from cdc_bridge.peer.protocol import READ_PATH, ReadRequest, Signer, dumps
 
 _KEPT_BODY = 300
@@ -115,16 +114,8 @@ class RestReader:
         # The peer's names for our fields, turned back into ours for the comparison.
         renames = spec.rest.rename if spec.rest else {}
         self._ours = {theirs: ours for ours, theirs in renames.items()}
-        headers = {"accept": "application/json"}
         peer = config.peer
-        if peer.auth_env:
-            env = os.environ if environ is None else environ
-            if peer.auth_env not in env:
-                raise UserError(
-                    f"peer.auth_env names {peer.auth_env}, which is not set; "
-                    f"fix: export {peer.auth_env}=... before running"
-                )
-            headers[peer.auth_header] = env[peer.auth_env]
+        headers = {"accept": "application/json", **auth_headers(peer, environ)}
         self._http = httpx.Client(base_url=peer.url, timeout=peer.timeout_s, headers=headers)
 
     def row(self, key: dict[str, Any]) -> dict[str, Any] | None:

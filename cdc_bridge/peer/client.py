@@ -100,6 +100,19 @@ class PeerClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+def auth_headers(peer: PeerConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The REST peer's auth header, its value read from the variable `peer.auth_env` names."""
+    if not peer.auth_env:
+        return {}
+    env = os.environ if environ is None else environ
+    if peer.auth_env not in env:
+        raise UserError(
+            f"peer.auth_env names {peer.auth_env}, which is not set; "
+            f"fix: export {peer.auth_env}=... before running"
+        )
+    return {peer.auth_header: env[peer.auth_env]}
+
+
 def http_client(peer: PeerConfig) -> httpx.AsyncClient:
     # TCP_NODELAY: the request head and body go out in separate writes, and without it
     # Nagle's algorithm holds the body until the peer's delayed ACK (~40 ms per request).
@@ -345,15 +358,7 @@ class RestClient:
     ):
         peer = config.peer
         self._mappings = {s.label: s for s in config.table_specs if s.rest is not None}
-        self._headers = {"content-type": "application/json"}
-        if peer.auth_env:
-            env = os.environ if environ is None else environ
-            if peer.auth_env not in env:
-                raise UserError(
-                    f"peer.auth_env names {peer.auth_env}, which is not set; "
-                    f"fix: export {peer.auth_env}=... before running"
-                )
-            self._headers[peer.auth_header] = env[peer.auth_env]
+        self._headers = {"content-type": "application/json", **auth_headers(peer, environ)}
         self._http = http or http_client(peer)
         self._parallel = asyncio.Semaphore(parallel_keys)
 
