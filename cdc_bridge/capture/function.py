@@ -2,9 +2,10 @@
 
 A generic function would turn the row into jsonb (`to_jsonb(NEW)`) and look up each
 configured column in it with a query; a generated one names the columns, so PL/pgSQL
-evaluates plain expressions and runs one INSERT per change. The SQL skeleton is the
-`create_table_capture_function` block of capture.sql; this module fills in the
-expressions for one table.
+evaluates plain expressions. There is one function per table and kind of change
+(`CaptureKind`), each a single INSERT: the triggers choose the kind with their WHEN
+clauses, so no function branches or keeps a variable (see `create_table_capture_function`
+in capture.sql for why that matters). This module fills in the expressions.
 
 Whole-row tables (`sor: local`, `handoff`) ship every column the table has *now*, so
 their fields stay `to_jsonb(NEW)` (no column list is known without a database, and an
@@ -30,19 +31,28 @@ _PAIRS_PER_CALL = 50
 
 _NO_FIELDS = sql.SQL("'{}'::jsonb")
 
-_WHOLE_ROWS = sql.SQL(
-    "\n        v_new := pg_catalog.to_jsonb(NEW);\n        v_old := pg_catalog.to_jsonb(OLD);"
-)
-
 _SECURITY = {
     "invoker": sql.SQL("SECURITY INVOKER"),
     "definer": sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp"),
 }
 
 
-def capture_function_name(spec: TableSpec) -> str:
+CaptureKind = Literal["ins", "upd", "rekey", "del"]
+CAPTURE_KINDS: tuple[CaptureKind, ...] = ("ins", "upd", "rekey", "del")
+
+
+def capture_function_name(spec: TableSpec, kind: CaptureKind) -> str:
     """Stable per table, short enough for any label (identifiers stop at 63 bytes)."""
-    return "capture_v2_" + hashlib.sha256(spec.label.encode()).hexdigest()[:16]
+    return f"capture_v3_{_label_digest(spec)}_{kind}"
+
+
+def legacy_capture_function_name(spec: TableSpec) -> str:
+    """The single per-table function of earlier installs (replaced by the per-kind ones)."""
+    return f"capture_v2_{_label_digest(spec)}"
+
+
+def _label_digest(spec: TableSpec) -> str:
+    return hashlib.sha256(spec.label.encode()).hexdigest()[:16]
 
 
 def column(row: Row, name: str) -> sql.Composable:
@@ -74,21 +84,10 @@ def _when_changed(name: str, row: Row) -> sql.Composable:
     )
 
 
-def _key_changed(spec: TableSpec) -> sql.Composable:
-    return sql.SQL(" OR ").join(_differs(k) for k in spec.key)
-
-
 def _changed_columns(spec: TableSpec) -> sql.Composable:
     """The shipped fields an update changed, sorted by name (byte order)."""
-    if spec.ships_whole_rows:
-        return sql.SQL(
-            "ARRAY(SELECT n.key FROM pg_catalog.jsonb_each(v_new) AS n "
-            'WHERE n.value IS DISTINCT FROM v_old -> n.key ORDER BY n.key COLLATE "C")'
-        )
     names = sorted(spec.shipped_fields, key=lambda n: n.encode())
-    cases = (
-        sql.SQL("CASE WHEN {} THEN {} END").format(_differs(n), sql.Literal(n)) for n in names
-    )
+    cases = (sql.SQL("CASE WHEN {} THEN {} END").format(_differs(n), sql.Literal(n)) for n in names)
     return sql.SQL("pg_catalog.array_remove(ARRAY[{}]::text[], NULL)").format(
         sql.SQL(", ").join(cases)
     )
@@ -96,8 +95,6 @@ def _changed_columns(spec: TableSpec) -> sql.Composable:
 
 def _update_fields(spec: TableSpec) -> sql.Composable:
     """Fields of an update: fields owned by `both` ship only when they changed."""
-    if spec.ships_whole_rows:
-        return sql.SQL("v_new")
     both = set(spec.both_fields)
     always = [c for c in (*spec.key, *spec.shipped_fields) if c not in both]
     parts = [json_object("NEW", always), *(_when_changed(b, "NEW") for b in spec.both_fields)]
@@ -118,28 +115,66 @@ def _insert_fields(spec: TableSpec) -> sql.Composable:
     return json_object("NEW", [*spec.key, *spec.shipped_fields])
 
 
-def create_capture_function(config: BridgeConfig, spec: TableSpec) -> sql.Composable:
-    return queries.query(
-        "create_table_capture_function",
-        schema=config.bridge_schema,
-        function=sql.Identifier(config.bridge_schema, capture_function_name(spec)),
-        security=_SECURITY[config.database.capture_security],
-        system=sql.Literal(config.system),
-        label=sql.Literal(spec.label),
-        old_key=json_object("OLD", spec.key),
-        new_key=json_object("NEW", spec.key),
-        key_changed=_key_changed(spec),
-        whole_rows=_WHOLE_ROWS if spec.ships_whole_rows else sql.SQL(""),
-        fields=_insert_fields(spec),
-        update_fields=_update_fields(spec),
-        update_old=_update_old(spec),
+def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
+    def insert(block: str, **parts: sql.Composable) -> sql.Composed:
+        origin = _fragment("capture_origin", system=sql.Literal(config.system))
+        schema = sql.Identifier(config.bridge_schema)
+        label = sql.Literal(spec.label)
+        return _fragment(block, schema=schema, label=label, origin=origin, **parts)
+
+    old_key, new_key = json_object("OLD", spec.key), json_object("NEW", spec.key)
+    fields = _insert_fields(spec)
+    if kind == "del":
+        return insert("capture_delete", old_key=old_key)
+    if kind == "ins":
+        return insert("capture_insert", new_key=new_key, fields=fields)
+    if kind == "rekey":
+        return insert("capture_rekey", old_key=old_key, new_key=new_key, fields=fields)
+    if spec.ships_whole_rows:
+        return insert("capture_update_whole_row", new_key=new_key)
+    return insert(
+        "capture_update",
+        new_key=new_key,
+        fields=_update_fields(spec),
+        old=_update_old(spec),
         changed=_changed_columns(spec),
-        comment=sql.Literal(f"cdc-bridge: captures changes of {spec.label} (generated)"),
     )
 
 
-def drop_capture_function(config: BridgeConfig, spec: TableSpec) -> sql.Composable:
+def _fragment(name: str, **parts: sql.Composable) -> sql.Composed:
+    """A SQL block that is part of a statement (no trailing newline)."""
+    return sql.SQL(queries.raw(name).strip()).format(**parts)
+
+
+def create_capture_function(
+    config: BridgeConfig, spec: TableSpec, kind: CaptureKind
+) -> sql.Composable:
     return queries.query(
-        "drop_table_capture_function",
-        function=sql.Identifier(config.bridge_schema, capture_function_name(spec)),
+        "create_table_capture_function",
+        function=sql.Identifier(config.bridge_schema, capture_function_name(spec, kind)),
+        security=_SECURITY[config.database.capture_security],
+        capture=_capture_statement(config, spec, kind),
+        row=sql.SQL("OLD" if kind == "del" else "NEW"),
+        comment=sql.Literal(f"cdc-bridge: captures {_KIND_TEXT[kind]} of {spec.label} (generated)"),
+    )
+
+
+_KIND_TEXT: dict[CaptureKind, str] = {
+    "ins": "inserts",
+    "upd": "updates",
+    "rekey": "updates of the key",
+    "del": "deletes",
+}
+
+
+def drop_capture_functions(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
+    """Every capture function the table may have, this version's and earlier ones."""
+    names = [capture_function_name(spec, kind) for kind in CAPTURE_KINDS]
+    names.append(legacy_capture_function_name(spec))
+    return [drop_capture_function(config, name) for name in names]
+
+
+def drop_capture_function(config: BridgeConfig, name: str) -> sql.Composable:
+    return queries.query(
+        "drop_table_capture_function", function=sql.Identifier(config.bridge_schema, name)
     )

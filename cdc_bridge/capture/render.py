@@ -18,11 +18,15 @@ from psycopg import sql
 from cdc_bridge import sql as queries
 from cdc_bridge.capture.filters import for_trigger
 from cdc_bridge.capture.function import (
+    CAPTURE_KINDS,
+    CaptureKind,
     Row,
     capture_function_name,
     column,
     create_capture_function,
     drop_capture_function,
+    drop_capture_functions,
+    legacy_capture_function_name,
 )
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 from cdc_bridge.errors import IdentifierError
@@ -53,6 +57,7 @@ EXTRA_BASE_BLOCKS: list[str] = [
 
 TRIGGER_PREFIX = "cdc_bridge_"
 STAMP_PREFIX = "cdc-bridge definition "
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -88,6 +93,17 @@ def _any_changed(columns: Sequence[str]) -> sql.Composable:
     return sql.SQL(" OR ").join(
         sql.SQL("{} IS DISTINCT FROM {}").format(column("OLD", c), column("NEW", c))
         for c in columns
+    )
+
+
+def _key_changed(spec: TableSpec) -> sql.Composable:
+    return _any_changed(spec.key)
+
+
+def _key_unchanged(spec: TableSpec) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} IS NOT DISTINCT FROM {}").format(column("OLD", c), column("NEW", c))
+        for c in spec.key
     )
 
 
@@ -127,53 +143,30 @@ def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
     if not spec.captures:
         return []
 
-    def args(op: str = "") -> tuple[str, ...]:
-        return (op,)
-
     if spec.ships_whole_rows:
         changed: sql.Composable = sql.SQL("OLD.* IS DISTINCT FROM NEW.*")
     else:
         changed = _any_changed(spec.key + spec.shipped_fields)
     new_in = _filter(spec, "NEW") if spec.where else None
     old_in = _filter(spec, "OLD") if spec.where else None
-    fn = capture_function_name(spec)
+
+    def capture(name: str, events: str, kind: CaptureKind, when: sql.Composable | None) -> Trigger:
+        fn = capture_function_name(spec, kind)
+        return Trigger(f"{TRIGGER_PREFIX}capture_{name}", "AFTER", events, "ROW", fn, (), when)
+
     triggers = [
-        Trigger(f"{TRIGGER_PREFIX}capture_ins", "AFTER", "INSERT", "ROW", fn, args(), new_in),
-        Trigger(
-            f"{TRIGGER_PREFIX}capture_upd",
-            "AFTER",
-            "UPDATE",
-            "ROW",
-            fn,
-            args(),
-            _all(old_in, new_in, changed),
-        ),
+        capture("ins", "INSERT", "ins", new_in),
+        capture("upd", "UPDATE", "upd", _all(old_in, new_in, _key_unchanged(spec), changed)),
+        # The key itself changed: the peer sees the old row go and the new one arrive.
+        capture("rekey", "UPDATE", "rekey", _all(old_in, new_in, _key_changed(spec))),
     ]
     if not spec.key_owned_by_peer:
-        triggers.append(
-            Trigger(f"{TRIGGER_PREFIX}capture_del", "AFTER", "DELETE", "ROW", fn, args(), old_in)
-        )
+        triggers.append(capture("del", "DELETE", "del", old_in))
     if old_in is not None and new_in is not None:
         # A row that starts (or stops) matching the filter arrives at (or leaves) the peer.
         triggers += [
-            Trigger(
-                f"{TRIGGER_PREFIX}capture_enter",
-                "AFTER",
-                "UPDATE",
-                "ROW",
-                fn,
-                args("I"),
-                _all(sql.SQL("NOT {}").format(old_in), new_in),
-            ),
-            Trigger(
-                f"{TRIGGER_PREFIX}capture_leave",
-                "AFTER",
-                "UPDATE",
-                "ROW",
-                fn,
-                args("D"),
-                _all(old_in, sql.SQL("NOT {}").format(new_in)),
-            ),
+            capture("enter", "UPDATE", "ins", _all(sql.SQL("NOT {}").format(old_in), new_in)),
+            capture("leave", "UPDATE", "del", _all(old_in, sql.SQL("NOT {}").format(new_in))),
         ]
     triggers += [
         Trigger(
@@ -293,6 +286,7 @@ ALL_TRIGGER_NAMES = tuple(
         "guard_rows",
         "capture_ins",
         "capture_upd",
+        "capture_rekey",
         "capture_del",
         "capture_enter",
         "capture_leave",
@@ -314,8 +308,30 @@ def definition_hash(config: BridgeConfig, spec: TableSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _capture_kinds(config: BridgeConfig, spec: TableSpec) -> list[CaptureKind]:
+    """The kinds of capture function the table's triggers call, in a fixed order."""
+    called = {t.function for t in capture_triggers(config, spec)}
+    return [k for k in CAPTURE_KINDS if capture_function_name(spec, k) in called]
+
+
 def _capture_function(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
-    return [create_capture_function(config, spec)] if spec.captures else []
+    return [create_capture_function(config, spec, kind) for kind in _capture_kinds(config, spec)]
+
+
+def _unused_capture(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
+    """Capture triggers and functions of an earlier install or config that are not used now.
+
+    The capture on a table is exactly what the config says, so an upgrade from the single
+    function of earlier versions, or a config that no longer needs a kind, leaves nothing
+    behind that would still fire.
+    """
+    current = {t.name for t in capture_triggers(config, spec)}
+    capture_names = (n for n in ALL_TRIGGER_NAMES if n.startswith(f"{TRIGGER_PREFIX}capture_"))
+    statements = [_drop_trigger(spec, n) for n in capture_names if n not in current]
+    used = set(_capture_kinds(config, spec))
+    names = [capture_function_name(spec, k) for k in CAPTURE_KINDS if k not in used]
+    names.append(legacy_capture_function_name(spec))
+    return statements + [drop_capture_function(config, name) for name in names]
 
 
 def install_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
@@ -342,12 +358,12 @@ def install_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]
             hash=sql.Literal(digest),
         )
     )
-    return statements
+    return statements + _unused_capture(config, spec)
 
 
 def uninstall_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
     statements: list[sql.Composable] = [_drop_trigger(spec, n) for n in ALL_TRIGGER_NAMES]
-    statements.append(drop_capture_function(config, spec))
+    statements += drop_capture_functions(config, spec)
     statements.append(
         queries.query(
             "forget_installed_table", schema=config.bridge_schema, label=sql.Literal(spec.label)

@@ -72,52 +72,67 @@ $notify_v2$;
 REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 
 -- name: create_table_capture_function
--- One capture function per table, generated from the config (capture/render.py). Hot
--- path: PL/pgSQL evaluates plain expressions over NEW and OLD cheaply, but every other
--- query is a full executor run; so a change costs one INSERT and nothing else (whole-row
--- updates find their changed fields with one sub-select inside that INSERT). The function
--- is replaced together with the table's triggers, in one transaction, and its definition
--- is part of the hash `triggers status` compares. TG_ARGV[0] forces the op ('' = TG_OP):
--- a row entering or leaving the `where` filter ships as an insert or a delete.
+-- Capture functions are generated per table and per kind of change (capture/function.py):
+-- `_ins`, `_upd`, `_rekey` (an update of the key) and `_del`. Each trigger calls the one
+-- for its kind, so a function body is a single INSERT with no variable and no branch.
+-- Why: PL/pgSQL prepares every expression it evaluates again in each new transaction, so
+-- with single-row transactions each extra statement or variable costs about as much as
+-- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
+-- session. The functions are replaced together with the table's triggers, in one
+-- transaction, and their text is part of the hash `triggers status` compares.
 -- Security comes from `database.capture_security`. As the definer (the default), writing
 -- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path (a few % of single-row writes).
+-- and each call saves switching user and search_path.
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
+-- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
+-- evaluating an expression.
+-- The INSERT is one of the five blocks below (they are fragments, not queries):
+-- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
+--   name while it applies the peer's changes (echo suppression); anything else is ours.
+-- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
+--   arrive, in this order (the rows of a VALUES list take their ids in turn).
+-- - capture_update_whole_row: whole-row tables ship every column the table has now (an
+--   added column ships without a reinstall), so the changed columns are found by comparing
+--   the two rows as jsonb, each built once.
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql {security} AS $capture$
-DECLARE
-    v_op     text := coalesce(nullif(TG_ARGV[0], ''), pg_catalog.left(TG_OP, 1));
-    v_origin text := coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''),
-                              {system});
-    v_new    jsonb;  -- whole-row tables: the rows as jsonb, built once per update
-    v_old    jsonb;
 BEGIN
-    IF v_op = 'D' THEN
-        INSERT INTO {schema}.outbox (table_name, op, key, origin)
-        VALUES ({label}, 'D', {old_key}, v_origin);
-        RETURN NULL;
-    END IF;
-    IF v_op = 'U' THEN
-        IF {key_changed} THEN
-            -- The key itself changed: the peer sees the old row go and the new one arrive.
-            INSERT INTO {schema}.outbox (table_name, op, key, origin)
-            VALUES ({label}, 'D', {old_key}, v_origin);
-            v_op := 'I';
-        END IF;
-    END IF;
-    IF v_op = 'I' THEN
-        INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-        VALUES ({label}, 'I', {new_key}, {fields}, v_origin);
-    ELSE{whole_rows}
-        INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
-        VALUES ({label}, 'U', {new_key}, {update_fields}, {update_old}, {changed}, v_origin);
-    END IF;
-    RETURN NULL;
+    {capture};
+    RETURN {row};
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
 REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;
 COMMENT ON FUNCTION {function}() IS {comment};
+
+-- name: capture_origin
+coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), {system})
+
+-- name: capture_insert
+INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
+    VALUES ({label}, 'I', {new_key}, {fields}, {origin})
+
+-- name: capture_delete
+INSERT INTO {schema}.outbox (table_name, op, key, origin)
+    VALUES ({label}, 'D', {old_key}, {origin})
+
+-- name: capture_rekey
+INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
+    VALUES ({label}, 'D', {old_key}, NULL, {origin}),
+           ({label}, 'I', {new_key}, {fields}, {origin})
+
+-- name: capture_update
+INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+    VALUES ({label}, 'U', {new_key}, {fields}, {old}, {changed}, {origin})
+
+-- name: capture_update_whole_row
+INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+    SELECT {label}, 'U', {new_key}, r.new_row, NULL,
+           ARRAY(SELECT c.key FROM pg_catalog.jsonb_each(r.new_row) AS c
+                 WHERE c.value IS DISTINCT FROM r.old_row -> c.key
+                 ORDER BY c.key COLLATE "C"),
+           {origin}
+    FROM (SELECT pg_catalog.to_jsonb(NEW) AS new_row, pg_catalog.to_jsonb(OLD) AS old_row) AS r
 
 -- name: grant_capture_writers
 -- `capture_security: invoker`: capture runs as whichever role writes a synced table, so

@@ -6,7 +6,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from cdc_bridge.capture.function import legacy_capture_function_name
 from tests.helpers import example_config, fetch, install
 
 OUTBOX = (
@@ -281,3 +283,38 @@ def test_no_notification_while_the_relay_says_it_is_busy(db: str) -> None:
         {"id": 1},
         {"id": 2},
     ]
+
+
+def test_install_over_an_earlier_install_leaves_no_old_capture_behind(db: str) -> None:
+    config = example_config(db)
+    customers = config.table("public.customers")
+    legacy = legacy_capture_function_name(customers)
+    install(config)
+    with psycopg.connect(db, autocommit=True) as conn:
+        # What an earlier version left: its single capture function, still called by a
+        # trigger this config does not create (customers has no `where` filter).
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
+                "'BEGIN RETURN NULL; END';"
+                "CREATE TRIGGER cdc_bridge_capture_leave AFTER UPDATE ON customers "
+                "FOR EACH ROW EXECUTE FUNCTION {fn}()"
+            ).format(fn=sql.Identifier("cdc_bridge", legacy))
+        )
+        install(config)
+        triggers = conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'customers'::regclass "
+            "AND tgname LIKE 'cdc_bridge_capture%' ORDER BY tgname"
+        ).fetchall()
+        assert [t[0] for t in triggers] == [
+            "cdc_bridge_capture_del",
+            "cdc_bridge_capture_ins",
+            "cdc_bridge_capture_rekey",
+            "cdc_bridge_capture_upd",
+        ]
+        assert conn.execute("SELECT to_regproc(%s)", (f"cdc_bridge.{legacy}",)).fetchone() == (
+            None,
+        )
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
+        conn.execute("UPDATE customers SET name = 'Bo' WHERE id = 1")
+        assert [(r[1], r[5]) for r in outbox(conn)] == [("I", None), ("U", ["name"])]

@@ -105,5 +105,5 @@ def test_application_role_cannot_attach_the_capture_function(
             sql.SQL(
                 "CREATE TRIGGER forge AFTER INSERT ON public.scratch FOR EACH ROW "
                 "EXECUTE FUNCTION {}('')"
-            ).format(sql.Identifier("cdc_bridge", capture_function_name(customers)))
+            ).format(sql.Identifier("cdc_bridge", capture_function_name(customers, "ins")))
         )
