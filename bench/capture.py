@@ -7,15 +7,17 @@ Without --dsn it starts an embedded PostgreSQL 18 with fsync on. Each variant ge
 database with the same 100k-row table: `plain` (no triggers), `capture` (the rendered
 install), `relay_busy` (the same install as writers see it while a relay is shipping: the
 relay has said it is not listening, so no NOTIFY is sent), `invoker` (as `relay_busy`, with
-`database.capture_security: invoker`) and `statement` (a statement-level transition-table
-trigger written for the bulk case only). Three floors, none of them a working capture, show
-what any row-trigger design pays: `noop_trigger` (as `relay_busy`, the capture row triggers
-calling a PL/pgSQL function that does nothing), `constant_row` (the same function inserting
-one constant outbox row) and `c_trigger` (update workload only: one C-language
-BEFORE UPDATE row trigger, PostgreSQL's suppress_redundant_updates_trigger()). Each round
-runs every variant back to back, so all see the same machine load; the tps reported is the
-median over the rounds. The floors get a second table. The bulk table (one 100k-row UPDATE)
-runs with the update workload. `plain` always runs: every ratio is to it.
+`database.capture_security: invoker`), `per_field` (as `relay_busy`, the table configured
+field by field, `bench_fields.yaml`: its capture names the columns) and `statement` (a
+statement-level transition-table trigger written for the bulk case only). Three floors, none
+of them a working capture, show what any row-trigger design pays: `noop_trigger` (as
+`relay_busy`, the capture row triggers calling a PL/pgSQL function that does nothing),
+`constant_row` (the same function inserting one constant outbox row) and `c_trigger` (update
+workload only: one C-language BEFORE UPDATE row trigger, PostgreSQL's
+suppress_redundant_updates_trigger()). Each round runs every variant back to back, so all
+see the same machine load; the tps reported is the median over the rounds. The floors get a
+second table. The bulk table (one 100k-row UPDATE) runs with the update workload. `plain`
+always runs: every ratio is to it.
 """
 
 from __future__ import annotations
@@ -48,16 +50,28 @@ VARIANTS = (
     "capture",
     "relay_busy",
     "invoker",
+    "per_field",
     "statement",
     "noop_trigger",
     "constant_row",
     "c_trigger",
 )
 # Variants that get the rendered install, then these files (after schema.sql), in order.
-INSTALLED = ("capture", "relay_busy", "invoker", "noop_trigger", "constant_row", "c_trigger")
+INSTALLED = (
+    "capture",
+    "relay_busy",
+    "invoker",
+    "per_field",
+    "noop_trigger",
+    "constant_row",
+    "c_trigger",
+)
+# The bridge config each installed variant renders (default bench.yaml: a whole-row table).
+CONFIG_FILE = {"per_field": "bench_fields.yaml"}
 SETUP_SQL: dict[str, tuple[str, ...]] = {
     "relay_busy": ("relay_busy.sql",),
     "invoker": ("relay_busy.sql",),
+    "per_field": ("relay_busy.sql",),
     "statement": ("statement_trigger.sql",),
     "noop_trigger": ("relay_busy.sql", "noop_trigger.sql", "floor_triggers.sql"),
     "constant_row": ("relay_busy.sql", "constant_row.sql", "floor_triggers.sql"),
@@ -69,6 +83,7 @@ PGBENCH_WORKLOADS: dict[str, tuple[str, ...]] = {
     "capture": SCRIPTS,
     "relay_busy": SCRIPTS,
     "invoker": SCRIPTS,
+    "per_field": SCRIPTS,
     "noop_trigger": SCRIPTS,
     "constant_row": SCRIPTS,
     "c_trigger": ("update",),
@@ -83,6 +98,7 @@ CAPTURE_COLUMNS = (
     ("capture", "capture"),
     ("relay_busy", "capture, relay busy"),
     ("invoker", "same, invoker"),
+    ("per_field", "per-field, busy"),
 )
 FLOOR_COLUMNS = (
     ("relay_busy", "capture, relay busy"),
@@ -148,7 +164,8 @@ def prepare(admin_dsn: str, prefix: str, variants: tuple[str, ...]) -> dict[str,
 def install(dsn: str, variant: str) -> None:
     security = "invoker" if variant == "invoker" else "definer"
     env = {"BENCH_DATABASE_URL": dsn, "BENCH_CAPTURE_SECURITY": security}
-    config = parse_config(read("bench.yaml"), "bench.yaml", env)
+    config_file = CONFIG_FILE.get(variant, "bench.yaml")
+    config = parse_config(read(config_file), config_file, env)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(read("schema.sql"))
         if variant in INSTALLED:
