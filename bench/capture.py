@@ -11,7 +11,7 @@ relay has said it is not listening, so no NOTIFY is sent), `invoker` (as `relay_
 field by field, `bench_fields.yaml`: its capture names the columns) and `statement` (a
 statement-level transition-table trigger written for the bulk case only). Three floors, none
 of them a working capture, show what any row-trigger design pays: `noop_trigger` (as
-`relay_busy`, the capture row triggers calling a PL/pgSQL function that does nothing),
+`relay_busy`, the capture row triggers calling a PL/pgSQL function that only returns),
 `constant_row` (the same function inserting one constant outbox row) and `c_trigger` (update
 workload only: one C-language BEFORE UPDATE row trigger, PostgreSQL's
 suppress_redundant_updates_trigger()). Each round runs every variant back to back, so all
@@ -107,7 +107,7 @@ FLOOR_COLUMNS = (
     ("c_trigger", "C trigger"),
 )
 FLOOR_LEGEND = {
-    "noop_trigger": "capture row triggers call a PL/pgSQL function that only returns NULL: "
+    "noop_trigger": "capture row triggers call a PL/pgSQL function that only returns: "
     "what any PL/pgSQL trigger costs",
     "constant_row": "as no-op, the function inserts one constant outbox row: PL/pgSQL + one "
     "outbox row, no data work",
