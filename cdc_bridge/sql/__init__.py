@@ -15,6 +15,7 @@ from typing import Any
 from psycopg import sql
 
 _HEADER = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_DOLLAR_TAG = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*\$")
 
 
 @cache
@@ -57,7 +58,32 @@ def query(name: str, schema: str | None = None, **parts: Any) -> sql.Composed:
         fill["schema"] = sql.Identifier(schema)
     for key, value in parts.items():
         fill[key] = value if isinstance(value, sql.Composable) else sql.Identifier(value)
-    return sql.SQL(raw(name)).format(**fill)
+    template = raw(name)
+    for tag in _dollar_tags(name):
+        template = _unused_tag(template, tag, fill)
+    return sql.SQL(template).format(**fill)
+
+
+@cache
+def _dollar_tags(name: str) -> tuple[str, ...]:
+    """The dollar-quote tags (`$body$`) a block uses around function or DO bodies."""
+    return tuple(sorted(set(_DOLLAR_TAG.findall(raw(name)))))
+
+
+def _unused_tag(template: str, tag: str, fill: dict[str, sql.Composable]) -> str:
+    """`template` with `tag` renamed if a filled-in name or value contains it.
+
+    A quoted identifier or literal inside a dollar-quoted body is still plain text to the
+    dollar quote: a table named `x$body$y` would end the body early and run the rest as
+    SQL. Such names are legal, so the tag moves out of their way instead.
+    """
+    rendered = sql.SQL(template).format(**fill).as_string(None)
+    if rendered.count(tag) == template.count(tag):
+        return template
+    suffix = 1
+    while (renamed := f"{tag[:-1]}_{suffix}$") in rendered:
+        suffix += 1
+    return template.replace(tag, renamed)
 
 
 def names() -> list[str]:

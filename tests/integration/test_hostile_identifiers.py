@@ -12,6 +12,7 @@ from alembic import command
 from psycopg import sql
 
 from cdc_bridge.capture.check import check_database
+from cdc_bridge.capture.render import render_install, render_uninstall
 from cdc_bridge.capture.revision import generate_revision
 from cdc_bridge.capture.status import State, trigger_status
 from cdc_bridge.config import BridgeConfig, parse_config
@@ -119,3 +120,35 @@ def test_overlong_table_name_is_refused() -> None:
         parse_config(yaml.safe_dump(document), "long.yaml", {})
     [problem] = refused.value.problems
     assert problem.startswith("tables:") and "64 bytes" in problem
+
+
+def test_names_holding_a_dollar_quote_tag_install_capture_and_uninstall(db: str) -> None:
+    # The names hold the tag around the generated capture functions' bodies, and the first
+    # tag tried instead, so the tag must move further out of the way. (The bridge schema and
+    # role names may not hold `$` at all: install_base refuses them.)
+    table, key, column = "t$capture$x", "id$capture_1$", "n$capture$"
+    document = {
+        "system": "erp",
+        "database": {"url": db},
+        "peer": {"name": "shop", "url": "http://127.0.0.1:8082", "secret": SECRET},
+        "tables": {f"public.{table}": {"key": [key], "sor": {column: "local"}}},
+    }
+    config = parse_config(yaml.safe_dump(document), "dollars.yaml", {})
+    relation = sql.Identifier("public", table)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} ({} int PRIMARY KEY, {} text)").format(
+                relation, sql.Identifier(key), sql.Identifier(column)
+            )
+        )
+        conn.execute(render_install(config))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 'a')").format(relation))
+        conn.execute(sql.SQL("UPDATE {} SET {} = 'b'").format(relation, sql.Identifier(column)))
+        conn.execute(sql.SQL("DELETE FROM {}").format(relation))
+        assert outbox(conn) == [
+            ("I", {key: 1}, {key: 1, column: "a"}, None, None),
+            ("U", {key: 1}, {key: 1, column: "b"}, None, [column]),
+            ("D", {key: 1}, None, None, None),
+        ]
+        conn.execute(render_uninstall(config))
+        assert conn.execute("SELECT to_regnamespace('cdc_bridge')").fetchone() == (None,)
