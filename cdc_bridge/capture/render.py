@@ -9,6 +9,7 @@ definition (`COMMENT ON TRIGGER`), which `triggers status` compares.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -312,6 +313,21 @@ def _capture_kinds(config: BridgeConfig, spec: TableSpec) -> list[CaptureKind]:
     """The kinds of capture function the table's triggers call, in a fixed order."""
     called = {t.function for t in capture_triggers(config, spec)}
     return [k for k in CAPTURE_KINDS if capture_function_name(spec, k) in called]
+
+
+def capture_function_sources(config: BridgeConfig, spec: TableSpec) -> dict[str, str]:
+    """Name -> body text (`pg_proc.prosrc`) of each capture function the table needs."""
+    sources = {}
+    for kind in _capture_kinds(config, spec):
+        text = create_capture_function(config, spec, kind).as_string(None)
+        match = _DOLLAR_BODY.search(text)
+        assert match is not None, "the capture function is dollar-quoted"
+        sources[capture_function_name(spec, kind)] = match.group(2)
+    return sources
+
+
+# The body of `CREATE FUNCTION ... AS $tag$body$tag$` (the tag never occurs in the body).
+_DOLLAR_BODY = re.compile(r"\bAS (\$[A-Za-z_][A-Za-z0-9_]*\$)(.*?)\1", re.DOTALL)
 
 
 def _capture_function(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:

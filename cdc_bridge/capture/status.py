@@ -1,9 +1,9 @@
 """`cdc-bridge triggers status`: what is installed against what the config renders.
 
-A table is `installed` when its recorded definition hash, the stamps on its triggers and
-its live columns all match; `outdated` when any differs (the config changed, a column was
-added or dropped, a trigger was dropped or replaced by hand); `missing` when nothing of
-it is installed.
+A table is `installed` when its recorded definition hash, the stamps on its triggers, the
+source of its capture functions and its live columns all match; `outdated` when any
+differs (the config changed, a column was added or dropped, a trigger or capture function
+was dropped or replaced by hand); `missing` when nothing of it is installed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ import psycopg
 
 from cdc_bridge import sql as queries
 from cdc_bridge.capture.check import quoted_relation
-from cdc_bridge.capture.render import STAMP_PREFIX, TRIGGER_PREFIX, definition_hash, table_triggers
+from cdc_bridge.capture.function import CAPTURE_KINDS, capture_function_name
+from cdc_bridge.capture.render import (
+    STAMP_PREFIX,
+    TRIGGER_PREFIX,
+    capture_function_sources,
+    definition_hash,
+    table_triggers,
+)
 from cdc_bridge.config import BridgeConfig, TableSpec
 
 
@@ -34,6 +41,7 @@ class InstalledFacts:
     recorded_columns: tuple[str, ...] | None
     live_columns: tuple[str, ...] | None  # None: the table does not exist
     trigger_stamps: dict[str, str] = field(default_factory=dict)
+    function_sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,23 +62,31 @@ class TableStatus:
         }
 
 
-def classify(
-    label: str, expected_hash: str, expected_triggers: set[str], facts: InstalledFacts
-) -> TableStatus:
+@dataclass(frozen=True)
+class Expected:
+    """What the config renders for one table."""
+
+    definition_hash: str
+    triggers: set[str]
+    function_sources: dict[str, str] = field(default_factory=dict)
+
+
+def classify(label: str, expected: Expected, facts: InstalledFacts) -> TableStatus:
     """The state of one table from its facts (pure: no database)."""
 
     def status(state: State, *reasons: str) -> TableStatus:
-        return TableStatus(label, state, expected_hash, facts.recorded_hash, reasons)
+        return TableStatus(label, state, expected.definition_hash, facts.recorded_hash, reasons)
 
     if facts.live_columns is None:
         return status(State.MISSING, "the table does not exist")
     if facts.recorded_hash is None and not facts.trigger_stamps:
         return status(State.MISSING, "no triggers installed")
-    reasons = _drift(expected_hash, expected_triggers, facts)
+    reasons = _drift(expected, facts)
     return status(State.OUTDATED, *reasons) if reasons else status(State.INSTALLED)
 
 
-def _drift(expected_hash: str, expected_triggers: set[str], facts: InstalledFacts) -> list[str]:
+def _drift(expected: Expected, facts: InstalledFacts) -> list[str]:
+    expected_hash, expected_triggers = expected.definition_hash, expected.triggers
     reasons: list[str] = []
     if facts.recorded_hash is None:
         reasons.append("not recorded in installed_tables")
@@ -87,7 +103,18 @@ def _drift(expected_hash: str, expected_triggers: set[str], facts: InstalledFact
     stale = sorted(n for n in installed & expected_triggers if facts.trigger_stamps[n] != stamp)
     if stale:
         reasons.append("trigger(s) with another definition stamp: " + ", ".join(stale))
+    reasons += _function_drift(expected.function_sources, facts.function_sources)
     reasons += _column_drift(facts)
+    return reasons
+
+
+def _function_drift(expected: dict[str, str], installed: dict[str, str]) -> list[str]:
+    reasons = []
+    if missing := sorted(set(expected) - set(installed)):
+        reasons.append("capture function(s) missing: " + ", ".join(missing))
+    changed = sorted(n for n in set(expected) & set(installed) if expected[n] != installed[n])
+    if changed:
+        reasons.append("capture function(s) changed since install: " + ", ".join(changed))
     return reasons
 
 
@@ -122,9 +149,21 @@ def read_installed_facts(
             queries.query("status_installed_table", schema=config.bridge_schema),
             {"label": spec.label},
         ).fetchone()
+    sources = _capture_function_sources(config, spec, conn)
     if recorded is None:
-        return InstalledFacts(None, None, live, stamps)
-    return InstalledFacts(recorded[0], tuple(recorded[1]), live, stamps)
+        return InstalledFacts(None, None, live, stamps, sources)
+    return InstalledFacts(recorded[0], tuple(recorded[1]), live, stamps, sources)
+
+
+def _capture_function_sources(
+    config: BridgeConfig, spec: TableSpec, conn: psycopg.Connection[Any]
+) -> dict[str, str]:
+    params = {
+        "schema": '"' + config.bridge_schema.replace('"', '""') + '"',
+        "names": [capture_function_name(spec, kind) for kind in CAPTURE_KINDS],
+    }
+    rows = conn.execute(queries.query("status_capture_functions"), params)
+    return {name: source for name, source in rows}
 
 
 def _bridge_installed(config: BridgeConfig, conn: psycopg.Connection[Any]) -> bool:
@@ -139,8 +178,12 @@ def trigger_status(config: BridgeConfig, conn: psycopg.Connection[Any]) -> list[
     result = []
     for spec in config.table_specs:
         facts = read_installed_facts(config, spec, conn, installed)
-        expected = {t.name for t in table_triggers(config, spec)}
-        result.append(classify(spec.label, definition_hash(config, spec), expected, facts))
+        expected = Expected(
+            definition_hash(config, spec),
+            {t.name for t in table_triggers(config, spec)},
+            capture_function_sources(config, spec),
+        )
+        result.append(classify(spec.label, expected, facts))
     return result
 
 

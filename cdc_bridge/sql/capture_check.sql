@@ -40,3 +40,11 @@ FROM pg_catalog.pg_trigger t
 WHERE t.tgrelid = to_regclass(%(relation)s) AND NOT t.tgisinternal
   AND starts_with(t.tgname::text, %(prefix)s)
 ORDER BY t.tgname;
+
+-- name: status_capture_functions
+-- The source of a table's generated capture functions, to compare with what the config
+-- renders: a function replaced by hand keeps its name and its triggers' stamps.
+SELECT p.proname::text AS name, p.prosrc AS source
+FROM pg_catalog.pg_proc p
+WHERE p.pronamespace = to_regnamespace(%(schema)s) AND p.proname = ANY(%(names)s::text[])
+ORDER BY p.proname;

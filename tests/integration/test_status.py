@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cdc_bridge.capture.function import capture_function_name
 from cdc_bridge.cli import main
 from tests.helpers import FIXTURES, SECRET, example_config, install
 
@@ -155,3 +156,23 @@ def fetch_count(dsn: str, query: str) -> int:
         row = conn.execute(query).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_status_reports_a_capture_function_replaced_by_hand(
+    db: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = example_config(db)
+    install(config)
+    name = capture_function_name(config.table("public.customers"), "upd")
+    # Same name, same triggers and stamps: only the function's body says it changed.
+    execute(
+        db,
+        f'CREATE OR REPLACE FUNCTION cdc_bridge."{name}"() RETURNS trigger '
+        "LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'",
+    )
+    code, out, _ = run_cli(capsys, "triggers", "status", "--config", str(config_file))
+    assert code == 1
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "outdated" in lines["public.customers"]
+    assert f"capture function(s) changed since install: {name}" in out
+    assert "installed" in lines["public.products"]

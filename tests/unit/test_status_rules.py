@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from cdc_bridge.capture.check import TableFacts, table_problems
 from cdc_bridge.capture.render import STAMP_PREFIX
-from cdc_bridge.capture.status import InstalledFacts, State, classify
+from cdc_bridge.capture.status import Expected, InstalledFacts, State, classify
 from cdc_bridge.config import TableConfig, TableSpec
 
 STAMP = STAMP_PREFIX + "abc"
 TRIGGERS = {"cdc_bridge_capture_ins", "cdc_bridge_notify"}
+SOURCES = {"capture_v3_x_ins": "BEGIN INSERT ...; RETURN NEW; END"}
 
 
 def facts(**changes: object) -> InstalledFacts:
@@ -17,13 +18,14 @@ def facts(**changes: object) -> InstalledFacts:
         "recorded_columns": ("id", "name"),
         "live_columns": ("id", "name"),
         "trigger_stamps": dict.fromkeys(TRIGGERS, STAMP),
+        "function_sources": dict(SOURCES),
     }
     base.update(changes)
     return InstalledFacts(**base)  # type: ignore[arg-type]
 
 
 def state(found: InstalledFacts) -> tuple[State, tuple[str, ...]]:
-    result = classify("public.t", "abc", TRIGGERS, found)
+    result = classify("public.t", Expected("abc", TRIGGERS, SOURCES), found)
     return result.state, result.reasons
 
 
@@ -49,6 +51,10 @@ def test_each_kind_of_drift_is_outdated_with_a_reason() -> None:
         ),
         "not in the config: cdc_bridge_guard": facts(
             trigger_stamps={**dict.fromkeys(TRIGGERS, STAMP), "cdc_bridge_guard": STAMP}
+        ),
+        "function(s) missing: capture_v3_x_ins": facts(function_sources={}),
+        "function(s) changed since install: capture_v3_x_ins": facts(
+            function_sources={"capture_v3_x_ins": "BEGIN RETURN NEW; END"}
         ),
     }
     for expected, found in cases.items():
