@@ -146,6 +146,16 @@ def _fragment(name: str, **parts: sql.Composable) -> sql.Composed:
     return sql.SQL(queries.raw(name).strip()).format(**parts)
 
 
+def capture_function_body(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
+    """The function's body, exactly as PostgreSQL keeps it (`pg_proc.prosrc`)."""
+    body = _fragment(
+        "capture_function_body",
+        capture=_capture_statement(config, spec, kind),
+        row=sql.SQL("OLD" if kind == "del" else "NEW"),
+    )
+    return sql.Composed([sql.SQL("\n"), body, sql.SQL("\n")])
+
+
 def create_capture_function(
     config: BridgeConfig, spec: TableSpec, kind: CaptureKind
 ) -> sql.Composable:
@@ -153,8 +163,7 @@ def create_capture_function(
         "create_table_capture_function",
         function=sql.Identifier(config.bridge_schema, capture_function_name(spec, kind)),
         security=_SECURITY[config.database.capture_security],
-        capture=_capture_statement(config, spec, kind),
-        row=sql.SQL("OLD" if kind == "del" else "NEW"),
+        body=capture_function_body(config, spec, kind),
         comment=sql.Literal(f"cdc-bridge: captures {_KIND_TEXT[kind]} of {spec.label} (generated)"),
     )
 

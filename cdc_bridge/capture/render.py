@@ -9,7 +9,6 @@ definition (`COMMENT ON TRIGGER`), which `triggers status` compares.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +21,7 @@ from cdc_bridge.capture.function import (
     CAPTURE_KINDS,
     CaptureKind,
     Row,
+    capture_function_body,
     capture_function_name,
     column,
     create_capture_function,
@@ -30,7 +30,6 @@ from cdc_bridge.capture.function import (
     legacy_capture_function_name,
 )
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
-from cdc_bridge.errors import IdentifierError
 
 # Base objects, in install order. Other stages add their tables by listing blocks here.
 BASE_BLOCKS: tuple[str, ...] = (
@@ -319,15 +318,9 @@ def capture_function_sources(config: BridgeConfig, spec: TableSpec) -> dict[str,
     """Name -> body text (`pg_proc.prosrc`) of each capture function the table needs."""
     sources = {}
     for kind in _capture_kinds(config, spec):
-        text = create_capture_function(config, spec, kind).as_string(None)
-        match = _DOLLAR_BODY.search(text)
-        assert match is not None, "the capture function is dollar-quoted"
-        sources[capture_function_name(spec, kind)] = match.group(2)
+        body = capture_function_body(config, spec, kind).as_string(None)
+        sources[capture_function_name(spec, kind)] = body
     return sources
-
-
-# The body of `CREATE FUNCTION ... AS $tag$body$tag$` (the tag never occurs in the body).
-_DOLLAR_BODY = re.compile(r"\bAS (\$[A-Za-z_][A-Za-z0-9_]*\$)(.*?)\1", re.DOTALL)
 
 
 def _capture_function(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
@@ -392,8 +385,6 @@ def uninstall_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composabl
 
 
 def install_base(config: BridgeConfig) -> list[sql.Composable]:
-    if "$" in config.bridge_schema or "$" in config.database.relay_role:
-        raise IdentifierError("bridge schema and role names may not contain '$'; fix: rename")
     return [
         queries.query(b, schema=config.bridge_schema) for b in (*BASE_BLOCKS, *EXTRA_BASE_BLOCKS)
     ]

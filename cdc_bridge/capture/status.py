@@ -159,7 +159,7 @@ def _capture_function_sources(
     config: BridgeConfig, spec: TableSpec, conn: psycopg.Connection[Any]
 ) -> dict[str, str]:
     params = {
-        "schema": '"' + config.bridge_schema.replace('"', '""') + '"',
+        "schema": config.bridge_schema,
         "names": [capture_function_name(spec, kind) for kind in CAPTURE_KINDS],
     }
     rows = conn.execute(queries.query("status_capture_functions"), params)

@@ -86,7 +86,8 @@ REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The INSERT is one of the five blocks below (they are fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
+-- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression); anything else is ours.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
@@ -95,15 +96,16 @@ REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 --   added column ships without a reinstall), so the changed columns are found by comparing
 --   the two rows as jsonb, each built once.
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql {security} AS $capture$
+LANGUAGE plpgsql {security} AS $capture${body}$capture$;
+-- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
+REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;
+COMMENT ON FUNCTION {function}() IS {comment};
+
+-- name: capture_function_body
 BEGIN
     {capture};
     RETURN {row};
 END
-$capture$;
--- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;
-COMMENT ON FUNCTION {function}() IS {comment};
 
 -- name: capture_origin
 coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), {system})

@@ -46,5 +46,6 @@ ORDER BY t.tgname;
 -- renders: a function replaced by hand keeps its name and its triggers' stamps.
 SELECT p.proname::text AS name, p.prosrc AS source
 FROM pg_catalog.pg_proc p
-WHERE p.pronamespace = to_regnamespace(%(schema)s) AND p.proname = ANY(%(names)s::text[])
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s AND p.proname = ANY(%(names)s::text[])
 ORDER BY p.proname;

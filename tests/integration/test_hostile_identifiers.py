@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -123,32 +124,44 @@ def test_overlong_table_name_is_refused() -> None:
 
 
 def test_names_holding_a_dollar_quote_tag_install_capture_and_uninstall(db: str) -> None:
-    # The names hold the tag around the generated capture functions' bodies, and the first
-    # tag tried instead, so the tag must move further out of the way. (The bridge schema and
-    # role names may not hold `$` at all: install_base refuses them.)
+    # Each name holds a tag the install puts around a function or DO body (the table and
+    # its columns also the first tag tried instead), so the tags must move out of the way.
+    schema, role = "br$guard_v1$x$revoke$", f"re$create_role$lay_{uuid.uuid4().hex[:8]}"
     table, key, column = "t$capture$x", "id$capture_1$", "n$capture$"
     document = {
         "system": "erp",
-        "database": {"url": db},
+        "database": {"url": db, "schema": schema, "relay_role": role},
         "peer": {"name": "shop", "url": "http://127.0.0.1:8082", "secret": SECRET},
         "tables": {f"public.{table}": {"key": [key], "sor": {column: "local"}}},
     }
     config = parse_config(yaml.safe_dump(document), "dollars.yaml", {})
     relation = sql.Identifier("public", table)
+    query = sql.SQL("SELECT op, key, fields, old, changed FROM {} ORDER BY id").format(
+        sql.Identifier(schema, "outbox")
+    )
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE TABLE {} ({} int PRIMARY KEY, {} text)").format(
                 relation, sql.Identifier(key), sql.Identifier(column)
             )
         )
-        conn.execute(render_install(config))
-        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 'a')").format(relation))
-        conn.execute(sql.SQL("UPDATE {} SET {} = 'b'").format(relation, sql.Identifier(column)))
-        conn.execute(sql.SQL("DELETE FROM {}").format(relation))
-        assert outbox(conn) == [
-            ("I", {key: 1}, {key: 1, column: "a"}, None, None),
-            ("U", {key: 1}, {key: 1, column: "b"}, None, [column]),
-            ("D", {key: 1}, None, None, None),
-        ]
-        conn.execute(render_uninstall(config))
-        assert conn.execute("SELECT to_regnamespace('cdc_bridge')").fetchone() == (None,)
+        try:
+            conn.execute(render_install(config))
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 'a')").format(relation))
+            conn.execute(
+                sql.SQL("UPDATE {} SET {} = 'b'").format(relation, sql.Identifier(column))
+            )
+            conn.execute(sql.SQL("DELETE FROM {}").format(relation))
+            assert conn.execute(query).fetchall() == [
+                ("I", {key: 1}, {key: 1, column: "a"}, None, None),
+                ("U", {key: 1}, {key: 1, column: "b"}, None, [column]),
+                ("D", {key: 1}, None, None, None),
+            ]
+            assert [s.state for s in trigger_status(config, conn)] == [State.INSTALLED]
+            conn.execute(render_uninstall(config))
+            gone = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,))
+            assert gone.fetchone() == (0,)
+        finally:
+            # Roles belong to the cluster: the uninstall keeps it, the test removes it.
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
