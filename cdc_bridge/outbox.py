@@ -40,7 +40,6 @@ class OutboxRow:
     changed: list[str] | None
     origin: str
     captured_at: datetime
-    handed_at: datetime | None  # set when the row's key was handed off to the peer
     # The protocol v1 change as JSON text, encoded by PostgreSQL, for rows of tables that
     # ship whole rows unchanged (then `fields` and `old` are not read: None).
     change_json: str | None = None

@@ -398,14 +398,16 @@ class Relay:
         dropped: dict[int, str] = {}
         outgoing: list[Outgoing] = []
         for row in rows:
-            if row.change_json is not None and row.handed_at is None:
-                # PostgreSQL encoded it: this side's own change of a whole-row table, and
-                # the record was never handed off, so the SOR filter would ship it whole.
+            if row.change_json is not None:
+                # PostgreSQL encoded it: this side's own change of a whole-row table, which
+                # the SOR filter would ship whole.
                 outgoing.append(outgoing_of(row, system, None, None))
                 continue
             decision = decide(row, self.specs.get(row.table_name), system)
             if isinstance(decision, Drop):
                 dropped[row.id] = outbox.FILTERED
+                if decision.diverges:
+                    self._report_divergent(row, decision.reason)
                 continue
             outgoing.append(outgoing_of(row, system, decision.fields, decision.old))
         if dropped:
@@ -413,6 +415,15 @@ class Relay:
                 await outbox.acknowledge(conn, self.schema, None, dropped)
             self.metrics.changes.labels(outbox.FILTERED).inc(len(dropped))
         return outgoing
+
+    def _report_divergent(self, row: OutboxRow, reason: str) -> None:
+        """A change of this side's own that is not shipped: the peer may now differ."""
+        self.metrics.filtered_divergent.labels(row.table_name).inc()
+        log.warning(
+            "not shipped: %s %s of %s row %s (outbox id %d): %s; the peer may now differ",
+            "insert" if row.op == "I" else "update" if row.op == "U" else "delete",
+            "made here", row.table_name, row.key_text, row.id, reason,
+        )
 
     async def _deliver_batch(
         self, conn: psycopg.AsyncConnection[Any], client: PeerClient, changes: list[Outgoing]

@@ -45,6 +45,12 @@ class RelayMetrics:
             "When the peer last acknowledged a change",
             registry=self.registry,
         )
+        self.filtered_divergent = Counter(
+            "cdc_bridge_relay_filtered_divergent",
+            "Changes made on this side that the SOR filter did not ship (the peer may differ)",
+            ["table"],
+            registry=self.registry,
+        )
         self.oldest_pending = Gauge(
             "cdc_bridge_relay_oldest_pending_seconds",
             "Age of the oldest change read from the outbox at the last read",

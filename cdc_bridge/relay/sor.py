@@ -1,9 +1,15 @@
 """The system-of-record filter: a pure function over one outbox row and the config.
 
 It decides what of a captured change this side may ship. It drops echoes (changes the
-bridge applied for the peer), fields this side does not own (the config may have been
-narrowed after the triggers were installed), and changes to handed-off rows made after
-their handoff (the peer is their system of record now).
+bridge applied for the peer) and fields this side does not own (the config may have been
+narrowed after the triggers were installed).
+
+Handed-off rows need no rule here. The guard decided, in the writing transaction's own
+snapshot, whether this side still owned the row: it refuses every local write made once
+the handoff was visible. So a local change that reached the outbox was allowed, was made
+before the handoff, and ships. Deciding again at read time, by comparing clocks with the
+handoff record, dropped edits the guard had allowed: a handoff recorded by a transaction
+that began before the edit and committed after it looked older than the edit.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cdc_bridge.config import TableMode, TableSpec
+from cdc_bridge.config import TableSpec
 from cdc_bridge.outbox import OutboxRow
 
 
@@ -25,9 +31,14 @@ class Ship:
 
 @dataclass(frozen=True, slots=True)
 class Drop:
-    """Do not send: record the change as filtered, for this reason."""
+    """Do not send: record the change as filtered, for this reason.
+
+    `diverges`: the change is this side's own, so the peer may now hold something else
+    (an echo never diverges: it is the peer's own value coming back).
+    """
 
     reason: str
+    diverges: bool = True
 
 
 Decision = Ship | Drop
@@ -35,27 +46,15 @@ Decision = Ship | Drop
 
 def decide(row: OutboxRow, spec: TableSpec | None, system: str) -> Decision:
     if row.origin != system:
-        return Drop(f"echo of a change made by {row.origin}")
+        return Drop(f"echo of a change made by {row.origin}", diverges=False)
     if spec is None:
         return Drop(f"table {row.table_name} is no longer configured")
     whole = spec.ships_whole_rows  # (once: this runs for every change)
     if not (whole or spec.shipped_fields):
         return Drop(f"{spec.label} is not shipped by this side (sor: {spec.mode.value})")
-    if _after_handoff(row, spec):
-        return Drop(f"{spec.label} row {row.key_text} was handed off to the peer")
     if whole or row.op == "D":
         return Ship(fields=row.fields, old=row.old)
     return _owned_fields_only(row, spec)
-
-
-def _after_handoff(row: OutboxRow, spec: TableSpec) -> bool:
-    # Changes captured before the handoff was recorded were made while this side still
-    # owned the row, so they ship; the guard refuses local writes after it.
-    return (
-        spec.mode is TableMode.HANDOFF
-        and row.handed_at is not None
-        and row.captured_at > row.handed_at
-    )
 
 
 def _owned_fields_only(row: OutboxRow, spec: TableSpec) -> Decision:

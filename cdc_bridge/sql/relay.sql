@@ -78,7 +78,7 @@ CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 -- name: relay_fetch_pending
 -- The head of the outbox: no cursor, so a transaction that committed late (lower id,
 -- later commit) is simply still here on the next read. Keys with a failed change are
--- parked: their later changes wait. handed_at tells the SOR filter about handoffs.
+-- parked: their later changes wait.
 -- Rows of %(whole_tables)s (tables that ship whole rows unchanged) come with their
 -- protocol v1 change already encoded by PostgreSQL (change_json) and no parsed key, fields
 -- or old: the relay embeds that text in the batch as is. Other rows come parsed, to be
@@ -90,7 +90,7 @@ SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
        CASE WHEN w.whole THEN NULL ELSE o.key END AS key, o.key::text AS key_text,
        CASE WHEN w.whole THEN NULL ELSE o.fields END AS fields,
        CASE WHEN w.whole THEN NULL ELSE o.old END AS old,
-       o.changed, o.origin, o.captured_at, h.handed_at,
+       o.changed, o.origin, o.captured_at,
        CASE WHEN w.whole THEN
            '{{"idempotency_key":'
            || to_json(%(system)s || ':' || o.txid::text || ':' || o.id::text)::text
@@ -108,7 +108,6 @@ FROM {schema}.outbox o
 CROSS JOIN LATERAL (
     SELECT o.origin = %(system)s AND o.table_name = ANY(%(whole_tables)s::text[]) AS whole
 ) w
-LEFT JOIN {schema}.handoffs h ON h.table_name = o.table_name AND h.key = o.key
 WHERE NOT EXISTS (
     SELECT FROM {schema}.failed f WHERE f.table_name = o.table_name AND f.key = o.key)
   -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
