@@ -224,7 +224,15 @@ SELECT pg_catalog.setval(%(sequence)s::regclass, CASE WHEN %(listening)s THEN 1 
 SELECT pg_current_snapshot()::text;
 
 -- name: relay_writers_in_doubt
--- Transactions that were running when the relay started listening again: they may have
--- written the outbox while it said "busy", and so sent no NOTIFY.
+-- Transactions of this database that were running when the relay started listening
+-- again: they may have written the outbox while it said "busy", and so sent no NOTIFY.
+-- The snapshot lists the whole cluster's transactions; a long one in another database
+-- cannot write this outbox and must not keep the relay re-reading. A transaction's
+-- database is that of the locks it holds (pg_locks, unlike pg_stat_activity, shows every
+-- session's to an unprivileged role).
 SELECT count(*) FROM pg_snapshot_xip(%(snapshot)s::pg_snapshot) AS x
-WHERE pg_xact_status(x) = 'in progress';
+WHERE pg_xact_status(x) = 'in progress'
+  AND EXISTS (
+      SELECT FROM pg_locks t JOIN pg_locks l USING (virtualtransaction)
+      WHERE t.locktype = 'transactionid' AND t.transactionid = x::xid
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()));

@@ -12,6 +12,7 @@ import pytest
 from cdc_bridge.relay.wakeup import Wakeup
 from tests.helpers import example_config, fetch, install
 from tests.peer import PeerServer, record_of
+from tests.pg import TestServer
 from tests.relay_support import relay_config, running_relay, wait_drained, wait_until
 
 
@@ -47,6 +48,26 @@ def test_idle_waits_for_the_writers_that_were_running_when_it_flipped(db: str) -
     assert steps[0] == 0.0 and steps[1] is not None and steps[1] > 0
     assert steps[2:] == [0.0, None]
     assert listening(db)
+
+
+def test_a_long_transaction_in_another_database_does_not_keep_the_relay_in_doubt(
+    db: str, pg_server: TestServer
+) -> None:
+    install(example_config(db))
+
+    async def scenario() -> list[float | None]:
+        steps: list[float | None] = []
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            wakeup = Wakeup("cdc_bridge")
+            await wakeup.busy(conn)
+            with pg_server.admin() as elsewhere, elsewhere.transaction():
+                elsewhere.execute("SELECT pg_current_xact_id()")  # holds an xid, runs on
+                steps.append(await wakeup.idle(conn))  # flips: read once more
+                steps.append(await wakeup.idle(conn))  # nothing of this database runs
+                steps.append(await wakeup.idle(conn))
+        return steps
+
+    assert asyncio.run(scenario()) == [0.0, 0.0, None]
 
 
 def test_a_writer_that_saw_busy_and_commits_after_idle_is_delivered(
