@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -159,6 +160,81 @@ class RestTableMapping(_Frozen):
         return data
 
 
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name; fix: name the variable that "
+            "holds the secret, e.g. SHOP_API_TOKEN (the secret itself never goes in the file)"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class HeaderAuth(_Frozen):
+    """The older form (`peer.auth_header` + `peer.auth_env`): one header, its whole value."""
+
+    kind: Literal["header"]
+    header: str = "Authorization"
+    value_env: EnvName
+
+
+class BearerAuth(_Frozen):
+    kind: Literal["bearer"]
+    token_env: EnvName
+
+
+class BasicAuth(_Frozen):
+    kind: Literal["basic"]
+    username_env: EnvName
+    password_env: EnvName
+
+
+class ApiKeyAuth(_Frozen):
+    kind: Literal["api_key"]
+    key_env: EnvName
+    header: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ApiKeyAuth:
+        if (self.header is None) == (self.query is None):
+            raise ValueError(
+                "an API key goes in a header or in a query parameter; fix: set exactly one "
+                "of `header: X-Api-Key` or `query: api_key`"
+            )
+        return self
+
+
+class ClientCredentialsAuth(_Frozen):
+    kind: Literal["oauth2_client_credentials"]
+    token_url: str
+    client_id_env: EnvName
+    client_secret_env: EnvName
+    scope: str | None = None
+
+    @field_validator("token_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an HTTP URL; fix: write https://HOST/oauth/token")
+        return value
+
+
+PeerAuth = Annotated[
+    HeaderAuth | BearerAuth | BasicAuth | ApiKeyAuth | ClientCredentialsAuth,
+    Field(discriminator="kind"),
+]
+
+
+class RateLimit(_Frozen):
+    """How hard the REST adapter may use the peer's API (per peer, across all tables)."""
+
+    requests_per_s: float | None = Field(default=None, gt=0)
+    concurrency: int = Field(default=8, gt=0, le=256)
+
+
 class PeerConfig(_Frozen):
     name: str = Field(min_length=1)
     url: str
@@ -167,6 +243,15 @@ class PeerConfig(_Frozen):
     timeout_s: float = Field(default=10.0, gt=0)
     auth_header: str = "Authorization"
     auth_env: str | None = None
+    auth: PeerAuth | None = None
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+
+    @property
+    def credentials(self) -> PeerAuth | None:
+        """`auth`, or the older `auth_header` + `auth_env` as a header credential."""
+        if self.auth is not None or self.auth_env is None:
+            return self.auth
+        return HeaderAuth(kind="header", header=self.auth_header, value_env=self.auth_env)
 
     @field_validator("url")
     @classmethod
@@ -174,6 +259,19 @@ class PeerConfig(_Frozen):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an HTTP URL; fix: write http://HOST:PORT")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth_is_for_rest(self) -> PeerConfig:
+        if self.auth is not None and self.auth_env is not None:
+            raise ValueError(
+                "both `auth` and `auth_env` are set; fix: keep `auth` and remove `auth_env`"
+            )
+        if self.adapter == "bridge" and (self.auth is not None or self.auth_env is not None):
+            raise ValueError(
+                "`auth` and `auth_env` are for the rest adapter (the bridge adapter signs "
+                "with `secret`); fix: remove them, or set adapter: rest"
+            )
+        return self
 
     @model_validator(mode="after")
     def _bridge_needs_secret(self) -> PeerConfig:

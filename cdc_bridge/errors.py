@@ -52,3 +52,7 @@ class ProblemsFound(BridgeError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class TokenError(BridgeError):
+    """The peer's OAuth2 token endpoint gave no token."""

@@ -8,6 +8,7 @@ template, so it cannot list rows the peer has and this side lacks.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import httpx
 from cdc_bridge.config import BridgeConfig, TableSpec
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import BridgeError, UserError
-from cdc_bridge.peer.client import auth_headers, fill_path  # the relay's own rules
+from cdc_bridge.peer.auth import build_auth
+from cdc_bridge.peer.client import fill_path  # the relay's own rules
 from cdc_bridge.peer.protocol import READ_PATH, ReadRequest, Signer, dumps
 
 _KEPT_BODY = 300
@@ -115,8 +117,12 @@ class RestReader:
         renames = spec.rest.rename if spec.rest else {}
         self._ours = {theirs: ours for ours, theirs in renames.items()}
         peer = config.peer
-        headers = {"accept": "application/json", **auth_headers(peer, environ)}
-        self._http = httpx.Client(base_url=peer.url, timeout=peer.timeout_s, headers=headers)
+        self._http = httpx.Client(
+            base_url=peer.url,
+            timeout=peer.timeout_s,
+            headers={"accept": "application/json"},
+            auth=build_auth(peer, os.environ if environ is None else environ),
+        )
 
     def row(self, key: dict[str, Any]) -> dict[str, Any] | None:
         try:

@@ -8,10 +8,11 @@ Transient: connection errors, timeouts, 408, 429 and 5xx. Permanent: any other 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -21,11 +22,13 @@ from urllib.parse import quote
 import aiohttp
 import httpx
 import orjson
+from aiolimiter import AsyncLimiter
 from pydantic import ValidationError
 
-from cdc_bridge.config import BridgeConfig, PeerConfig, RestOperation
+from cdc_bridge.config import BridgeConfig, PeerConfig, RateLimit, RestOperation
 from cdc_bridge.db import mask_dsn
-from cdc_bridge.errors import UserError
+from cdc_bridge.errors import TokenError
+from cdc_bridge.peer.auth import build_auth
 from cdc_bridge.peer.protocol import (
     BATCH_PATH,
     PROTOCOL,
@@ -38,6 +41,8 @@ from cdc_bridge.peer.protocol import (
 
 # Kept with an attempt or a failed change: enough to see what the peer said.
 MAX_KEPT_BODY = 4000
+# How long every request to a REST peer waits after a 429 that gave no Retry-After.
+RATE_LIMITED_PAUSE_S = 1.0
 _TRANSIENT_4XX = (408, 429)
 
 
@@ -100,26 +105,38 @@ class PeerClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-def auth_headers(peer: PeerConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The REST peer's auth header, its value read from the variable `peer.auth_env` names."""
-    if not peer.auth_env:
-        return {}
-    env = os.environ if environ is None else environ
-    if peer.auth_env not in env:
-        raise UserError(
-            f"peer.auth_env names {peer.auth_env}, which is not set; "
-            f"fix: export {peer.auth_env}=... before running"
-        )
-    return {peer.auth_header: env[peer.auth_env]}
-
-
-def http_client(peer: PeerConfig) -> httpx.AsyncClient:
+def http_client(peer: PeerConfig, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
     # TCP_NODELAY: the request head and body go out in separate writes, and without it
     # Nagle's algorithm holds the body until the peer's delayed ACK (~40 ms per request).
     transport = httpx.AsyncHTTPTransport(
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
     )
-    return httpx.AsyncClient(base_url=peer.url, timeout=peer.timeout_s, transport=transport)
+    return httpx.AsyncClient(
+        base_url=peer.url, timeout=peer.timeout_s, transport=transport, auth=auth
+    )
+
+
+class Pace:
+    """How fast the REST adapter may call the peer's API: at most `concurrency` requests
+    at once, at most `requests_per_s`, and none while a 429's `Retry-After` lasts (a rate
+    limit is the API's, for all our requests, not for the one record that hit it)."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self._slots = asyncio.Semaphore(limit.concurrency)
+        self._rate = AsyncLimiter(limit.requests_per_s, 1) if limit.requests_per_s else None
+        self._resume_at = 0.0
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with self._slots:
+            while (wait := self._resume_at - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if self._rate is not None:
+                await self._rate.acquire()
+            yield
+
+    def pause(self, seconds: float) -> None:
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
 
 def is_transient_status(status: int) -> bool:
@@ -349,18 +366,12 @@ def _bad_answer(content: bytes, error: str, elapsed: float) -> Delivery:
 class RestClient:
     """One request per change from the table's `rest` mapping; same key sequential."""
 
-    def __init__(
-        self,
-        config: BridgeConfig,
-        environ: Mapping[str, str] | None = None,
-        http: httpx.AsyncClient | None = None,
-        parallel_keys: int = 8,
-    ):
+    def __init__(self, config: BridgeConfig, environ: Mapping[str, str] | None = None):
         peer = config.peer
         self._mappings = {s.label: s for s in config.table_specs if s.rest is not None}
-        self._headers = {"content-type": "application/json", **auth_headers(peer, environ)}
-        self._http = http or http_client(peer)
-        self._parallel = asyncio.Semaphore(parallel_keys)
+        self._headers = {"content-type": "application/json"}
+        self._http = http_client(peer, build_auth(peer, os.environ if environ is None else environ))
+        self._pace = Pace(peer.rate_limit)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -376,30 +387,34 @@ class RestClient:
         return outcome
 
     async def _deliver_record(self, group: list[Outgoing], outcome: Delivery) -> None:
-        async with self._parallel:
-            for index, change in enumerate(group):
-                result = await self._send(change, outcome)
-                if result is None:  # transient: the rest of this key waits for the retry
-                    return
-                outcome.results[change.id] = result
-                if result.status is ResultStatus.REJECTED:
-                    for later in group[index + 1 :]:
-                        outcome.results[later.id] = Answer(ResultStatus.SKIPPED)
-                    return
+        # One record's changes one after the other, in order; records side by side.
+        for index, change in enumerate(group):
+            result = await self._send(change, outcome)
+            if result is None:  # transient: the rest of this key waits for the retry
+                return
+            outcome.results[change.id] = result
+            if result.status is ResultStatus.REJECTED:
+                for later in group[index + 1 :]:
+                    outcome.results[later.id] = Answer(ResultStatus.SKIPPED)
+                return
 
     async def _send(self, change: Outgoing, outcome: Delivery) -> Answer | None:
         operation = self._operation(change)
         if isinstance(operation, str):
             return _rejected(change, operation)
         try:
-            response = await self._http.request(
-                operation.method,
-                fill_path(operation.path, change.key_values()),
-                content=None if change.op == "D" else self._body(change),
-                headers=self._headers,
-            )
+            async with self._pace.turn():
+                response = await self._http.request(
+                    operation.method,
+                    fill_path(operation.path, change.key_values()),
+                    content=None if change.op == "D" else self._body(change),
+                    headers=self._headers,
+                )
         except httpx.HTTPError as exc:
             outcome.transient, outcome.error = True, describe_error(exc)
+            return None
+        except TokenError as exc:
+            outcome.transient, outcome.error = True, str(exc)
             return None
         except KeyError as exc:
             return _rejected(change, f"the URL template names {exc}, which is not a key column")
@@ -431,6 +446,8 @@ class RestClient:
         if is_transient_status(status):
             outcome.transient, outcome.error = True, f"HTTP {status}"
             outcome.retry_after_s = retry_after_seconds(response.headers.get("retry-after"))
+            if status == 429:
+                self._pace.pause(outcome.retry_after_s or RATE_LIMITED_PAUSE_S)
             return None
         return _rejected(change, f"HTTP {status}: {_kept(response.content)[:200]}")
 

@@ -49,6 +49,30 @@ MALFORMED = [
         "inbound.listen:",
     ),
     (
+        "auth with the bridge adapter",
+        'secret: "${BRIDGE_SECRET}"}',
+        'secret: "${BRIDGE_SECRET}", auth: {kind: bearer, token_env: T}}',
+        "peer: `auth` and `auth_env` are for the rest adapter",
+    ),
+    (
+        "api key in header and query",
+        'secret: "${BRIDGE_SECRET}"}',
+        'adapter: rest, auth: {kind: api_key, key_env: K, header: X-Key, query: key}}',
+        "peer.auth.api_key:",
+    ),
+    (
+        "a secret where its variable's name goes",
+        'secret: "${BRIDGE_SECRET}"}',
+        "adapter: rest, auth: {kind: bearer, token_env: 'abc def'}}",
+        "peer.auth.bearer.token_env:",
+    ),
+    (
+        "unknown auth kind",
+        'secret: "${BRIDGE_SECRET}"}',
+        "adapter: rest, auth: {kind: magic}}",
+        "peer.auth:",
+    ),
+    (
         "no tables",
         "tables:\n  public.customers: {key: [id], sor: local}\n",
         "tables: {}\n",

@@ -1,0 +1,184 @@
+"""A real HTTP server on 127.0.0.1 that behaves like a commerce application's API.
+
+- `/oauth/token`: OAuth2 client credentials (client authenticated with HTTP Basic); it
+  issues numbered tokens and can revoke them.
+- `/api/products/{sku}`: PUT creates or replaces, PATCH updates, DELETE deletes; every
+  accepted request is kept per product, in the order it was applied.
+- Every API request must carry the credential of the configured scheme, else 401.
+- Rate limiting on request: the next N API requests get 429 with `Retry-After`.
+- It counts the requests it serves at once, so a test can check a client-side limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+CLIENT_ID = "bridge-client"
+CLIENT_SECRET = "client-secret-for-tests"
+PRODUCTS = "/api/products/"
+
+
+@dataclass
+class Credential:
+    """What the API accepts: `scheme` is bearer, basic, header, query or oauth2."""
+
+    scheme: str
+    secret: str = ""
+    name: str = ""  # header or query parameter name (header, query schemes)
+    user: str = ""  # basic scheme
+
+
+@dataclass
+class ApiState:
+    products: dict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    unauthorized: int = 0
+    rate_limited: int = 0
+    limit_next: int = 0  # answer this many API requests with 429
+    retry_after: str = "1"
+    tokens_issued: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+    token_lifetime_s: int = 3600
+    delay_s: float = 0.0  # each API request takes this long (to make requests overlap)
+    active: int = 0
+    most_active: int = 0
+    seen_queries: list[str] = field(default_factory=list)
+
+
+class CommerceApi:
+    def __init__(self, credential: Credential) -> None:
+        self.credential = credential
+        self.state = ApiState()
+        self.lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.api = self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> CommerceApi:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def revoke_tokens(self) -> None:
+        with self.lock:
+            self.state.revoked.update(self.state.tokens_issued)
+
+    def rate_limit_next(self, requests: int, retry_after: str = "1") -> None:
+        with self.lock:
+            self.state.limit_next, self.state.retry_after = requests, retry_after
+
+    def bodies(self, sku: str) -> list[tuple[str, Any]]:
+        with self.lock:
+            return list(self.state.products.get(sku, []))
+
+    # ------------------------------------------------------------ request handling
+
+    def issue_token(self, authorization: str, form: dict[str, list[str]]) -> tuple[int, Any]:
+        expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if authorization != f"Basic {expected}":
+            return 401, {"error": "invalid_client"}
+        if form.get("grant_type") != ["client_credentials"]:
+            return 400, {"error": "unsupported_grant_type"}
+        with self.lock:
+            token = f"token-{len(self.state.tokens_issued) + 1}"
+            self.state.tokens_issued.append(token)
+            lifetime = self.state.token_lifetime_s
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": lifetime}
+
+    def authorized(self, headers: dict[str, str], query: dict[str, list[str]]) -> bool:
+        cred = self.credential
+        header = {k.lower(): v for k, v in headers.items()}
+        if cred.scheme == "oauth2":
+            token = header.get("authorization", "").removeprefix("Bearer ")
+            with self.lock:
+                return token in self.state.tokens_issued and token not in self.state.revoked
+        if cred.scheme == "bearer":
+            return header.get("authorization") == f"Bearer {cred.secret}"
+        if cred.scheme == "basic":
+            pair = base64.b64encode(f"{cred.user}:{cred.secret}".encode()).decode()
+            return header.get("authorization") == f"Basic {pair}"
+        if cred.scheme == "header":
+            return header.get(cred.name.lower()) == cred.secret
+        return query.get(cred.name) == [cred.secret]
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        parts = urlsplit(path)
+        query = parse_qs(parts.query)
+        with self.lock:
+            self.state.seen_queries.append(parts.query)
+            if self.state.limit_next > 0:
+                self.state.limit_next -= 1
+                self.state.rate_limited += 1
+                return 429, {"error": "rate limited"}, {"Retry-After": self.state.retry_after}
+        if not self.authorized(headers, query):
+            with self.lock:
+                self.state.unauthorized += 1
+            return 401, {"error": "unauthorized"}, {}
+        if not parts.path.startswith(PRODUCTS):
+            return 404, {"error": "no such endpoint"}, {}
+        sku = unquote(parts.path[len(PRODUCTS) :])
+        time.sleep(self.state.delay_s)
+        with self.lock:
+            self.state.products[sku].append((method, json.loads(body) if body else None))
+        return (204 if method == "DELETE" else 200), {"sku": sku}, {}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    api: CommerceApi
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, payload: Any, extra: dict[str, str]) -> None:
+        data = b"" if status == 204 else json.dumps(payload).encode()
+        with contextlib.suppress(OSError):
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    def _api(self) -> None:
+        api = self.server.api
+        body = self._body()
+        with api.lock:
+            api.state.active += 1
+            api.state.most_active = max(api.state.most_active, api.state.active)
+        try:
+            if self.path == "/oauth/token":
+                form = parse_qs(body.decode())
+                status, payload = api.issue_token(self.headers.get("authorization", ""), form)
+                self._send(status, payload, {})
+                return
+            self._send(*api.answer(self.command, self.path, dict(self.headers.items()), body))
+        finally:
+            with api.lock:
+                api.state.active -= 1
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = _api
