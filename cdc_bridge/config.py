@@ -119,11 +119,69 @@ class DatabaseConfig(_Frozen):
         return value
 
 
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name; fix: name the variable that "
+            "holds the secret, e.g. SHOP_API_TOKEN (the secret itself never goes in the file)"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class WebhookSignature(_Frozen):
+    """How the peer application signs its webhooks: an HMAC of the raw body."""
+
+    header: str
+    secret_env: EnvName
+    algorithm: Literal["sha256", "sha1"] = "sha256"
+    encoding: Literal["base64", "hex"] = "base64"
+    prefix: str = ""
+    timestamp_header: str | None = None
+
+
+class WebhookRoute(_Frozen):
+    """One route of `serve` that takes the peer application's own webhooks for a table."""
+
+    path: str
+    table: str
+    signature: WebhookSignature
+    fields: dict[str, str] = Field(min_length=1)
+    delivery_id_header: str | None = None
+    op_header: str | None = None
+    delete_when: tuple[str, ...] = ()
+
+    @field_validator("path")
+    @classmethod
+    def _route(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("/v1/") or value == "/healthz":
+            raise ValueError(
+                f"{value!r} is not a free route; fix: use a path such as /hooks/orders "
+                "(not under /v1/, which the bridge protocol uses)"
+            )
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _pointers(cls, value: dict[str, str]) -> dict[str, str]:
+        for column, pointer in value.items():
+            check_identifier(column)
+            if pointer and not pointer.startswith("/"):
+                raise ValueError(
+                    f"field {column!r} points at {pointer!r}, which is not a JSON pointer; "
+                    'fix: write it like "/id" or "/billing/email"'
+                )
+        return value
+
+
 class InboundConfig(_Frozen):
     listen: HostPort = "127.0.0.1:8081"
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     timestamp_tolerance_s: float = Field(default=300.0, gt=0)
     applied_key_retention_days: float = Field(default=7.0, gt=0)
+    webhooks: tuple[WebhookRoute, ...] = ()
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 
@@ -158,18 +216,6 @@ class RestTableMapping(_Frozen):
                 for k, v in data.items()
             }
         return data
-
-
-def _env_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError(
-            f"{value!r} is not an environment variable name; fix: name the variable that "
-            "holds the secret, e.g. SHOP_API_TOKEN (the secret itself never goes in the file)"
-        )
-    return value
-
-
-EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class HeaderAuth(_Frozen):
@@ -409,6 +455,40 @@ class BridgeConfig(_Frozen):
                 'is not set; fix: map each operation, e.g. update: "PUT /api/items/{id}"'
             )
         return self
+
+    @model_validator(mode="after")
+    def _webhooks_feed_received_tables(self) -> BridgeConfig:
+        problems = [
+            problem
+            for index, route in enumerate(self.inbound.webhooks)
+            if (problem := self._webhook_problem(f"inbound.webhooks.{index}", route))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _webhook_problem(self, where: str, route: WebhookRoute) -> str | None:
+        spec = next((s for s in self.table_specs if route.table in (s.label, s.name.dotted)), None)
+        if spec is None:
+            return f"{where}.table {route.table!r} is not in `tables`; fix: configure it there"
+        received = set(spec.received_fields)
+        if not (spec.receives_whole_rows or received):
+            return (
+                f"{where}.table {spec.label} receives nothing from the peer "
+                f"(sor: {spec.mode.value}); fix: point the webhook at a table the peer owns"
+            )
+        missing = [k for k in spec.key if k not in route.fields]
+        if missing:
+            return f"{where}.fields lacks key column(s) {', '.join(missing)}; fix: map them"
+        unowned = [] if spec.receives_whole_rows else sorted(
+            set(route.fields) - received - set(spec.key)
+        )
+        if unowned:
+            return (
+                f"{where}.fields maps {', '.join(unowned)}, which this side owns; "
+                "fix: map only fields the peer owns"
+            )
+        return None
 
     @model_validator(mode="after")
     def _peer_is_another_system(self) -> BridgeConfig:

@@ -56,3 +56,12 @@ class ProblemsFound(BridgeError):
 
 class TokenError(BridgeError):
     """The peer's OAuth2 token endpoint gave no token."""
+
+
+class Refused(BridgeError):
+    """`serve` refuses a whole request with an HTTP status and a reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

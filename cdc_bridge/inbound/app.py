@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -29,12 +30,14 @@ from starlette.routing import Route
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableSpec
 from cdc_bridge.db import mask_dsn
-from cdc_bridge.errors import UserError
+from cdc_bridge.errors import Refused, UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
+from cdc_bridge.inbound.webhooks import Webhooks, change_of, verify
 from cdc_bridge.peer.protocol import (
     BATCH_PATH,
     READ_PATH,
     Batch,
+    BatchResponse,
     ReadRequest,
     ReadResponse,
     SignatureError,
@@ -49,15 +52,6 @@ M = TypeVar("M", bound=BaseModel)
 PRUNE_EVERY_S = 3600.0
 
 
-class Refused(Exception):
-    """The whole request is refused with an HTTP status and a reason."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 class Inbound:
     """What the request handlers share: config, signer, applier and the connection pool."""
 
@@ -70,6 +64,10 @@ class Inbound:
         self.config = config
         self.signer = Signer(secret.get_secret_value())
         self.applier = Applier(config)
+        self.webhooks = [
+            Webhooks.build(route, config.table(route.table), os.environ)
+            for route in config.inbound.webhooks
+        ]
         self.pool = ConnectionPool(
             config.database.url.get_secret_value(),
             min_size=1,
@@ -81,7 +79,8 @@ class Inbound:
 
     # -------------------------------------------------------------- checks
 
-    async def body(self, request: Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes:
+        """The raw body, refused with 413 past `inbound.max_body_bytes` (nothing verified)."""
         limit = self.config.inbound.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -93,7 +92,10 @@ class Inbound:
             if size > limit:  # a lying or missing Content-Length
                 raise Refused(413, f"body is over the {limit}-byte limit")
             chunks.append(chunk)
-        body = b"".join(chunks)
+        return b"".join(chunks)
+
+    async def body(self, request: Request) -> bytes:
+        body = await self.read_body(request)
         try:
             self.signer.verify(
                 dict(request.headers), body, self.config.inbound.timestamp_tolerance_s
@@ -123,11 +125,31 @@ class Inbound:
     # -------------------------------------------------------------- work
 
     def apply(self, batch: Batch) -> bytes:
+        return dumps(self.apply_batch(batch))
+
+    def apply_batch(self, batch: Batch) -> BatchResponse:
         with self.pool.connection() as conn:
             response = self.applier.apply(conn, batch)
         counts = Counter(r.status.value for r in response.results)
         log.debug("batch %s from %s: %s", batch.batch_id, batch.source, dict(counts))
-        return dumps(response)
+        return response
+
+    async def webhook(self, hooks: Webhooks, request: Request) -> bytes:
+        """Verify, map and apply one webhook of the peer application."""
+        body = await self.read_body(request)
+        headers = dict(request.headers)  # lower-case names
+        verify(
+            hooks.route.signature,
+            hooks.secret,
+            headers,
+            body,
+            self.config.inbound.timestamp_tolerance_s,
+        )
+        batch = change_of(hooks, headers, body, self.config.peer.name)
+        result = (await run_in_threadpool(self.apply_batch, batch)).results[0]
+        if not result.status.acknowledged:
+            raise Refused(422, f"{batch.changes[0].table}: {result.reason}")
+        return orjson.dumps({"status": result.status.value})
 
     def read(self, request: ReadRequest) -> bytes:
         spec = self._readable(request.table)
@@ -211,11 +233,18 @@ def create_app(config: BridgeConfig, pool_size: int = 4) -> Starlette:
             pruner.cancel()
             await run_in_threadpool(inbound.pool.close)
 
+    def webhook(hooks: Webhooks) -> Callable[[Request], Awaitable[bytes]]:
+        return lambda request: inbound.webhook(hooks, request)
+
     return Starlette(
         routes=[
             Route(BATCH_PATH, _endpoint(inbound, batches), methods=["POST"]),
             Route(READ_PATH, _endpoint(inbound, read), methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
+            *(
+                Route(h.route.path, _endpoint(inbound, webhook(h)), methods=["POST"])
+                for h in inbound.webhooks
+            ),
         ],
         lifespan=lifespan,
     )

@@ -98,6 +98,8 @@ def _model_default(info: FieldInfo) -> Any:
     value = info.get_default(call_default_factory=True)
     if isinstance(value, types.MappingProxyType | dict) and not value:
         return {}
+    if isinstance(value, tuple):  # a YAML list, kept immutable in the model
+        return list(value)
     return getattr(value, "value", value)
 
 
