@@ -131,6 +131,18 @@ def _env_name(value: str) -> str:
 EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
+def _json_pointers(value: dict[str, str]) -> dict[str, str]:
+    """A map of column to JSON pointer (webhook and poll fields)."""
+    for column, pointer in value.items():
+        check_identifier(column)
+        if pointer and not pointer.startswith("/"):
+            raise ValueError(
+                f"field {column!r} points at {pointer!r}, which is not a JSON pointer; "
+                'fix: write it like "/id" or "/billing/email"'
+            )
+    return value
+
+
 class WebhookSignature(_Frozen):
     """How the peer application signs its webhooks: an HMAC of the raw body."""
 
@@ -163,17 +175,61 @@ class WebhookRoute(_Frozen):
             )
         return value
 
-    @field_validator("fields")
+    _fields = field_validator("fields")(classmethod(lambda cls, v: _json_pointers(v)))
+
+
+class Pagination(_Frozen):
+    """How a list endpoint pages: by page number, by offset, by a cursor, or by `Link`."""
+
+    kind: Literal["page", "offset", "cursor", "link"] = "page"
+    param: str | None = None
+    size_param: str | None = None
+    size: int = Field(default=100, gt=0, le=10_000)
+    first: int = 1
+    next: str | None = None
+
+    @property
+    def position_param(self) -> str:
+        """The query parameter carrying the page, offset or cursor (default: the kind)."""
+        return self.param or self.kind
+
+    @model_validator(mode="after")
+    def _complete(self) -> Pagination:
+        if self.kind == "cursor" and not (self.next and self.next.startswith("/")):
+            raise ValueError(
+                "cursor pagination needs `next`, the JSON pointer of the next cursor in the "
+                'body; fix: e.g. next: "/meta/next_cursor"'
+            )
+        return self
+
+
+class PollSource(_Frozen):
+    """A list endpoint of the peer application read for records modified since a cursor."""
+
+    name: str
+    table: str
+    path: str
+    modified_since: str
+    modified_field: str
+    records: str = ""
+    fields: dict[str, str] = Field(min_length=1)
+    page: Pagination = Field(default_factory=Pagination)
+    interval_s: float = Field(default=60.0, gt=0)
+    overlap_s: float = Field(default=5.0, ge=0)
+
+    @field_validator("name")
     @classmethod
-    def _pointers(cls, value: dict[str, str]) -> dict[str, str]:
-        for column, pointer in value.items():
-            check_identifier(column)
-            if pointer and not pointer.startswith("/"):
-                raise ValueError(
-                    f"field {column!r} points at {pointer!r}, which is not a JSON pointer; "
-                    'fix: write it like "/id" or "/billing/email"'
-                )
+    def _name(cls, value: str) -> str:
+        return check_identifier(value)
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a path; fix: write it like /api/customers")
         return value
+
+    _fields = field_validator("fields")(classmethod(lambda cls, v: _json_pointers(v)))
 
 
 class InboundConfig(_Frozen):
@@ -182,6 +238,7 @@ class InboundConfig(_Frozen):
     timestamp_tolerance_s: float = Field(default=300.0, gt=0)
     applied_key_retention_days: float = Field(default=7.0, gt=0)
     webhooks: tuple[WebhookRoute, ...] = ()
+    polls: tuple[PollSource, ...] = ()
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 
@@ -457,17 +514,23 @@ class BridgeConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _webhooks_feed_received_tables(self) -> BridgeConfig:
-        problems = [
-            problem
-            for index, route in enumerate(self.inbound.webhooks)
-            if (problem := self._webhook_problem(f"inbound.webhooks.{index}", route))
+    def _incoming_sources_feed_received_tables(self) -> BridgeConfig:
+        sources: list[tuple[str, WebhookRoute | PollSource]] = [
+            *((f"inbound.webhooks.{i}", r) for i, r in enumerate(self.inbound.webhooks)),
+            *((f"inbound.polls.{i}", p) for i, p in enumerate(self.inbound.polls)),
         ]
+        problems = [
+            problem for where, source in sources if (problem := self._source_problem(where, source))
+        ]
+        names = [p.name for p in self.inbound.polls]
+        if len(set(names)) != len(names):
+            problems.append("inbound.polls: two polls share a name; fix: name each once")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
-    def _webhook_problem(self, where: str, route: WebhookRoute) -> str | None:
+    def _source_problem(self, where: str, route: WebhookRoute | PollSource) -> str | None:
+        """Why a webhook route or poll cannot feed its table, or None."""
         spec = next((s for s in self.table_specs if route.table in (s.label, s.name.dotted)), None)
         if spec is None:
             return f"{where}.table {route.table!r} is not in `tables`; fix: configure it there"

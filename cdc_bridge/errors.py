@@ -65,3 +65,7 @@ class Refused(BridgeError):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+class PollError(BridgeError):
+    """Reading the peer application's list endpoint failed."""

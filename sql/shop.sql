@@ -197,6 +197,13 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".conflicts (
 CREATE UNIQUE INDEX IF NOT EXISTS conflicts_one_open
     ON "cdc_bridge".conflicts (table_name, key, field) WHERE status = 'open';
 CREATE INDEX IF NOT EXISTS conflicts_detected_at ON "cdc_bridge".conflicts (detected_at);
+-- `cdc-bridge poll`: per configured poll, the newest modification time read so far from
+-- the peer application's list endpoint (as the application wrote it).
+CREATE TABLE IF NOT EXISTS "cdc_bridge".poll_cursors (
+    name      text PRIMARY KEY,
+    cursor    text NOT NULL,
+    polled_at timestamptz NOT NULL DEFAULT now()
+);
 -- One row per `cdc-bridge replay` run, dry runs included: who, when, what and why.
 CREATE TABLE IF NOT EXISTS "cdc_bridge".replays (
     replay_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -7,6 +7,9 @@
 - Every API request must carry the credential of the configured scheme, else 401.
 - Rate limiting on request: the next N API requests get 429 with `Retry-After`.
 - It counts the requests it serves at once, so a test can check a client-side limit.
+- `GET /api/customers?modified_after=T&page=N&per_page=M`: customers modified after T,
+  oldest modification first, paged by number, with a `Link: <...>; rel="next"` header.
+  A test can act between pages (`on_page`), e.g. modify a customer mid-read.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 CLIENT_ID = "bridge-client"
 CLIENT_SECRET = "client-secret-for-tests"
@@ -51,6 +56,8 @@ class ApiState:
     active: int = 0
     most_active: int = 0
     seen_queries: list[str] = field(default_factory=list)
+    customers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    on_page: Callable[[int], None] | None = None  # called before page N is answered
 
 
 class CommerceApi:
@@ -80,6 +87,32 @@ class CommerceApi:
     def rate_limit_next(self, requests: int, retry_after: str = "1") -> None:
         with self.lock:
             self.state.limit_next, self.state.retry_after = requests, retry_after
+
+    def put_customer(self, customer_id: int, modified: datetime, **values: Any) -> None:
+        """Create or change a customer, as modified at `modified`."""
+        with self.lock:
+            record = self.state.customers.setdefault(customer_id, {"id": customer_id})
+            record.update(values, date_modified=modified.isoformat())
+
+    def list_customers(self, query: dict[str, list[str]]) -> tuple[list[Any], dict[str, str]]:
+        after = query.get("modified_after", [None])[0]
+        page, size = int(query.get("page", ["1"])[0]), int(query.get("per_page", ["10"])[0])
+        if self.state.on_page is not None:
+            self.state.on_page(page)
+        with self.lock:
+            found = sorted(
+                (dict(c) for c in self.state.customers.values()
+                 if after is None
+                 or datetime.fromisoformat(c["date_modified"]) > datetime.fromisoformat(after)),
+                key=lambda c: (c["date_modified"], c["id"]),
+            )
+        chunk = found[(page - 1) * size : page * size]
+        headers = {}
+        if page * size < len(found):
+            headers["Link"] = f'<{self.url}/api/customers?page={page + 1}&per_page={size}' + (
+                f"&modified_after={quote(after)}" if after else ""
+            ) + '>; rel="next"'
+        return chunk, headers
 
     def bodies(self, sku: str) -> list[tuple[str, Any]]:
         with self.lock:
@@ -128,6 +161,9 @@ class CommerceApi:
             with self.lock:
                 self.state.unauthorized += 1
             return 401, {"error": "unauthorized"}, {}
+        if method == "GET" and parts.path == "/api/customers":
+            records, extra = self.list_customers(query)
+            return 200, records, extra
         if not parts.path.startswith(PRODUCTS):
             return 404, {"error": "no such endpoint"}, {}
         sku = unquote(parts.path[len(PRODUCTS) :])
@@ -181,4 +217,4 @@ class _Handler(BaseHTTPRequestHandler):
             with api.lock:
                 api.state.active -= 1
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _api
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _api

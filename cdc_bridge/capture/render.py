@@ -50,6 +50,7 @@ EXTRA_BASE_BLOCKS: list[str] = [
     "relay_create_failed",
     "inbound_create_applied_keys",
     "inbound_create_conflicts",
+    "inbound_create_poll_cursors",
     "ops_create_replays",
     "ops_create_skips",
     "ops_create_snapshots",

@@ -37,6 +37,44 @@ def serve(ctx: Context, listen: str | None) -> None:
     run_server(config, listen)
 
 
+@cli.command()
+@config_option
+@click.option("--once", is_flag=True, help="Read each poll once, then exit (for cron).")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@pass_context
+def poll(ctx: Context, once: bool, names: tuple[str, ...]) -> None:
+    """Read the peer application's records modified since the last read (inbound.polls).
+
+    Each poll reads its list endpoint every `interval_s`, applies what changed, and keeps
+    its cursor in the bridge schema; restarted, it goes on from there. NAMEs limit it to
+    those polls.
+
+    \b
+    Example:
+      cdc-bridge --config erp.yaml poll
+      cdc-bridge --config erp.yaml poll --once customers
+    """
+    import os
+
+    from cdc_bridge.inbound.poll import run
+    from cdc_bridge.logs import configure_logging
+
+    config = ctx.config()
+    known = {p.name for p in config.inbound.polls}
+    unknown = [n for n in names if n not in known]
+    if not known:
+        raise UserError(
+            "inbound.polls is empty; fix: configure a poll (docs/config.md, inbound.polls)"
+        )
+    if unknown:
+        raise UserError(
+            f"no poll named {', '.join(unknown)} in inbound.polls; "
+            f"fix: use one of {', '.join(sorted(known))}"
+        )
+    configure_logging(config.logging)
+    run(config, os.environ, names, once)
+
+
 def _is_host_port(value: str) -> bool:
     host, sep, port = value.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)

@@ -32,6 +32,22 @@ CREATE UNIQUE INDEX IF NOT EXISTS conflicts_one_open
     ON {schema}.conflicts (table_name, key, field) WHERE status = 'open';
 CREATE INDEX IF NOT EXISTS conflicts_detected_at ON {schema}.conflicts (detected_at);
 
+-- name: inbound_create_poll_cursors
+-- `cdc-bridge poll`: per configured poll, the newest modification time read so far from
+-- the peer application's list endpoint (as the application wrote it).
+CREATE TABLE IF NOT EXISTS {schema}.poll_cursors (
+    name      text PRIMARY KEY,
+    cursor    text NOT NULL,
+    polled_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: inbound_poll_cursor
+SELECT cursor FROM {schema}.poll_cursors WHERE name = %(name)s;
+
+-- name: inbound_save_poll_cursor
+INSERT INTO {schema}.poll_cursors (name, cursor) VALUES (%(name)s, %(cursor)s)
+ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, polled_at = now();
+
 -- name: inbound_set_origin
 SELECT set_config('cdc_bridge.origin', %(origin)s, true);
 

@@ -33,6 +33,7 @@ PRODUCT_COMMANDS = {
     "run": set(),
     "status": set(),
     "serve": set(),
+    "poll": set(),
     "conflicts": {"list", "show", "resolve"},
     "batches": {"list", "show"},
     "replay": set(),

@@ -1,0 +1,258 @@
+"""`cdc-bridge poll`: read the peer application's records modified since a cursor.
+
+For an application with no webhooks, each configured poll (`inbound.polls`) asks a list
+endpoint for the records modified since the cursor minus `overlap_s`, page by page, and
+applies each page with the same `Applier` as a bridge batch or a webhook: ownership and
+guard, conflicts (a record's modification time is its commit time), idempotency.
+
+What makes it lose nothing:
+- The cursor is the newest modification time read, saved only after every page of a read
+  was applied. A poller killed mid-read starts again from the old cursor; what it applies
+  twice is recognized as a duplicate (the idempotency key is the record's key and its
+  modification time).
+- A record modified while a read is paging moves in the list, and can shift a record it
+  passes onto a page already read. So a read that saw a record modified within
+  `overlap_s` of its start (or later) keeps the old cursor: the next read covers the
+  same span again. Only a read of a settled span moves the cursor.
+- The next read starts `overlap_s` before the cursor: a record committed by the
+  application with a modification time a little older than one already read (clock skew,
+  a long transaction) is still read.
+
+A record the database refuses is logged with its reason and not retried until it is
+modified again (it would otherwise stop the cursor for good); `reconcile` finds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+from jsonpointer import JsonPointerException, resolve_pointer
+
+from cdc_bridge import sql as queries
+from cdc_bridge.config import BridgeConfig, PollSource, TableSpec
+from cdc_bridge.errors import PollError
+from cdc_bridge.inbound.apply import Applier
+from cdc_bridge.peer.auth import build_auth
+from cdc_bridge.peer.protocol import Batch, Change, Op, ResultStatus
+
+log = logging.getLogger("cdc_bridge.poll")
+
+APPLICATION_NAME = "cdc-bridge poll"
+_NEXT_LINK = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
+
+
+def parse_time(text: str) -> datetime:
+    """An application's modification time: ISO 8601, UTC when it names no offset."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise PollError(f"{text!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def since(cursor: str | None, overlap_s: float) -> str | None:
+    """The modified-since value to ask for: the cursor, `overlap_s` earlier."""
+    if cursor is None:
+        return None
+    return (parse_time(cursor) - timedelta(seconds=overlap_s)).isoformat()
+
+
+def next_link(header: str | None) -> str | None:
+    """The `rel="next"` target of an RFC 8288 `Link` header."""
+    match = _NEXT_LINK.search(header or "")
+    return match.group(1) if match else None
+
+
+class Poller:
+    """Reads every configured poll of one config; `poll_once` is one read of one source."""
+
+    def __init__(self, config: BridgeConfig, environ: Mapping[str, str]) -> None:
+        self.config = config
+        self.applier = Applier(config)
+        self.http = httpx.Client(
+            base_url=config.peer.url,
+            timeout=config.peer.timeout_s,
+            headers={"accept": "application/json"},
+            auth=build_auth(config.peer, environ),
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def poll_once(self, conn: psycopg.Connection[Any], source: PollSource) -> int:
+        """Read everything modified since the cursor, apply it, save the new cursor."""
+        spec = self.config.table(source.table)
+        cursor = self._cursor(conn, source)
+        newest = None if cursor is None else parse_time(cursor)
+        # A record modified since this moment may have moved between pages while they
+        # were read, shifting an unmodified one onto a page already read: then the read
+        # is not trusted to be whole, and the cursor stays where it was.
+        unsettled_after = datetime.now(UTC) - timedelta(seconds=source.overlap_s)
+        settled = True
+        applied = 0
+        for page in self._pages(source, since(cursor, source.overlap_s)):
+            changes = [self._change(source, spec, record) for record in page]
+            if not changes:
+                continue
+            latest = max(c.committed_at for c in changes)
+            settled = settled and latest < unsettled_after
+            newest = latest if newest is None else max(newest, latest)
+            applied += self._apply(source, conn, changes)
+        if settled and newest is not None and newest.isoformat() != cursor:
+            conn.execute(
+                queries.query("inbound_save_poll_cursor", schema=self.config.bridge_schema),
+                {"name": source.name, "cursor": newest.isoformat()},
+            )
+        return applied
+
+    def _cursor(self, conn: psycopg.Connection[Any], source: PollSource) -> str | None:
+        row = conn.execute(
+            queries.query("inbound_poll_cursor", schema=self.config.bridge_schema),
+            {"name": source.name},
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _pages(self, source: PollSource, modified_since: str | None) -> Iterator[list[Any]]:
+        page = source.page
+        params: dict[str, Any] = {}
+        if modified_since is not None:
+            params[source.modified_since] = modified_since
+        if page.size_param:
+            params[page.size_param] = page.size
+        position = page.first if page.kind == "page" else 0
+        url: str | None = source.path
+        followed: set[str] = set()
+        while url is not None:
+            if page.kind in ("page", "offset"):
+                params[page.position_param] = position
+            body, link = self._get(url, params)
+            records = self._records(source, body)
+            yield records
+            if page.kind == "link":
+                url, params = next_link(link), {}  # the next link carries its own query
+                if url is not None and url in followed:
+                    raise PollError(f"GET {url}: the API's next link points back; stopped")
+                followed.add(str(url))
+            elif page.kind == "cursor":
+                token = _pointed(body, str(page.next), "the next cursor")
+                url = None if token in (None, "") else url
+                params[page.position_param] = token
+            elif not records or (page.size_param and len(records) < page.size):
+                url = None
+            else:
+                position += 1 if page.kind == "page" else len(records)
+
+    def _get(self, url: str, params: dict[str, Any]) -> tuple[Any, str | None]:
+        try:
+            # No params at all for a `Link` URL: an empty mapping would drop its query.
+            response = self.http.get(url, params=params or None)
+        except httpx.HTTPError as exc:
+            raise PollError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise PollError(
+                f"GET {url} answered HTTP {response.status_code}: {response.text[:200]}"
+            )
+        try:
+            return orjson.loads(response.content), response.headers.get("link")
+        except orjson.JSONDecodeError as exc:
+            raise PollError(f"GET {url} answered with invalid JSON: {exc}") from None
+
+    def _records(self, source: PollSource, body: Any) -> list[Any]:
+        records = _pointed(body, source.records, "the records") if source.records else body
+        if not isinstance(records, list):
+            raise PollError(
+                f"inbound.polls {source.name}: `records` ({source.records or '/'}) is not a "
+                "list in the answer; fix: point it at the array of records"
+            )
+        return records
+
+    def _change(self, source: PollSource, spec: TableSpec, record: Any) -> Change:
+        modified = _pointed(record, source.modified_field, "the modification time")
+        fields = {c: resolve_pointer(record, p, None) for c, p in source.fields.items()}
+        key = {k: fields[k] for k in spec.key}
+        stamp = parse_time(str(modified))
+        return Change(
+            idempotency_key=f"poll:{source.name}:{orjson.dumps(key).decode()}:{modified}"[:200],
+            table=spec.label,
+            op=Op.UPDATE,
+            key=key,
+            fields=fields,
+            committed_at=stamp,
+            origin=self.config.peer.name,
+        )
+
+    def _apply(
+        self, source: PollSource, conn: psycopg.Connection[Any], changes: list[Change]
+    ) -> int:
+        peer = self.config.peer.name
+        batch = Batch(source=peer, batch_id=f"poll:{source.name}", changes=changes)
+        response = self.applier.apply(conn, batch)
+        applied = 0
+        for change, result in zip(changes, response.results, strict=True):
+            if result.status in (ResultStatus.REJECTED, ResultStatus.SKIPPED):
+                log.warning(
+                    "poll %s: %s %s not applied: %s",
+                    source.name, change.table, orjson.dumps(change.key).decode(), result.reason,
+                )
+            elif result.status is not ResultStatus.DUPLICATE:
+                applied += 1
+        return applied
+
+
+def _pointed(document: Any, pointer: str, what: str) -> Any:
+    try:
+        return resolve_pointer(document, pointer)
+    except JsonPointerException as exc:
+        raise PollError(f"{what} ({pointer}) is not in the answer: {exc}") from None
+
+
+def run(
+    config: BridgeConfig, environ: Mapping[str, str], names: tuple[str, ...], once: bool
+) -> None:
+    """Poll each source every `interval_s` until SIGINT/SIGTERM (or one round: `once`)."""
+    sources = [s for s in config.inbound.polls if not names or s.name in names]
+    stop = threading.Event()
+    if not once:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    poller = Poller(config, environ)
+    due = {s.name: 0.0 for s in sources}
+    try:
+        with psycopg.connect(
+            config.database.url.get_secret_value(),
+            autocommit=True,
+            application_name=APPLICATION_NAME,
+        ) as conn:
+            while not stop.is_set():
+                for source in sources:
+                    if time.monotonic() >= due[source.name]:
+                        _round(poller, conn, source, raise_errors=once)
+                        due[source.name] = time.monotonic() + source.interval_s
+                if once:
+                    return
+                stop.wait(max(0.0, min(due.values()) - time.monotonic()))
+    finally:
+        poller.close()
+
+
+def _round(
+    poller: Poller, conn: psycopg.Connection[Any], source: PollSource, raise_errors: bool
+) -> None:
+    try:
+        applied = poller.poll_once(conn, source)
+    except PollError as exc:
+        if raise_errors:
+            raise
+        log.warning("poll %s failed, next try in %.0f s: %s", source.name, source.interval_s, exc)
+        return
+    log.info("poll %s: %d record(s) applied", source.name, applied)
