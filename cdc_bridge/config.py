@@ -257,22 +257,81 @@ def _parse_rest_operation(value: Any) -> Any:
     return value
 
 
+class BodyValue(_Frozen):
+    """One value of a REST body: a field of the change (optionally cast) or a constant."""
+
+    field: str | None = None
+    const: Any = None
+    # string: the value as text; with `scale`, a number with exactly that many decimals
+    # ("12.50"). integer / number: JSON numbers.
+    cast: Literal["string", "integer", "number"] | None = None
+    scale: int | None = Field(default=None, ge=0, le=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _field_as_text(cls, data: Any) -> Any:
+        return {"field": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BodyValue:
+        if (self.field is None) == ("const" not in self.model_fields_set):
+            raise ValueError(
+                "a body value is a field or a constant; fix: write `price` or "
+                "{field: price, cast: string, scale: 2}, or {const: simple}"
+            )
+        if self.scale is not None and self.cast != "string":
+            raise ValueError("`scale` applies to cast: string; fix: add cast: string")
+        return self
+
+
+_OPERATIONS = ("insert", "update", "delete", "read", "search")
+
+
 class RestTableMapping(_Frozen):
     insert: Annotated[RestOperation, Field()] | None = None
     update: RestOperation | None = None
     delete: RestOperation | None = None
     rename: dict[str, str] = Field(default_factory=dict)
     read: RestOperation | None = None
+    # Created ids: where a create's answer holds the id the API gave the record. The id is
+    # kept in the bridge's cross-reference and fills `{peer_id}` in the other paths.
+    id: str | None = None
+    search: RestOperation | None = None
+    found: str | None = None
+    exists: tuple[int, ...] = (409, 422)
+    body: dict[str, BodyValue] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _operations_as_strings(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             return {
-                k: _parse_rest_operation(v) if k in ("insert", "update", "delete", "read") else v
+                k: _parse_rest_operation(v) if k in _OPERATIONS else v
                 for k, v in data.items()
             }
         return data
+
+    @model_validator(mode="after")
+    def _created_ids(self) -> RestTableMapping:
+        uses_id = any(
+            op is not None and "{peer_id}" in op.path
+            for op in (self.insert, self.update, self.delete, self.read)
+        )
+        if uses_id and self.id is None:
+            raise ValueError(
+                "a path uses {peer_id}, the API's own id, but `id` does not say where a create's "
+                'answer holds it; fix: add id: "/id" (a JSON pointer)'
+            )
+        if (self.search is None) != (self.found is None):
+            raise ValueError(
+                "`search` and `found` go together; fix: e.g. search: "
+                '"GET /api/products?sku={sku}" and found: "/0/id"'
+            )
+        pointers = [p for p in (self.id, self.found, *(self.body or {})) if p is not None]
+        bad = [p for p in pointers if not p.startswith("/")]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a JSON pointer; fix: write it like /id")
+        return self
 
 
 class HeaderAuth(_Frozen):

@@ -204,6 +204,15 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".poll_cursors (
     cursor    text NOT NULL,
     polled_at timestamptz NOT NULL DEFAULT now()
 );
+-- The cross-reference: the id a peer application gave each record it created (the REST
+-- adapter's `rest.id`), by table and this side's key; later requests name the record by it.
+CREATE TABLE IF NOT EXISTS "cdc_bridge".xref (
+    table_name text NOT NULL,
+    key        jsonb NOT NULL,
+    peer_id    text NOT NULL,
+    learned_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, key)
+);
 -- One row per `cdc-bridge replay` run, dry runs included: who, when, what and why.
 CREATE TABLE IF NOT EXISTS "cdc_bridge".replays (
     replay_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

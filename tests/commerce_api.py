@@ -10,6 +10,9 @@
 - `GET /api/customers?modified_after=T&page=N&per_page=M`: customers modified after T,
   oldest modification first, paged by number, with a `Link: <...>; rel="next"` header.
   A test can act between pages (`on_page`), e.g. modify a customer mid-read.
+- `/api/v3/products`: a catalog that names its records. POST creates and answers the new
+  id (409 when the SKU exists), PUT and DELETE take `/api/v3/products/{id}` (404 when
+  unknown), and `GET /api/v3/products?sku=X` searches.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 CLIENT_ID = "bridge-client"
 CLIENT_SECRET = "client-secret-for-tests"
 PRODUCTS = "/api/products/"
+CATALOG = "/api/v3/products"
+
+
+def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
+    for name, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(name), dict):
+            _merge(target[name], value)
+        else:
+            target[name] = value
 
 
 @dataclass
@@ -57,6 +69,9 @@ class ApiState:
     most_active: int = 0
     seen_queries: list[str] = field(default_factory=list)
     customers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    catalog: dict[int, dict[str, Any]] = field(default_factory=dict)
+    creates: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    next_id: int = 1000
     on_page: Callable[[int], None] | None = None  # called before page N is answered
 
 
@@ -114,6 +129,27 @@ class CommerceApi:
             ) + '>; rel="next"'
         return chunk, headers
 
+    def catalog_call(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Any:
+        """The named-records catalog (`/api/v3/products`), under the API lock."""
+        tail = path[len(CATALOG) :].strip("/")
+        if method == "GET":
+            sku = query.get("sku", [""])[0]
+            return 200, [p for p in self.state.catalog.values() if p["sku"] == sku], {}
+        if method == "POST" and not tail:
+            if any(p["sku"] == body.get("sku") for p in self.state.catalog.values()):
+                return 409, {"code": "product_invalid_sku", "message": "SKU exists"}, {}
+            self.state.next_id += 1
+            record = {**body, "id": self.state.next_id}
+            self.state.catalog[self.state.next_id] = record
+            self.state.creates[str(body.get("sku"))] += 1
+            return 201, record, {}
+        if not tail.isdigit() or int(tail) not in self.state.catalog:
+            return 404, {"code": "not_found"}, {}
+        if method == "DELETE":
+            return 200, self.state.catalog.pop(int(tail)), {}
+        _merge(self.state.catalog[int(tail)], body)
+        return 200, self.state.catalog[int(tail)], {}
+
     def bodies(self, sku: str) -> list[tuple[str, Any]]:
         with self.lock:
             return list(self.state.products.get(sku, []))
@@ -164,6 +200,11 @@ class CommerceApi:
         if method == "GET" and parts.path == "/api/customers":
             records, extra = self.list_customers(query)
             return 200, records, extra
+        if parts.path.startswith(CATALOG):
+            with self.lock:
+                return self.catalog_call(
+                    method, parts.path, query, json.loads(body) if body else None
+                )
         if not parts.path.startswith(PRODUCTS):
             return 404, {"error": "no such endpoint"}, {}
         sku = unquote(parts.path[len(PRODUCTS) :])

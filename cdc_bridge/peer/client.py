@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -25,7 +26,13 @@ import orjson
 from aiolimiter import AsyncLimiter
 from pydantic import ValidationError
 
-from cdc_bridge.config import BridgeConfig, PeerConfig, RateLimit, RestOperation
+from cdc_bridge.config import (
+    BridgeConfig,
+    PeerConfig,
+    RateLimit,
+    RestOperation,
+    RestTableMapping,
+)
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import TokenError
 from cdc_bridge.peer.auth import build_auth
@@ -38,6 +45,7 @@ from cdc_bridge.peer.protocol import (
     ResultStatus,
     Signer,
 )
+from cdc_bridge.peer.rest import BodyError, Xref, body_of, pointed_id
 
 # Kept with an attempt or a failed change: enough to see what the peer said.
 MAX_KEPT_BODY = 4000
@@ -372,9 +380,11 @@ class RestClient:
         self._headers = {"content-type": "application/json"}
         self._http = http_client(peer, build_auth(peer, os.environ if environ is None else environ))
         self._pace = Pace(peer.rate_limit)
+        self._xref = Xref(config.database.url.get_secret_value(), config.bridge_schema)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._xref.aclose()
 
     async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery:
         by_record: dict[tuple[str, str], list[Outgoing]] = {}
@@ -402,22 +412,114 @@ class RestClient:
         operation = self._operation(change)
         if isinstance(operation, str):
             return _rejected(change, operation)
+        mapping = self._mappings[change.table].rest
+        assert mapping is not None
+        try:
+            if mapping.id is not None:
+                return await self._send_tracked(change, mapping, outcome)
+            response = await self._request(operation, change, outcome)
+        except KeyError as exc:
+            return _rejected(change, f"the URL template names {exc}, which is not a key column")
+        except BodyError as exc:
+            return _rejected(change, str(exc))
+        return None if response is None else self._result(change, response, outcome)
+
+    async def _request(
+        self,
+        operation: RestOperation,
+        change: Outgoing,
+        outcome: Delivery,
+        peer_id: str | None = None,
+        with_body: bool = True,
+    ) -> httpx.Response | None:
+        """One request for a change; None when it failed transiently (noted in `outcome`)."""
+        values = dict(change.key_values())
+        if peer_id is not None:
+            values["peer_id"] = peer_id
+        body = self._body(change) if with_body and change.op != "D" else None
         try:
             async with self._pace.turn():
-                response = await self._http.request(
+                return await self._http.request(
                     operation.method,
-                    fill_path(operation.path, change.key_values()),
-                    content=None if change.op == "D" else self._body(change),
+                    fill_path(operation.path, values),
+                    content=body,
                     headers=self._headers,
                 )
         except httpx.HTTPError as exc:
             outcome.transient, outcome.error = True, describe_error(exc)
-            return None
         except TokenError as exc:
             outcome.transient, outcome.error = True, str(exc)
+        return None
+
+    async def _send_tracked(
+        self, change: Outgoing, mapping: RestTableMapping, outcome: Delivery
+    ) -> Answer | None:
+        """An API that names its records: update what the xref knows, create the rest."""
+        peer_id = await self._xref.get(change.table, change.key_text)
+        if change.op == "D":
+            return await self._delete_tracked(change, mapping, peer_id, outcome)
+        if peer_id is not None and mapping.update is not None:
+            response = await self._request(mapping.update, change, outcome, peer_id)
+            if response is None or response.status_code != 404:
+                return None if response is None else self._result(change, response, outcome)
+            await self._xref.forget(change.table, change.key_text)  # gone there: create it
+        return await self._create(change, mapping, outcome)
+
+    async def _create(
+        self, change: Outgoing, mapping: RestTableMapping, outcome: Delivery
+    ) -> Answer | None:
+        assert mapping.insert is not None and mapping.id is not None
+        response = await self._request(mapping.insert, change, outcome)
+        if response is None:
             return None
-        except KeyError as exc:
-            return _rejected(change, f"the URL template names {exc}, which is not a key column")
+        if 200 <= response.status_code < 300:
+            peer_id = pointed_id(_json_or_none(response), mapping.id)
+            if peer_id is None:
+                return _rejected(
+                    change, f"the create's answer has no id at {mapping.id}: "
+                    f"{_kept(response.content)[:200]}"
+                )
+            await self._xref.save(change.table, change.key_text, peer_id)
+            return APPLIED
+        if response.status_code in mapping.exists and mapping.search is not None:
+            return await self._adopt(change, mapping, outcome)
+        return self._result(change, response, outcome)
+
+    async def _adopt(
+        self, change: Outgoing, mapping: RestTableMapping, outcome: Delivery
+    ) -> Answer | None:
+        """The API has the record already: find its id by our key, keep it, update it."""
+        assert mapping.search is not None and mapping.found is not None
+        response = await self._request(mapping.search, change, outcome, with_body=False)
+        if response is None or response.status_code != 200:
+            return None if response is None else self._result(change, response, outcome)
+        peer_id = pointed_id(_json_or_none(response), mapping.found)
+        if peer_id is None:
+            return _rejected(
+                change, f"the API says the record exists, but its search finds none at "
+                f"{mapping.found}: {_kept(response.content)[:200]}"
+            )
+        await self._xref.save(change.table, change.key_text, peer_id)
+        if mapping.update is None:
+            return APPLIED
+        updated = await self._request(mapping.update, change, outcome, peer_id)
+        return None if updated is None else self._result(change, updated, outcome)
+
+    async def _delete_tracked(
+        self,
+        change: Outgoing,
+        mapping: RestTableMapping,
+        peer_id: str | None,
+        outcome: Delivery,
+    ) -> Answer | None:
+        if peer_id is None or mapping.delete is None:
+            return APPLIED  # never created there: nothing to delete
+        response = await self._request(mapping.delete, change, outcome, peer_id)
+        if response is None:
+            return None
+        if response.status_code == 404 or 200 <= response.status_code < 300:
+            await self._xref.forget(change.table, change.key_text)
+            return APPLIED
         return self._result(change, response, outcome)
 
     def _operation(self, change: Outgoing) -> RestOperation | str:
@@ -429,10 +531,9 @@ class RestClient:
         return operation or f"no REST operation for {name} on {change.table}"
 
     def _body(self, change: Outgoing) -> bytes:
-        spec = self._mappings[change.table]
-        renames = spec.rest.rename if spec.rest else {}
-        fields = change.fields or {}
-        return orjson.dumps({renames.get(k, k): v for k, v in fields.items()})
+        mapping = self._mappings[change.table].rest
+        assert mapping is not None
+        return orjson.dumps(body_of(mapping, change.fields or {}), default=_exact_number)
 
     def _result(
         self, change: Outgoing, response: httpx.Response, outcome: Delivery
@@ -450,6 +551,19 @@ class RestClient:
                 self._pace.pause(outcome.retry_after_s or RATE_LIMITED_PAUSE_S)
             return None
         return _rejected(change, f"HTTP {status}: {_kept(response.content)[:200]}")
+
+
+def _exact_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value).encode())  # as written: no float on the way
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _rejected(change: Outgoing, reason: str) -> Answer:
