@@ -33,6 +33,7 @@ SCHEMA_OF = {
     "both-fields.yaml": "schema-erp.sql",
     "docker/erp.yaml": "schema-erp.sql",
     "docker/shop.yaml": "schema-shop.sql",
+    "erp-commerce-api.yaml": "schema-erp.sql",
 }
 
 MIRROR_MODE = {
