@@ -14,10 +14,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import set_json_loads
 
 from cdc_bridge.sql import query
 
@@ -71,11 +69,6 @@ class Failure:
     reason: str
     http_status: int | None = None  # the peer's HTTP status for this change
     response_body: str | None = None
-
-
-def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Parse jsonb with orjson: the relay reads every captured row once."""
-    set_json_loads(orjson.loads, conn)
 
 
 def int_array(ids: Iterable[int]) -> str:

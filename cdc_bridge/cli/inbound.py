@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import orjson
 
 from cdc_bridge.cli.common import Context, cli, config_option, pass_context
 from cdc_bridge.errors import UserError
+from cdc_bridge.peer import codec
 
 
 @cli.command()
@@ -94,9 +94,9 @@ def conflicts() -> None:
 def _line(row: dict[str, Any]) -> str:
     return (
         f"{row['id']:>6}  {row['status']:<8}  {row['table_name']}  "
-        f"{orjson.dumps(row['key']).decode()}  {row['field']}: "
-        f"local={orjson.dumps(row['local_value']).decode()} "
-        f"peer={orjson.dumps(row['peer_value']).decode()}  ({row['policy']})"
+        f"{codec.dumps(row['key']).decode()}  {row['field']}: "
+        f"local={codec.dumps(row['local_value']).decode()} "
+        f"peer={codec.dumps(row['peer_value']).decode()}  ({row['policy']})"
     )
 
 
@@ -136,7 +136,7 @@ def conflicts_show(ctx: Context, conflict_id: int) -> None:
     row = get_conflict(ctx.config(), conflict_id)
     for name, value in row.items():
         shown = value.isoformat() if hasattr(value, "isoformat") else value
-        click.echo(f"{name:>12}: {orjson.dumps(shown).decode() if shown is not None else '-'}")
+        click.echo(f"{name:>12}: {codec.dumps(shown).decode() if shown is not None else '-'}")
 
 
 @conflicts.command("resolve")
@@ -166,5 +166,5 @@ def conflicts_resolve(
         row = resolve_conflict(ctx.config(), conflict_id, "value", parse_value(value_text))
     click.echo(
         f"resolved conflict {conflict_id}: {row['field']} = "
-        f"{orjson.dumps(row['resolution']).decode()} (queued for the peer)"
+        f"{codec.dumps(row['resolution']).decode()} (queued for the peer)"
     )

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import click
-import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -23,6 +22,7 @@ from cdc_bridge.ops import replay as replay_ops
 from cdc_bridge.ops import snapshot as snapshot_ops
 from cdc_bridge.ops.common import Target, parse_change_id
 from cdc_bridge.ops.skip import skip_change
+from cdc_bridge.peer import codec
 
 
 def _timestamp(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -45,14 +45,13 @@ def _console() -> Console:
 
 
 def _print_json(data: Any) -> None:
-    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-    click.echo(orjson.dumps(data, default=str, option=options).decode())
+    click.echo(codec.dumps_text(data, indent=True))
 
 
 def _short(value: Any, width: int = 60) -> str:
     if value is None:
         return ""
-    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    text = value if isinstance(value, str) else codec.dumps_text(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import orjson
 import psycopg
 import uvicorn
 from psycopg import sql
@@ -33,6 +32,7 @@ from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import Refused, UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
 from cdc_bridge.inbound.webhooks import Webhooks, change_of, verify
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import (
     BATCH_PATH,
     READ_PATH,
@@ -73,6 +73,7 @@ class Inbound:
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True},
+            configure=codec.use_exact_json,
             open=False,
             name="cdc-bridge-inbound",
         )
@@ -106,11 +107,12 @@ class Inbound:
 
     def parse(self, body: bytes, model: type[M]) -> M:
         try:
-            parsed = model.model_validate_json(body)  # pydantic's own parser: no detour
+            # The wire codec, not pydantic's parser: exact numbers, any depth.
+            parsed = model.model_validate(codec.loads(body))
+        except codec.CodecError as exc:
+            raise Refused(400, f"body is {exc}") from None
         except ValidationError as exc:
             first = exc.errors()[0]
-            if first["type"] == "json_invalid":
-                raise Refused(400, f"body is not valid JSON: {first['msg']}") from None
             where = ".".join(str(p) for p in first["loc"]) or "(top level)"
             raise Refused(
                 400,
@@ -149,7 +151,7 @@ class Inbound:
         result = (await run_in_threadpool(self.apply_batch, batch)).results[0]
         if not result.status.acknowledged:
             raise Refused(422, f"{batch.changes[0].table}: {result.reason}")
-        return orjson.dumps({"status": result.status.value})
+        return codec.dumps({"status": result.status.value})
 
     def read(self, request: ReadRequest) -> bytes:
         spec = self._readable(request.table)
@@ -161,7 +163,7 @@ class Inbound:
                 columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
                 key=sql.SQL(", ").join(sql.Identifier(c) for c in spec.key),
             )
-            after = None if request.after is None else orjson.dumps(request.after).decode()
+            after = None if request.after is None else codec.dumps_text(request.after)
             rows = [r[0] for r in conn.execute(query, {"after": after, "limit": request.limit + 1})]
         more = len(rows) > request.limit
         return dumps(ReadResponse(rows=rows[: request.limit], more=more))

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import (
     Batch,
     BatchResponse,
@@ -80,11 +80,11 @@ class Planned:
 
 
 def key_id(table: str, key: dict[str, Any]) -> KeyId:
-    return (table, orjson.dumps(key, option=orjson.OPT_SORT_KEYS))
+    return (table, codec.dumps(key, sort_keys=True))
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return codec.dumps_text(value)
 
 
 # ------------------------------------------------------------------ rules per table

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from psycopg import sql
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.db import connection, dict_cursor
 from cdc_bridge.errors import UserError
+from cdc_bridge.peer import codec
 
 Take = Literal["local", "peer", "value"]
 
@@ -28,6 +28,7 @@ class NoSuchConflict(UserError):
 
 def list_conflicts(config: BridgeConfig, status: str | None = None) -> list[dict[str, Any]]:
     with connection(config.database.url.get_secret_value()) as conn, dict_cursor(conn) as cur:
+        codec.use_exact_json(conn)
         cur.execute(
             queries.query("inbound_list_conflicts", schema=config.bridge_schema),
             {"status": status},
@@ -37,6 +38,7 @@ def list_conflicts(config: BridgeConfig, status: str | None = None) -> list[dict
 
 def get_conflict(config: BridgeConfig, conflict_id: int) -> dict[str, Any]:
     with connection(config.database.url.get_secret_value()) as conn:
+        codec.use_exact_json(conn)
         return _locked(conn, config, conflict_id)
 
 
@@ -57,8 +59,8 @@ def _locked(conn: Any, config: BridgeConfig, conflict_id: int) -> dict[str, Any]
 def parse_value(text: str) -> Any:
     """`--value` is read as JSON (42, null, "x"); anything else is taken as plain text."""
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return codec.loads(text)
+    except codec.CodecError:
         return text
 
 
@@ -67,6 +69,7 @@ def resolve_conflict(
 ) -> dict[str, Any]:
     """Set the chosen value here, queue it for the peer, close the conflict; returns it."""
     with connection(config.database.url.get_secret_value()) as conn, conn.transaction():
+        codec.use_exact_json(conn)
         conflict = _locked(conn, config, conflict_id)
         if conflict["status"] != "open":
             raise UserError(
@@ -117,4 +120,4 @@ def _columns(names: tuple[str, ...]) -> sql.Composable:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return codec.dumps_text(value)

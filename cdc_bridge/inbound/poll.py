@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import orjson
 import psycopg
 from jsonpointer import JsonPointerException, resolve_pointer
 
@@ -42,6 +41,7 @@ from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, PollSource, TableSpec
 from cdc_bridge.errors import PollError
 from cdc_bridge.inbound.apply import Applier
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
 from cdc_bridge.peer.protocol import Batch, Change, Op, ResultStatus
 
@@ -163,8 +163,8 @@ class Poller:
                 f"GET {url} answered HTTP {response.status_code}: {response.text[:200]}"
             )
         try:
-            return orjson.loads(response.content), response.headers.get("link")
-        except orjson.JSONDecodeError as exc:
+            return codec.loads(response.content), response.headers.get("link")
+        except codec.CodecError as exc:
             raise PollError(f"GET {url} answered with invalid JSON: {exc}") from None
 
     def _records(self, source: PollSource, body: Any) -> list[Any]:
@@ -182,7 +182,7 @@ class Poller:
         key = {k: fields[k] for k in spec.key}
         stamp = parse_time(str(modified))
         return Change(
-            idempotency_key=f"poll:{source.name}:{orjson.dumps(key).decode()}:{modified}"[:200],
+            idempotency_key=f"poll:{source.name}:{codec.dumps_text(key)}:{modified}"[:200],
             table=spec.label,
             op=Op.UPDATE,
             key=key,
@@ -202,7 +202,7 @@ class Poller:
             if result.status in (ResultStatus.REJECTED, ResultStatus.SKIPPED):
                 log.warning(
                     "poll %s: %s %s not applied: %s",
-                    source.name, change.table, orjson.dumps(change.key).decode(), result.reason,
+                    source.name, change.table, codec.dumps_text(change.key), result.reason,
                 )
             elif result.status is not ResultStatus.DUPLICATE:
                 applied += 1

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from jsonpointer import JsonPointerException, resolve_pointer
 
 from cdc_bridge.config import TableSpec, WebhookRoute, WebhookSignature
 from cdc_bridge.errors import Refused, UserError
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import Batch, Change, Op
 
 _ABSENT = object()
@@ -87,9 +87,9 @@ def verify(
 def change_of(hooks: Webhooks, headers: Mapping[str, str], body: bytes, peer: str) -> Batch:
     """The webhook as a one-change batch from the peer (the Applier's input)."""
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Refused(422, f"body is not valid JSON: {exc}") from None
+        document = codec.loads(body)  # exact numbers: an amount of 12.50 stays 12.50
+    except codec.CodecError as exc:
+        raise Refused(422, f"body is {exc}") from None
     if not isinstance(document, dict):
         raise Refused(422, "body is not a JSON object")
     route = hooks.route

@@ -14,6 +14,7 @@ import psycopg
 from cdc_bridge import db
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.errors import UserError
+from cdc_bridge.peer import codec
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Target:
     @contextmanager
     def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
         with db.connection(self.dsn, autocommit=autocommit) as conn:
+            codec.use_exact_json(conn)  # values exact, nesting to any depth
             yield conn
 
 

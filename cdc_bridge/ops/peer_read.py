@@ -7,12 +7,10 @@ template, so it cannot list rows the peer has and this side lacks.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Protocol
 
 import httpx
@@ -20,6 +18,7 @@ import httpx
 from cdc_bridge.config import BridgeConfig, TableSpec
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import BridgeError, UserError
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
 from cdc_bridge.peer.client import fill_path  # the relay's own rules
 from cdc_bridge.peer.protocol import READ_PATH, ReadRequest, Signer, dumps
@@ -32,8 +31,8 @@ class PeerReadError(BridgeError):
 
 
 def loads(body: bytes | str) -> Any:
-    """JSON with exact decimals, so 1.50 and 1.5 compare equal and nothing is rounded."""
-    return json.loads(body, parse_float=Decimal)
+    """JSON with exact numbers (nothing is rounded) and no limit on nesting."""
+    return codec.loads(body)
 
 
 @dataclass(frozen=True)

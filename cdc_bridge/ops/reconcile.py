@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.types.json import Jsonb
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
@@ -29,7 +28,6 @@ from cdc_bridge.ops.peer_read import (
     KeyedReader,
     PagedReader,
     RestReader,
-    loads,
 )
 from cdc_bridge.ops.snapshot import (
     bound_where,
@@ -38,6 +36,7 @@ from cdc_bridge.ops.snapshot import (
     json_object,
     row_column,
 )
+from cdc_bridge.peer import codec
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000  # the read endpoint's limit (protocol.ReadRequest)
@@ -58,31 +57,58 @@ def _as_decimal(value: Any) -> Decimal | None:
         return None
 
 
-def json_equal(a: Any, b: Any) -> bool:
-    """JSON equality where numbers compare by value (1.50 == 1.5), and true is not 1."""
-    if _is_number(a) and _is_number(b):
-        return _as_decimal(a) == _as_decimal(b)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and bool(a == b)
+def _number_token(value: Any) -> dict[str, str]:
+    """A number by value (1.50 and 1.5 alike), wrapped so that 7 and "7" stay apart."""
+    number = _as_decimal(value)
+    return {"number": str(number.normalize()) if number is not None else str(value)}
 
 
-def _canonical(value: Any) -> Any:
+def _by_value(value: Any) -> Any:
+    """`value` with every number replaced by its `_number_token` (iterative: any depth)."""
     if _is_number(value):
-        number = _as_decimal(value)
-        # Wrapped, so that the number 7 and the text "7" stay different keys.
-        return {"number": str(number.normalize()) if number is not None else str(value)}
-    return value
+        return _number_token(value)
+    if not isinstance(value, dict | list):
+        return value
+    root: Any = {} if isinstance(value, dict) else []
+    todo: list[tuple[Any, Any]] = [(value, root)]
+    while todo:
+        source, target = todo.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for name, item in items:
+            copied = item
+            if _is_number(item):
+                copied = _number_token(item)
+            elif isinstance(item, dict | list):
+                copied = {} if isinstance(item, dict) else []
+                todo.append((item, copied))
+            if isinstance(target, dict):
+                target[name] = copied
+            else:
+                target.append(copied)
+    return root
+
+
+def json_equal(a: Any, b: Any, *, exact: bool = True) -> bool:
+    """JSON equality at any depth, where true is not 1.
+
+    Exact (the bridge peer): numbers must be written alike, as `row::text` would show
+    them (1.50 is not 1.5); both sides' values come from PostgreSQL's `to_jsonb`, so the
+    same value has the same text. Not exact (an application's REST API, which may
+    reformat numbers): numbers compare by value.
+    """
+    if not exact:
+        a, b = _by_value(a), _by_value(b)
+    return codec.dumps(a, sort_keys=True) == codec.dumps(b, sort_keys=True)
 
 
 def key_token(key: dict[str, Any], columns: tuple[str, ...]) -> str:
     """The same text for the same key on both sides, whatever the number formatting."""
-    return orjson.dumps([_canonical(key.get(c)) for c in columns], default=str).decode()
+    return codec.dumps_text(_by_value([key.get(c) for c in columns]))
 
 
-def differing_fields(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def differing_fields(
+    ours: dict[str, Any], theirs: dict[str, Any], *, exact: bool = True
+) -> dict[str, tuple[Any, Any]]:
     """Fields both copies hold whose values differ: name -> (ours, theirs).
 
     A column the peer does not have is not compared: the peer's table defines what it keeps.
@@ -90,7 +116,7 @@ def differing_fields(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, 
     return {
         name: (value, theirs[name])
         for name, value in ours.items()
-        if name in theirs and not json_equal(value, theirs[name])
+        if name in theirs and not json_equal(value, theirs[name], exact=exact)
     }
 
 
@@ -244,8 +270,7 @@ def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
 
 
 def _dumps(value: Any) -> str:
-    # Exact decimals (from peer_read.loads) go back to PostgreSQL as text it casts exactly.
-    return orjson.dumps(value, default=str).decode()
+    return codec.dumps_text(value)  # exact numbers (from peer_read.loads), any depth
 
 
 # ------------------------------------------------------------------ the merge
@@ -255,8 +280,11 @@ ProgressCallback = Callable[[int], None]
 
 
 class Reconciler:
-    def __init__(self, target: Target, spec: TableSpec, fix: bool, sample: int) -> None:
+    def __init__(
+        self, target: Target, spec: TableSpec, fix: bool, sample: int, *, exact: bool = True
+    ) -> None:
         self.local = LocalSide(target, spec)
+        self.exact = exact  # numbers compared as written (bridge) or by value (REST)
         self.spec, self.fix = spec, fix
         self.report = ReconcileReport(table=spec.label, sample=sample)
         # Deleting at the peer is only right where this side decides which rows exist, and
@@ -283,7 +311,7 @@ class Reconciler:
                 else:
                     self.report.missing_not_ours += 1
                 continue
-            diff = differing_fields(fields, peer_row)
+            diff = differing_fields(fields, peer_row, exact=self.exact)
             if diff:
                 self.report.add_different(key, diff)
                 window.upserts.append(key)
@@ -315,9 +343,8 @@ def reconcile(
     if not 0 < page <= MAX_PAGE:
         raise UserError(f"--page {page} is not in 1..{MAX_PAGE}; fix: give a number such as 1000")
     target = Target.of(config)
-    reconciler = Reconciler(target, spec, fix, sample)
+    reconciler = Reconciler(target, spec, fix, sample, exact=config.peer.adapter != "rest")
     with target.connect(autocommit=True) as conn, _writer(target, fix) as writer:
-        set_json_loads(loads, conn)
         reconciler.report.pending = _pending(conn, target, spec)
         sides = Sides(reconciler, conn, writer, on_progress)
         if config.peer.adapter == "rest":

@@ -8,7 +8,6 @@ peer back in time: that is refused unless forced.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from cdc_bridge.config import TableSpec
 from cdc_bridge.db import dict_cursor
 from cdc_bridge.errors import ProblemsFound, UserError
 from cdc_bridge.ops.common import Target, os_user
+from cdc_bridge.peer import codec
 
 SHIPPED_BY = "a running `cdc-bridge run` ships them to the peer"
 
@@ -54,7 +54,7 @@ class Selection:
         if self.table is not None:
             parts = [f"--table {self.table}"]
             if self.key is not None:
-                parts.append(f"--key {json.dumps(self.key, sort_keys=True)}")
+                parts.append(f"--key {codec.dumps_text(self.key, sort_keys=True)}")
             parts += [f"--since {self.since.isoformat()}"] if self.since else []
             parts += [f"--until {self.until.isoformat()}"] if self.until else []
             return " ".join(parts)
@@ -94,8 +94,8 @@ def split_ids(args: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
 def parse_key(spec: TableSpec, text: str) -> dict[str, Any]:
     """`--key 42`, `--key P1` for one key column, or a JSON object for any key."""
     try:
-        value: Any = json.loads(text)
-    except json.JSONDecodeError:
+        value: Any = codec.loads(text)
+    except codec.CodecError:
         value = text
     if isinstance(value, dict):
         if sorted(value) != sorted(spec.key):
@@ -107,7 +107,7 @@ def parse_key(spec: TableSpec, text: str) -> dict[str, Any]:
     if len(spec.key) != 1:
         raise UserError(
             f"{spec.label} has a key of {len(spec.key)} columns; fix: give --key as a JSON "
-            f"object such as {json.dumps(dict.fromkeys(spec.key, '...'))}"
+            f"object such as {codec.dumps_text(dict.fromkeys(spec.key, '...'))}"
         )
     return {spec.key[0]: value}
 
@@ -170,7 +170,7 @@ def _newer_delivered(cur: Any, target: Target, ids: list[int]) -> list[dict[str,
 
 def _refusal(newer: list[dict[str, Any]]) -> list[str]:
     lines = [
-        f"change {n['id']} of {n['table_name']} {json.dumps(n['key'], sort_keys=True)}: "
+        f"change {n['id']} of {n['table_name']} {codec.dumps_text(n['key'], sort_keys=True)}: "
         f"a later change ({n['newer_id']}) of the same key already reached the peer"
         for n in newer
     ]

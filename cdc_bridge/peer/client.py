@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -35,6 +34,7 @@ from cdc_bridge.config import (
 )
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import TokenError
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
 from cdc_bridge.peer.protocol import (
     BATCH_PATH,
@@ -76,7 +76,7 @@ class Outgoing:
         """The key as a dict (parsed from its jsonb text when the row came encoded)."""
         if self.key is not None:
             return self.key
-        key: dict[str, Any] = orjson.loads(self.key_text)
+        key: dict[str, Any] = codec.loads(self.key_text)
         return key
 
 
@@ -216,7 +216,7 @@ def _no_answer(exc: Exception, started: float) -> Delivery:
 
 def batch_body(system: str, batch_id: str, changes: Sequence[Outgoing]) -> bytes:
     """The protocol v1 batch as JSON (same shape as `Batch`, built without model overhead)."""
-    return orjson.dumps(
+    return codec.dumps(
         {
             "protocol": PROTOCOL,
             "source": system,
@@ -324,8 +324,8 @@ def fast_results(content: bytes) -> list[tuple[str, Answer]] | None:
     hot path.
     """
     try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
+        data = codec.loads(content)
+    except codec.CodecError:
         return None
     if not isinstance(data, dict) or not data.keys() <= _RESPONSE_FIELDS:
         return None
@@ -533,7 +533,7 @@ class RestClient:
     def _body(self, change: Outgoing) -> bytes:
         mapping = self._mappings[change.table].rest
         assert mapping is not None
-        return orjson.dumps(body_of(mapping, change.fields or {}), default=_exact_number)
+        return codec.dumps(body_of(mapping, change.fields or {}))  # numbers as written
 
     def _result(
         self, change: Outgoing, response: httpx.Response, outcome: Delivery
@@ -553,16 +553,10 @@ class RestClient:
         return _rejected(change, f"HTTP {status}: {_kept(response.content)[:200]}")
 
 
-def _exact_number(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return orjson.Fragment(str(value).encode())  # as written: no float on the way
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
 def _json_or_none(response: httpx.Response) -> Any:
     try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
+        return codec.loads(response.content)  # a created id past 64 bits stays exact
+    except codec.CodecError:
         return None
 
 

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
+
+from cdc_bridge.peer import codec
 
 PROTOCOL: Literal["cdc-bridge/1"] = "cdc-bridge/1"
 BATCH_PATH = "/v1/batches"
@@ -103,7 +104,8 @@ class ReadResponse(_Strict):
 
 
 def dumps(model: BaseModel) -> bytes:
-    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+    """A message as JSON; values keep their exact numbers (see codec.py)."""
+    return codec.dumps(model.model_dump(exclude_none=True))
 
 
 # ------------------------------------------------------------------ signing

@@ -38,6 +38,7 @@ from cdc_bridge import outbox, retention
 from cdc_bridge.config import BridgeConfig, TableMode
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.outbox import Failure, OutboxRow
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
 from cdc_bridge.peer.protocol import ResultStatus
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
@@ -244,7 +245,7 @@ class Relay:
             await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
             # Reads and acknowledgements use a connection each, so they overlap.
             async with await self._connect() as conn, await self._connect() as record_conn:
-                outbox.use_fast_json(conn)
+                codec.use_exact_json(conn)
                 self.role = "leader"
                 self.metrics.leader.set(1)
                 log.info("leader: shipping to %s", self.config.peer.name)

@@ -15,6 +15,7 @@ import orjson
 import psycopg
 
 from cdc_bridge import outbox
+from cdc_bridge.peer import codec
 from cdc_bridge.peer.client import Outgoing, batch_body
 from cdc_bridge.peer.protocol import Batch
 from cdc_bridge.relay.daemon import outgoing_of
@@ -37,7 +38,7 @@ def _write(dsn: str) -> None:
 
 async def _fetch(dsn: str, whole_tables: list[str]) -> list[outbox.OutboxRow]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        outbox.use_fast_json(conn)
+        codec.use_exact_json(conn)
         return await outbox.fetch_pending(
             conn, "cdc_bridge", 100, [], system="erp", whole_tables=whole_tables
         )

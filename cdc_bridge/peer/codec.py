@@ -1,0 +1,152 @@
+"""The wire codec: JSON that keeps every value PostgreSQL can hold exactly as it was.
+
+Values travel as PostgreSQL's `to_jsonb` writes them, and jsonb numbers are `numeric`:
+`1.10`, `12345678901234.123456` and `10**30` are exact there, and must stay so in
+Python. A general-purpose parser would round them through a binary float (orjson, the
+standard library without `parse_float`), silently turn integers past 64 bits into floats
+(orjson), or refuse them when writing (orjson: "Integer exceeds 64-bit range"). jsonb
+may also nest far deeper (thousands of levels) than recursive parsers allow.
+
+So:
+- `loads` gives `int` for integers of any size and `Decimal` for every other number
+  (its text is kept: `Decimal("1.10")` prints `1.10`), and it has no depth limit.
+- `dumps` writes `int` and `Decimal` as their exact number text, at any depth.
+
+Both take orjson's fast path when nothing in the text or value needs more; the exact
+path (ijson's iterative parser; an iterative writer here) only when something does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import ijson  # type: ignore[import-untyped]
+import orjson
+from psycopg.abc import AdaptContext
+from psycopg.types.json import set_json_dumps, set_json_loads
+
+# A number token that orjson would not keep exactly: a fraction or exponent (a float
+# there), or 19+ digits (past 64 bits it becomes a float). A number follows `":`, `,`
+# or `[` (or starts the text). A match inside a string only costs the exact path.
+_INEXACT_NUMBER = re.compile(rb'(?:^|":|[\[,])\s*-?(?:\d{19}|\d+[.eE])')
+
+
+class CodecError(ValueError):
+    """The text is not JSON, or the value cannot be written as JSON."""
+
+
+def use_exact_json(conn: AdaptContext) -> None:
+    """json/jsonb read and written through this codec on `conn` (psycopg's default
+    parser rounds decimals through float and stops at ~1000 levels)."""
+    set_json_loads(loads, conn)
+    set_json_dumps(dumps, conn)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON exactly: integers of any size, `Decimal` for other numbers, any depth."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if _INEXACT_NUMBER.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # too deep for orjson, or not JSON: the exact path decides
+    return _exact_loads(raw)
+
+
+def _exact_loads(raw: bytes) -> Any:
+    try:
+        values = ijson.items(raw, "", use_float=False, multiple_values=True)
+        found = list(values)
+    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CodecError(f"not valid JSON: {first}") from None
+    if len(found) != 1:
+        raise CodecError(f"not valid JSON: {len(found)} values where one was expected")
+    return found[0]
+
+
+def dumps(value: Any, *, sort_keys: bool = False, indent: bool = False) -> bytes:
+    """JSON of `value`; `int` and `Decimal` exactly as they are, at any depth.
+
+    `indent` indents by two spaces for people to read, where orjson can write the value
+    (values too big or too deep for it are written compact).
+    """
+    option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (orjson.OPT_INDENT_2 if indent else 0)
+    try:
+        return orjson.dumps(value, default=_fragment, option=option)
+    except orjson.JSONEncodeError:
+        pass  # an integer past 64 bits, or deeper than orjson goes
+    return b"".join(_exact_dumps(value, sort_keys))
+
+
+def dumps_text(value: Any, *, sort_keys: bool = False, indent: bool = False) -> str:
+    return dumps(value, sort_keys=sort_keys, indent=indent).decode()
+
+
+def _fragment(value: Any) -> orjson.Fragment:
+    if isinstance(value, Decimal) and value.is_finite():
+        return orjson.Fragment(str(value))
+    raise TypeError(f"{type(value).__name__} {value!r} has no JSON form")
+
+
+class _Piece(bytes):
+    """Punctuation and keys, written as they are (values are encoded)."""
+
+
+def _exact_dumps(value: Any, sort_keys: bool) -> Iterator[bytes]:
+    """Iterative writer: a stack of open containers instead of recursion."""
+    stack: list[Iterator[Any]] = [iter((value,))]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, _Piece):
+            yield item
+        elif isinstance(item, dict):
+            stack.append(_object_parts(item, sort_keys))
+        elif isinstance(item, list | tuple):
+            stack.append(_array_parts(item))
+        else:
+            yield _scalar(item)
+
+
+_END = object()
+
+
+def _object_parts(value: dict[Any, Any], sort_keys: bool) -> Iterator[Any]:
+    yield _Piece(b"{")
+    items = sorted(value.items(), key=lambda kv: kv[0]) if sort_keys else value.items()
+    for n, (key, item) in enumerate(items):
+        if not isinstance(key, str):
+            raise CodecError(f"object key {key!r} is not a string")
+        yield _Piece((b"," if n else b"") + orjson.dumps(key) + b":")
+        yield item
+    yield _Piece(b"}")
+
+
+def _array_parts(value: list[Any] | tuple[Any, ...]) -> Iterator[Any]:
+    yield _Piece(b"[")
+    for n, item in enumerate(value):
+        if n:
+            yield _Piece(b",")
+        yield item
+    yield _Piece(b"]")
+
+
+def _scalar(value: Any) -> bytes:
+    if isinstance(value, bool) or value is None or isinstance(value, str | float | Enum):
+        return orjson.dumps(value)
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value).encode()
+    if isinstance(value, datetime | date | time):
+        return orjson.dumps(value)
+    if isinstance(value, orjson.Fragment):
+        return orjson.dumps(value)
+    raise CodecError(f"{type(value).__name__} {value!r} has no JSON form")
