@@ -59,8 +59,17 @@ def column(row: Row, name: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(sql.SQL(row), sql.Identifier(name))
 
 
-def _differs(name: str) -> sql.Composable:
-    return sql.SQL("{} IS DISTINCT FROM {}").format(column("NEW", name), column("OLD", name))
+def differs(name: str) -> sql.Composable:
+    """The column's stored value changed, byte for byte.
+
+    Not `IS DISTINCT FROM`: json, xml and other types have no `=` (installing or
+    updating would fail), and `=` calls 1.0 and 1.00, or -0 and 0, the same although
+    `row::text` shows them apart. The record image operator (`*<>`) compares what is
+    stored, for every type, NULLs included.
+    """
+    return sql.SQL("(ROW({})::record) *<> (ROW({})::record)").format(
+        column("NEW", name), column("OLD", name)
+    )
 
 
 def json_object(row: Row, columns: Sequence[str]) -> sql.Composable:
@@ -80,14 +89,14 @@ def json_object(row: Row, columns: Sequence[str]) -> sql.Composable:
 def _when_changed(name: str, row: Row) -> sql.Composable:
     """`{name: row.name}` when the field changed, else `{}`."""
     return sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(
-        _differs(name), json_object(row, [name]), _NO_FIELDS
+        differs(name), json_object(row, [name]), _NO_FIELDS
     )
 
 
 def _changed_columns(spec: TableSpec) -> sql.Composable:
     """The shipped fields an update changed, sorted by name (byte order)."""
     names = sorted(spec.shipped_fields, key=lambda n: n.encode())
-    cases = (sql.SQL("CASE WHEN {} THEN {} END").format(_differs(n), sql.Literal(n)) for n in names)
+    cases = (sql.SQL("CASE WHEN {} THEN {} END").format(differs(n), sql.Literal(n)) for n in names)
     return sql.SQL("pg_catalog.array_remove(ARRAY[{}]::text[], NULL)").format(
         sql.SQL(", ").join(cases)
     )

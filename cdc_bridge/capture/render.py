@@ -25,6 +25,7 @@ from cdc_bridge.capture.function import (
     capture_function_name,
     column,
     create_capture_function,
+    differs,
     drop_capture_function,
     drop_capture_functions,
     legacy_capture_function_name,
@@ -92,14 +93,14 @@ def _terminated(text: str) -> str:
 
 
 def _any_changed(columns: Sequence[str]) -> sql.Composable:
-    return sql.SQL(" OR ").join(
-        sql.SQL("{} IS DISTINCT FROM {}").format(column("OLD", c), column("NEW", c))
-        for c in columns
-    )
+    return sql.SQL(" OR ").join(differs(c) for c in columns)
 
 
 def _key_changed(spec: TableSpec) -> sql.Composable:
-    return _any_changed(spec.key)
+    return sql.SQL(" OR ").join(
+        sql.SQL("{} IS DISTINCT FROM {}").format(column("OLD", c), column("NEW", c))
+        for c in spec.key
+    )
 
 
 def _key_unchanged(spec: TableSpec) -> sql.Composable:
@@ -146,7 +147,8 @@ def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
         return []
 
     if spec.ships_whole_rows:
-        changed: sql.Composable = sql.SQL("OLD.* IS DISTINCT FROM NEW.*")
+        # Stored images, not `=`: see `differs` (a json column made every update fail).
+        changed: sql.Composable = sql.SQL("OLD *<> NEW")
     else:
         changed = _any_changed(spec.key + spec.shipped_fields)
     new_in = _filter(spec, "NEW") if spec.where else None

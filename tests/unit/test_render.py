@@ -45,12 +45,15 @@ def test_hostile_names_are_quoted_everywhere() -> None:
     cfg = config(f"  {HOSTILE_TABLE}: {{key: ['Id; x'], sor: {{'Na\"me': local}}}}\n")
     text = render_install(cfg)
     assert 'ON "public"."we""ird; DROP TABLE x --"' in text
-    assert 'OLD."Na""me" IS DISTINCT FROM NEW."Na""me"' in text
+    assert '(ROW(NEW."Na""me")::record) *<> (ROW(OLD."Na""me")::record)' in text
     assert 'OLD."Id; x" IS DISTINCT FROM NEW."Id; x"' in text
     # The generated capture function names each column twice: as a quoted identifier and
     # as the jsonb key, a string literal.
     assert """jsonb_build_object('Id; x', NEW."Id; x", 'Na"me', NEW."Na""me")""" in text
-    assert """CASE WHEN NEW."Na""me" IS DISTINCT FROM OLD."Na""me" THEN 'Na"me' END""" in text
+    assert (
+        """CASE WHEN (ROW(NEW."Na""me")::record) *<> (ROW(OLD."Na""me")::record) """
+        """THEN 'Na"me' END"""
+    ) in text
     # The only place the raw name appears unquoted is inside literals (labels, stamps).
     assert 'DROP TABLE x --"' in text and "; DROP TABLE x --\n" not in text
 
