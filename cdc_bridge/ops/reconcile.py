@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 import psycopg
@@ -60,7 +60,11 @@ def _as_decimal(value: Any) -> Decimal | None:
 def _number_token(value: Any) -> dict[str, str]:
     """A number by value (1.50 and 1.5 alike), wrapped so that 7 and "7" stay apart."""
     number = _as_decimal(value)
-    return {"number": str(number.normalize()) if number is not None else str(value)}
+    if number is None or not number.is_finite():
+        return {"number": str(value)}
+    # Every digit kept: the default context (28 digits) would round 10**30 + 1 to 10**30.
+    exact = Context(prec=max(1, len(number.as_tuple().digits)))
+    return {"number": str(number.normalize(exact))}
 
 
 def _by_value(value: Any) -> Any:

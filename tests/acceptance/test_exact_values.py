@@ -10,7 +10,13 @@ each change in Python). Both paths must keep every value.
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,9 +25,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 
 from cdc_bridge.config import BridgeConfig, parse_config
+from cdc_bridge.ops.reconcile import reconcile
 from tests import pg
 from tests.helpers import FIXTURES, SECRET, install
-from tests.integration.inbound_support import running
+from tests.integration.inbound_support import Server, running
 from tests.relay_support import config_text, running_relay, wait_drained
 from tests.values import (
     EDGES,
@@ -37,20 +44,22 @@ from tests.values import (
 
 WHOLE, FIELDS = "zoo", "zoo_fields"
 TABLES = (WHOLE, FIELDS)
+# Money and documents keyed by a 30-digit number: the values the issue saw rounded.
+LEDGER_DDL = """
+CREATE TABLE public.ledger (
+    id numeric PRIMARY KEY, amount numeric(20, 6), rate numeric, doc jsonb, note text);
+"""
 
 
 def _with_tables(text: str, whole: str, owner: str) -> str:
     data = yaml.safe_load(text)
+    data["tables"]["public.ledger"] = {"key": ["id"], "sor": whole}
     data["tables"][f"public.{WHOLE}"] = {"key": ["id"], "sor": whole}
     data["tables"][f"public.{FIELDS}"] = {
         "key": ["id"],
         "sor": dict.fromkeys(("id", *NAMES), owner),
     }
     return yaml.safe_dump(data)
-
-
-def erp_config(dsn: str, peer_url: str) -> BridgeConfig:
-    return parse_config(_with_tables(config_text(dsn, peer_url), "local", "local"), "erp.yaml", {})
 
 
 def shop_config(dsn: str) -> BridgeConfig:
@@ -63,6 +72,7 @@ def create_tables(*dsns: str) -> None:
     for dsn in dsns:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(TYPES_DDL.encode())
+            conn.execute(LEDGER_DDL.encode())
             for table in TABLES:
                 conn.execute(table_ddl(table).encode())
 
@@ -80,6 +90,44 @@ def failures(dsn: str) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT table_name, key, reason FROM cdc_bridge.failed").fetchall()
 
 
+def table_text(dsn: str, table: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        query = f"SELECT r::text FROM public.{table} AS r ORDER BY id"  # noqa: S608
+        return [str(row[0]) for row in conn.execute(query.encode())]
+
+
+def sql(dsn: str, statement: str, *values: Any) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement.encode(), values or None)
+
+
+@dataclass
+class Pair:
+    """The ERP's relay shipping to the shop's `serve`; `cli` runs a command at the ERP."""
+
+    erp: BridgeConfig
+    erp_dsn: str
+    shop: Server
+    config_path: Path
+
+    @property
+    def shop_dsn(self) -> str:
+        return self.shop.dsn
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cdc_bridge", "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def settled(self) -> None:
+        wait_drained(self.erp_dsn)
+        assert failures(self.erp_dsn) == []
+
+
 @pytest.fixture
 def shop_db(pg_server: pg.TestServer, template_db: str) -> Iterator[str]:
     name = pg_server.new_name("shop")
@@ -87,36 +135,154 @@ def shop_db(pg_server: pg.TestServer, template_db: str) -> Iterator[str]:
     pg_server.drop_database(name)
 
 
-def test_rows_of_every_type_arrive_with_the_same_row_text(db: str, shop_db: str) -> None:
+@pytest.fixture
+def pair(db: str, shop_db: str, tmp_path: Path) -> Iterator[Pair]:
     create_tables(db, shop_db)
     with running(shop_config(shop_db)) as shop:
-        erp = erp_config(db, shop.url)
+        text = _with_tables(config_text(db, shop.url), "local", "local")
+        path = tmp_path / "erp.yaml"
+        path.write_text(text)
+        erp = parse_config(text, str(path), {})
         install(erp)
         with running_relay(erp):
-            keys = itertools.count(1)
+            yield Pair(erp, db, shop, path)
 
-            @settings(
-                max_examples=40,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-            )
-            @given(first=rows(), second=rows())
-            @example(first=EDGES, second=EDGES_NEGATED)
-            @example(first=EDGES_NEGATED, second=EDGES)
-            def round_trip(first: dict[str, str | None], second: dict[str, str | None]) -> None:
-                key = next(keys)
-                for statement, values in (
-                    (insert_sql, [key, *params(first)]),
-                    (update_sql, [*params(second), key]),
-                ):
-                    with psycopg.connect(db, autocommit=True) as conn:
-                        for table in TABLES:
-                            conn.execute(statement(table).encode(), values)
-                    wait_drained(db)
-                    assert failures(db) == []
-                    for table in TABLES:
-                        sent = row_text(db, table, key)
-                        assert sent is not None
-                        assert row_text(shop_db, table, key) == sent
 
-            round_trip()
+def test_rows_of_every_type_arrive_with_the_same_row_text(pair: Pair) -> None:
+    keys = itertools.count(1)
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(first=rows(), second=rows())
+    @example(first=EDGES, second=EDGES_NEGATED)
+    @example(first=EDGES_NEGATED, second=EDGES)
+    def round_trip(first: dict[str, str | None], second: dict[str, str | None]) -> None:
+        key = next(keys)
+        for statement, values in (
+            (insert_sql, [key, *params(first)]),
+            (update_sql, [*params(second), key]),
+        ):
+            with psycopg.connect(pair.erp_dsn, autocommit=True) as conn:
+                for table in TABLES:
+                    conn.execute(statement(table).encode(), values)
+            pair.settled()
+            for table in TABLES:
+                sent = row_text(pair.erp_dsn, table, key)
+                assert sent is not None
+                assert row_text(pair.shop_dsn, table, key) == sent
+
+    round_trip()
+
+
+# ------------------------------------------------------------------ the issue's values
+
+BIG = 10**30  # a numeric key past 64 bits
+AS_PEER = "SELECT set_config('cdc_bridge.origin', 'erp', false)"  # passes the shop's guard
+LEDGER_INSERT = "INSERT INTO ledger VALUES (%s, %s, %s, %s::jsonb, %s)"
+
+
+def as_peer(dsn: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """Write at the shop as the bridge would: its guard refuses anyone else."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(AS_PEER)
+        for statement, values in statements:
+            conn.execute(statement.encode(), values)
+
+
+def test_reconcile_fix_repairs_every_difference_it_reports(pair: Pair) -> None:
+    ledger = [
+        (BIG, "12345678901234.123456", "1.10", '{"n": 123456789012345678901234567890}', "a"),
+        (BIG + 1, "0.000001", "1234567.123456789012", '{"p": [1.10, 2.500]}', "b"),
+        (BIG + 2, "-1.000000", "1.10", '{"n": 123456789012345678901234567891}', "c"),
+        (3, "1.500000", "NaN", "[1.10]", "d"),
+    ]
+    with psycopg.connect(pair.erp_dsn, autocommit=True) as conn:
+        for row in ledger:
+            conn.execute(LEDGER_INSERT.encode(), row)
+    pair.settled()
+    assert table_text(pair.shop_dsn, "ledger") == table_text(pair.erp_dsn, "ledger")
+
+    # The shop's copy as the float-rounding bridge left it, a row lost and one too many.
+    as_peer(
+        pair.shop_dsn,
+        (
+            "UPDATE ledger SET amount = 12345678901234.123000, rate = 1.1, doc = %s WHERE id = %s",
+            ('{"n": 123456789012345680000000000000}', BIG),
+        ),
+        ("UPDATE ledger SET rate = 1.1 WHERE id = %s", (BIG + 2,)),  # a trailing zero apart
+        ("DELETE FROM ledger WHERE id = %s", (BIG + 1,)),
+        ("INSERT INTO ledger VALUES (99, 1, 1, NULL, 'only at the shop')", ()),
+    )
+    report = reconcile(pair.erp, "public.ledger")
+    assert (report.different, report.missing, report.extra) == (2, 1, 1)
+    assert report.differences[0].fields["rate"] == (Decimal("1.10"), Decimal("1.1"))
+
+    fixed = reconcile(pair.erp, "public.ledger", fix=True)
+    assert fixed.fixes_queued == 4  # three upserts, one delete
+    pair.settled()
+
+    after = reconcile(pair.erp, "public.ledger")
+    assert after.in_sync and after.compared == 4
+    assert table_text(pair.shop_dsn, "ledger") == table_text(pair.erp_dsn, "ledger")
+
+
+def test_integers_past_64_bits_never_get_a_5xx_and_arrive_exactly(pair: Pair) -> None:
+    # Through the relay: a 30-digit key, and integers past 64 bits inside jsonb.
+    doc = '{"n": 123456789012345678901234567890, "m": [-99999999999999999999999, 1.10]}'
+    sql(pair.erp_dsn, LEDGER_INSERT, BIG, "12345678901234.123456", "1.10", doc, "x")
+    pair.settled()
+    assert table_text(pair.shop_dsn, "ledger") == table_text(pair.erp_dsn, "ledger")
+    with psycopg.connect(pair.erp_dsn) as conn:
+        answers = conn.execute("SELECT DISTINCT http_status FROM cdc_bridge.attempts").fetchall()
+    assert answers == [(200,)]
+
+    # A batch written by hand, straight to `serve`.
+    body = (
+        '{"protocol": "cdc-bridge/1", "source": "erp", "batch_id": "big-values", "changes": ['
+        '{"idempotency_key": "erp:1:1", "table": "public.ledger", "op": "insert",'
+        ' "key": {"id": 1000000000000000000000000000005},'
+        ' "fields": {"id": 1000000000000000000000000000005, "amount": 12345678901234.123456,'
+        ' "rate": 1.10, "doc": {"n": 123456789012345678901234567890, "f": 1.10}},'
+        ' "committed_at": "2026-01-01T00:00:00+00:00", "origin": "erp"}]}'
+    )
+    response = pair.shop.post(body.encode())
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["applied"]
+    assert row_text(pair.shop_dsn, "ledger", BIG + 5) == (
+        "(1000000000000000000000000000005,12345678901234.123456,1.10,"
+        '"{""f"": 1.10, ""n"": 123456789012345678901234567890}",)'
+    )
+
+
+def _nested(depth: int) -> str:
+    return '{"d": ' * depth + "[1.10, 123456789012345678901234567890]" + "}" * depth
+
+
+def test_deeply_nested_jsonb_passes_serve_and_every_tool(pair: Pair) -> None:
+    deep = _nested(2000)
+    sql(pair.erp_dsn, LEDGER_INSERT, 42, "1", "1", deep, "deep")
+    pair.settled()
+    assert table_text(pair.shop_dsn, "ledger") == table_text(pair.erp_dsn, "ledger")
+
+    listed = pair.cli("batches", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    batch_id = json.loads(listed.stdout)[0]["batch_id"]
+    for args in (("batches", "show", batch_id), ("batches", "show", batch_id, "--json")):
+        shown = pair.cli(*args)
+        assert shown.returncode == 0, shown.stderr
+        assert batch_id in shown.stdout
+
+    checked = pair.cli("reconcile", "public.ledger")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    for args in (
+        ("replay", "--table", "public.ledger", "--key", "42"),
+        ("snapshot", "public.ledger"),
+    ):
+        done = pair.cli(*args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        pair.settled()
+        assert table_text(pair.shop_dsn, "ledger") == table_text(pair.erp_dsn, "ledger")

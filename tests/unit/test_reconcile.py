@@ -55,6 +55,13 @@ def test_key_token_ignores_number_formatting_and_column_order() -> None:
     assert key_token({"id": 7}, ("id",)) != key_token({"id": "7"}, ("id",))
 
 
+def test_key_token_keeps_every_digit() -> None:
+    big = 10**30
+    assert key_token({"id": big}, ("id",)) != key_token({"id": big + 1}, ("id",))
+    assert key_token({"id": big}, ("id",)) == key_token({"id": Decimal(big).scaleb(0)}, ("id",))
+    assert not json_equal(Decimal("1.0000000000000000000000000000001"), 1, exact=False)
+
+
 def test_differing_fields_skip_columns_the_peer_lacks() -> None:
     ours = {"id": 1, "name": "a", "price": Decimal("1.50"), "internal": "x"}
     theirs = {"id": 1, "name": "b", "price": 1.5}
