@@ -13,12 +13,13 @@ So:
 - `dumps` writes `int` and `Decimal` as their exact number text, at any depth.
 
 Both take orjson's fast path when nothing in the text or value needs more; the exact
-path (ijson's iterative parser; an iterative writer here) only when something does.
+path (the standard library's parser with `Decimal`, or ijson's iterative one past
+Python's recursion limit; an iterative writer here) only when something does.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Iterator
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -29,11 +30,6 @@ import ijson  # type: ignore[import-untyped]
 import orjson
 from psycopg.abc import AdaptContext
 from psycopg.types.json import set_json_dumps, set_json_loads
-
-# A number token that orjson would not keep exactly: a fraction or exponent (a float
-# there), or 19+ digits (past 64 bits it becomes a float). A number follows `":`, `,`
-# or `[` (or starts the text). A match inside a string only costs the exact path.
-_INEXACT_NUMBER = re.compile(rb'(?:^|":|[\[,])\s*-?(?:\d{19}|\d+[.eE])')
 
 
 class CodecError(ValueError):
@@ -50,24 +46,56 @@ def use_exact_json(conn: AdaptContext) -> None:
 def loads(data: bytes | str) -> Any:
     """Parse JSON exactly: integers of any size, `Decimal` for other numbers, any depth."""
     raw = data.encode() if isinstance(data, str) else bytes(data)
-    if _INEXACT_NUMBER.search(raw) is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # too deep for orjson, or not JSON: the exact path decides
-    return _exact_loads(raw)
+    try:
+        fast = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _exact_loads(raw)  # too deep for orjson, or not JSON: the exact path decides
+    # orjson reads every non-integer, and every integer past 64 bits, as a float: where
+    # one came out, the text is read again exactly.
+    return _exact_loads(raw) if _holds_float(fast) else fast
+
+
+def _holds_float(value: Any) -> bool:
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            todo.extend(item.values())
+        elif kind is list:
+            todo.extend(item)
+    return False
 
 
 def _exact_loads(raw: bytes) -> Any:
+    """The standard library's C parser with exact numbers; ijson's iterative one for
+    nesting deeper than Python's recursion limit."""
     try:
-        values = ijson.items(raw, "", use_float=False, multiple_values=True)
-        found = list(values)
-    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as exc:
+        return json.loads(raw, parse_float=Decimal, parse_int=_integer, parse_constant=_refuse)
+    except RecursionError:
+        pass
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CodecError(f"not valid JSON: {exc}") from None
+    try:
+        found = list(ijson.items(raw, "", use_float=False, multiple_values=True))
+    except (ijson.JSONError, ijson.IncompleteJSONError, ValueError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CodecError(f"not valid JSON: {first}") from None
     if len(found) != 1:
         raise CodecError(f"not valid JSON: {len(found)} values where one was expected")
     return found[0]
+
+
+def _integer(text: str) -> int | Decimal:
+    # Python refuses to read integers of more than 4300 digits (int_max_str_digits);
+    # numeric holds up to 131072 before the point. Decimal reads any length.
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
+def _refuse(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
 
 
 def dumps(value: Any, *, sort_keys: bool = False, indent: bool = False) -> bytes:

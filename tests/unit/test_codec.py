@@ -84,7 +84,14 @@ def test_sorted_keys_and_indent() -> None:
     assert codec.dumps({"a": Decimal("1.0")}, indent=True) == b'{\n  "a": 1.0\n}'
 
 
-@pytest.mark.parametrize("text", ["", "{", "[1,]", "1 2", "nan", '{"a": 1.5', "01"])
+def test_integers_longer_than_python_reads_by_default() -> None:
+    text = "[" + "9" * 5000 + ", 1.10]"  # numeric holds up to 131072 digits before the point
+    assert codec.dumps(codec.loads(text)) == text.replace(" ", "").encode()
+
+
+@pytest.mark.parametrize(
+    "text", ["", "{", "[1,]", "1 2", "nan", "[NaN, 1.5]", "[Infinity]", '{"a": 1.5', "01"]
+)
 def test_not_json_is_refused(text: str) -> None:
     with pytest.raises(codec.CodecError, match="not valid JSON"):
         codec.loads(text)
