@@ -318,3 +318,21 @@ def test_install_over_an_earlier_install_leaves_no_old_capture_behind(db: str) -
         conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
         conn.execute("UPDATE customers SET name = 'Bo' WHERE id = 1")
         assert [(r[1], r[5]) for r in outbox(conn)] == [("I", None), ("U", ["name"])]
+
+
+def test_updates_are_seen_by_stored_value_for_every_type(conn: Any) -> None:
+    # json has no `=`: comparing with IS DISTINCT FROM made every such UPDATE fail. And
+    # 1.0 -> 1.00 is equal by `=` yet shows in row::text: it must ship.
+    conn.execute("ALTER TABLE customers ADD COLUMN score numeric, ADD COLUMN prefs json")
+    conn.execute("""INSERT INTO customers VALUES (1, 'Ann', NULL, NULL, 1.0, '{"a": 1}')""")
+    conn.execute("""UPDATE customers SET prefs = '{"a": 2}' WHERE id = 1""")
+    conn.execute("UPDATE customers SET score = 1.00 WHERE id = 1")
+    conn.execute("UPDATE customers SET score = 1.00, prefs = prefs WHERE id = 1")  # no change
+    rows = conn.execute(
+        "SELECT op, fields->>'score', fields->>'prefs', changed FROM cdc_bridge.outbox ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        ("I", "1.0", '{"a": 1}', None),
+        ("U", "1.0", '{"a": 2}', ["prefs"]),
+        ("U", "1.00", '{"a": 2}', []),  # jsonb calls 1.0 and 1.00 equal; the row still ships
+    ]
