@@ -40,6 +40,7 @@ from tests.values import (
     rows,
     table_ddl,
     update_sql,
+    without_xml,
 )
 
 WHOLE, FIELDS = "zoo", "zoo_fields"
@@ -148,17 +149,29 @@ def pair(db: str, shop_db: str, tmp_path: Path) -> Iterator[Pair]:
             yield Pair(erp, db, shop, path)
 
 
+def reads_xml(dsn: str) -> bool:
+    """Whether this server was built with libxml (the embedded one is not)."""
+    with psycopg.connect(dsn) as conn:
+        try:
+            conn.execute("SELECT '<a/>'::xml")
+        except psycopg.errors.FeatureNotSupported:
+            return False
+    return True
+
+
 def test_rows_of_every_type_arrive_with_the_same_row_text(pair: Pair) -> None:
     keys = itertools.count(1)
+    xml = reads_xml(pair.erp_dsn)
+    # Without libxml the xml column stays, holding NULLs only.
 
     @settings(
         max_examples=40,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(first=rows(), second=rows())
-    @example(first=EDGES, second=EDGES_NEGATED)
-    @example(first=EDGES_NEGATED, second=EDGES)
+    @given(first=rows(xml), second=rows(xml))
+    @example(first=without_xml(EDGES, xml), second=without_xml(EDGES_NEGATED, xml))
+    @example(first=without_xml(EDGES_NEGATED, xml), second=without_xml(EDGES, xml))
     def round_trip(first: dict[str, str | None], second: dict[str, str | None]) -> None:
         key = next(keys)
         for statement, values in (
