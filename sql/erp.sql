@@ -399,37 +399,37 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 8c1746dee88a662b';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     FOR EACH ROW
-    WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD.* IS DISTINCT FROM NEW.*))
+    WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD *<> NEW))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 8c1746dee88a662b';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."customers"
     FOR EACH ROW
     WHEN ((OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."customers" IS 'cdc-bridge definition 8c1746dee88a662b';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."customers"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition 8c1746dee88a662b';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 8c1746dee88a662b';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 8c1746dee88a662b';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, '8c1746dee88a662b',
+SELECT 'public.customers', '"public"."customers"'::regclass, 'bded528aff88c49e',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -519,7 +519,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ('public.products', 'U', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), NULL, pg_catalog.array_remove(ARRAY[CASE WHEN NEW."name" IS DISTINCT FROM OLD."name" THEN 'name' END, CASE WHEN NEW."price" IS DISTINCT FROM OLD."price" THEN 'price' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.products', 'U', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), NULL, pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) THEN 'name' END, CASE WHEN (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record) THEN 'price' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
     RETURN NEW;
 END
 $capture$;
@@ -598,44 +598,44 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_del"() IS 'cdc-bri
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."products"
     FOR EACH ROW
-    WHEN ((current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop') AND (OLD."description" IS DISTINCT FROM NEW."description"))
+    WHEN ((current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop') AND ((ROW(NEW."description")::record) *<> (ROW(OLD."description")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'shop', '{"description"}', '', '{"sku"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 34de092a6ed89590';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."products"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 34de092a6ed89590';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
-    WHEN ((OLD."sku" IS NOT DISTINCT FROM NEW."sku") AND (OLD."sku" IS DISTINCT FROM NEW."sku" OR OLD."name" IS DISTINCT FROM NEW."name" OR OLD."price" IS DISTINCT FROM NEW."price"))
+    WHEN ((OLD."sku" IS NOT DISTINCT FROM NEW."sku") AND ((ROW(NEW."sku")::record) *<> (ROW(OLD."sku")::record) OR (ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) OR (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 34de092a6ed89590';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
     WHEN ((OLD."sku" IS DISTINCT FROM NEW."sku"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition 34de092a6ed89590';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."products"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."products" IS 'cdc-bridge definition 34de092a6ed89590';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."products"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.products');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 34de092a6ed89590';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."products"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.products');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 34de092a6ed89590';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.products', '"public"."products"'::regclass, '34de092a6ed89590',
+SELECT 'public.products', '"public"."products"'::regclass, '77a6932f59689a51',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."products"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -706,7 +706,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ('public.accounts', 'U', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'credit_limit', NEW."credit_limit") || CASE WHEN NEW."company_name" IS DISTINCT FROM OLD."company_name" THEN pg_catalog.jsonb_build_object('company_name', NEW."company_name") ELSE '{}'::jsonb END || CASE WHEN NEW."address" IS DISTINCT FROM OLD."address" THEN pg_catalog.jsonb_build_object('address', NEW."address") ELSE '{}'::jsonb END, nullif(CASE WHEN NEW."company_name" IS DISTINCT FROM OLD."company_name" THEN pg_catalog.jsonb_build_object('company_name', OLD."company_name") ELSE '{}'::jsonb END || CASE WHEN NEW."address" IS DISTINCT FROM OLD."address" THEN pg_catalog.jsonb_build_object('address', OLD."address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN NEW."address" IS DISTINCT FROM OLD."address" THEN 'address' END, CASE WHEN NEW."company_name" IS DISTINCT FROM OLD."company_name" THEN 'company_name' END, CASE WHEN NEW."credit_limit" IS DISTINCT FROM OLD."credit_limit" THEN 'credit_limit' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.accounts', 'U', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'credit_limit', NEW."credit_limit") || CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', NEW."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', NEW."address") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', OLD."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', OLD."address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN 'address' END, CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN 'company_name' END, CASE WHEN (ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record) THEN 'credit_limit' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
     RETURN NEW;
 END
 $capture$;
@@ -787,50 +787,50 @@ CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."accounts"
     FOR EACH ROW
     WHEN (coalesce((NEW."status" <> 'draft'), false))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
-    WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)) AND (OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD."id" IS DISTINCT FROM NEW."id" OR OLD."company_name" IS DISTINCT FROM NEW."company_name" OR OLD."address" IS DISTINCT FROM NEW."address" OR OLD."credit_limit" IS DISTINCT FROM NEW."credit_limit"))
+    WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)) AND (OLD."id" IS NOT DISTINCT FROM NEW."id") AND ((ROW(NEW."id")::record) *<> (ROW(OLD."id")::record) OR (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) OR (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) OR (ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)) AND (OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."accounts"
     FOR EACH ROW
     WHEN (coalesce((OLD."status" <> 'draft'), false))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_enter" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((NOT coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_enter" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_capture_enter" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_leave" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (NOT coalesce((NEW."status" <> 'draft'), false)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_leave" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_capture_leave" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."accounts"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."accounts"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 9d9f739bb25be534';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.accounts', '"public"."accounts"'::regclass, '9d9f739bb25be534',
+SELECT 'public.accounts', '"public"."accounts"'::regclass, '851e7e2b97ba949c',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."accounts"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

@@ -425,42 +425,42 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."orders"
     FOR EACH ROW
     WHEN (current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp')
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.orders', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 256f6ce5191f0f40';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 93b7ba28d9f942db';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."orders"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 256f6ce5191f0f40';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 93b7ba28d9f942db';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."orders"
     FOR EACH ROW
-    WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD.* IS DISTINCT FROM NEW.*))
+    WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD *<> NEW))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 256f6ce5191f0f40';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 93b7ba28d9f942db';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."orders"
     FOR EACH ROW
     WHEN ((OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."orders" IS 'cdc-bridge definition 256f6ce5191f0f40';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."orders" IS 'cdc-bridge definition 93b7ba28d9f942db';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."orders"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 256f6ce5191f0f40';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 93b7ba28d9f942db';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."orders"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.orders');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."orders" IS 'cdc-bridge definition 256f6ce5191f0f40';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."orders" IS 'cdc-bridge definition 93b7ba28d9f942db';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."orders"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.orders');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 256f6ce5191f0f40';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 93b7ba28d9f942db';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.orders', '"public"."orders"'::regclass, '256f6ce5191f0f40',
+SELECT 'public.orders', '"public"."orders"'::regclass, '93b7ba28d9f942db',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."orders"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -531,7 +531,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ('public.products', 'U', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'description', NEW."description"), NULL, pg_catalog.array_remove(ARRAY[CASE WHEN NEW."description" IS DISTINCT FROM OLD."description" THEN 'description' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'shop'));
+    VALUES ('public.products', 'U', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'description', NEW."description"), NULL, pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."description")::record) *<> (ROW(OLD."description")::record) THEN 'description' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'shop'));
     RETURN NEW;
 END
 $capture$;
@@ -576,45 +576,45 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"() IS 'cdc-b
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."products"
     FOR EACH ROW
-    WHEN ((current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp') AND (OLD."name" IS DISTINCT FROM NEW."name" OR OLD."price" IS DISTINCT FROM NEW."price"))
+    WHEN ((current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp') AND ((ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) OR (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'erp', '{"name","price"}', '', '{"sku"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 109449151a8b82b2';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 5b0fe2c864718107';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_rows" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_guard_rows" BEFORE INSERT OR DELETE ON "public"."products"
     FOR EACH ROW
     WHEN (current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp')
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'erp', '', '', '{"sku"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."products" IS 'cdc-bridge definition 109449151a8b82b2';
+COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."products" IS 'cdc-bridge definition 5b0fe2c864718107';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."products"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 109449151a8b82b2';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 5b0fe2c864718107';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
-    WHEN ((OLD."sku" IS NOT DISTINCT FROM NEW."sku") AND (OLD."sku" IS DISTINCT FROM NEW."sku" OR OLD."description" IS DISTINCT FROM NEW."description"))
+    WHEN ((OLD."sku" IS NOT DISTINCT FROM NEW."sku") AND ((ROW(NEW."sku")::record) *<> (ROW(OLD."sku")::record) OR (ROW(NEW."description")::record) *<> (ROW(OLD."description")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 109449151a8b82b2';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 5b0fe2c864718107';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
     WHEN ((OLD."sku" IS DISTINCT FROM NEW."sku"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition 109449151a8b82b2';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition 5b0fe2c864718107';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."products"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.products');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 109449151a8b82b2';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 5b0fe2c864718107';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."products"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.products');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 109449151a8b82b2';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 5b0fe2c864718107';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.products', '"public"."products"'::regclass, '109449151a8b82b2',
+SELECT 'public.products', '"public"."products"'::regclass, '5b0fe2c864718107',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."products"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -687,7 +687,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ('public.accounts', 'U', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id") || CASE WHEN NEW."company_name" IS DISTINCT FROM OLD."company_name" THEN pg_catalog.jsonb_build_object('company_name', NEW."company_name") ELSE '{}'::jsonb END || CASE WHEN NEW."address" IS DISTINCT FROM OLD."address" THEN pg_catalog.jsonb_build_object('address', NEW."address") ELSE '{}'::jsonb END, nullif(CASE WHEN NEW."company_name" IS DISTINCT FROM OLD."company_name" THEN pg_catalog.jsonb_build_object('company_name', OLD."company_name") ELSE '{}'::jsonb END || CASE WHEN NEW."address" IS DISTINCT FROM OLD."address" THEN pg_catalog.jsonb_build_object('address', OLD."address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN NEW."address" IS DISTINCT FROM OLD."address" THEN 'address' END, CASE WHEN NEW."company_name" IS DISTINCT FROM OLD."company_name" THEN 'company_name' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'shop'));
+    VALUES ('public.accounts', 'U', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id") || CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', NEW."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', NEW."address") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', OLD."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', OLD."address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN 'address' END, CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN 'company_name' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'shop'));
     RETURN NEW;
 END
 $capture$;
@@ -766,44 +766,44 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"() IS 'cdc-bri
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."accounts"
     FOR EACH ROW
-    WHEN ((current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp') AND (OLD."credit_limit" IS DISTINCT FROM NEW."credit_limit"))
+    WHEN ((current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp') AND ((ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.accounts', 'erp', '{"credit_limit"}', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."accounts" IS 'cdc-bridge definition 72d38d81ead75b4f';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."accounts" IS 'cdc-bridge definition e041b731498799f2';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."accounts"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 72d38d81ead75b4f';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition e041b731498799f2';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
-    WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD."id" IS DISTINCT FROM NEW."id" OR OLD."company_name" IS DISTINCT FROM NEW."company_name" OR OLD."address" IS DISTINCT FROM NEW."address"))
+    WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND ((ROW(NEW."id")::record) *<> (ROW(OLD."id")::record) OR (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) OR (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 72d38d81ead75b4f';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition e041b731498799f2';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition 72d38d81ead75b4f';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition e041b731498799f2';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."accounts"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 72d38d81ead75b4f';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition e041b731498799f2';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."accounts"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 72d38d81ead75b4f';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition e041b731498799f2';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."accounts"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 72d38d81ead75b4f';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition e041b731498799f2';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.accounts', '"public"."accounts"'::regclass, '72d38d81ead75b4f',
+SELECT 'public.accounts', '"public"."accounts"'::regclass, 'e041b731498799f2',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."accounts"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
