@@ -79,13 +79,43 @@ def _exact_loads(raw: bytes) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise CodecError(f"not valid JSON: {exc}") from None
     try:
-        found = list(ijson.items(raw, "", use_float=False, multiple_values=True))
+        found = _build(ijson.basic_parse(raw, use_float=False, multiple_values=True))
     except (ijson.JSONError, ijson.IncompleteJSONError, ValueError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CodecError(f"not valid JSON: {first}") from None
     if len(found) != 1:
         raise CodecError(f"not valid JSON: {len(found)} values where one was expected")
     return found[0]
+
+
+def _build(events: Iterator[tuple[str, Any]]) -> list[Any]:
+    """Values from ijson's parse events, with a stack of open containers (no recursion;
+    `ijson.items` would also track each value's path, which costs O(depth) per event)."""
+    done: list[Any] = []
+    open_: list[tuple[Any, str | None]] = []  # (container, pending key of an object)
+
+    def put(value: Any) -> None:
+        if not open_:
+            done.append(value)
+            return
+        container, key = open_[-1]
+        if key is None:
+            container.append(value)
+        else:
+            container[key] = value
+
+    for event, value in events:
+        if event == "map_key":
+            open_[-1] = (open_[-1][0], value)
+        elif event in ("start_map", "start_array"):
+            container: Any = {} if event == "start_map" else []
+            put(container)
+            open_.append((container, None))
+        elif event in ("end_map", "end_array"):
+            open_.pop()
+        else:
+            put(value)
+    return done
 
 
 def _integer(text: str) -> int | Decimal:

@@ -71,6 +71,14 @@ def test_nesting_deeper_than_recursion_limits() -> None:
     assert codec.dumps(value) == text.encode()
 
 
+@settings(max_examples=50)
+@given(json_values)
+def test_deep_values_of_every_kind_round_trip(value: Any) -> None:
+    inner = codec.dumps_text(value)
+    text = '{"a":[' * 1500 + inner + ',{"k":null,"t":true}]}' * 1500
+    assert codec.dumps(codec.loads(text)) == text.encode()
+
+
 def test_a_fraction_inside_a_string_keeps_the_fast_path_result() -> None:
     value = codec.loads('{"t": "10:00:00.123456+00:00", "n": 7, "s": "[1.5, 2]"}')
     assert value == {"t": "10:00:00.123456+00:00", "n": 7, "s": "[1.5, 2]"}
