@@ -33,7 +33,7 @@ def _deep(depth: int, leaf: str) -> str:
     return "[" * depth + leaf + "]" * depth
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(json_values)
 def test_values_round_trip_exactly(value: Any) -> None:
     text = codec.dumps(value)
@@ -71,7 +71,7 @@ def test_nesting_deeper_than_recursion_limits() -> None:
     assert codec.dumps(value) == text.encode()
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(json_values)
 def test_deep_values_of_every_kind_round_trip(value: Any) -> None:
     inner = codec.dumps_text(value)
