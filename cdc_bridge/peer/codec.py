@@ -73,7 +73,13 @@ def _exact_loads(raw: bytes) -> Any:
     """The standard library's C parser with exact numbers; ijson's iterative one for
     nesting deeper than Python's recursion limit."""
     try:
-        return json.loads(raw, parse_float=Decimal, parse_int=_integer, parse_constant=_refuse)
+        try:
+            return json.loads(raw, parse_float=Decimal, parse_constant=_refuse)
+        except ValueError:
+            # Perhaps an integer longer than Python reads by default (int_max_str_digits):
+            # numeric holds up to 131072 digits before the point. Decimal reads any length
+            # (only then: a Python call per integer costs).
+            return json.loads(raw, parse_float=Decimal, parse_int=_integer, parse_constant=_refuse)
     except RecursionError:
         pass
     except (ValueError, UnicodeDecodeError) as exc:
@@ -119,8 +125,6 @@ def _build(events: Iterator[tuple[str, Any]]) -> list[Any]:
 
 
 def _integer(text: str) -> int | Decimal:
-    # Python refuses to read integers of more than 4300 digits (int_max_str_digits);
-    # numeric holds up to 131072 before the point. Decimal reads any length.
     return int(text) if len(text) <= 4000 else Decimal(text)
 
 
