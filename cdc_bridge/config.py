@@ -98,10 +98,10 @@ class DatabaseConfig(_Frozen):
     url: SecretStr
     schema_name: str = Field(default="cdc_bridge", alias="schema")
     relay_role: str = "cdc_bridge_relay"
-    # definer: capture runs as the function's owner, so writers need no grant at all.
-    # invoker: it runs as the writing role, which may then INSERT into the outbox (granted
-    # to PUBLIC); it saves the switch of user and search_path on every call (bench/README.md).
-    capture_security: Literal["invoker", "definer"] = "definer"
+    # Capture runs as the functions' owner, so writers need no grant at all. `invoker` (the
+    # writer inserting its own outbox row) was removed: it let any role add outbox rows by
+    # hand, and the relay ships what the outbox holds (docs/security.md).
+    capture_security: Literal["definer"] = "definer"
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -109,6 +109,16 @@ class DatabaseConfig(_Frozen):
     @classmethod
     def _identifier(cls, value: str) -> str:
         return check_identifier(value)
+
+    @field_validator("capture_security", mode="before")
+    @classmethod
+    def _definer_only(cls, value: Any) -> Any:
+        if value == "invoker":
+            raise ValueError(
+                "`invoker` is no longer offered: it let every role add outbox rows by hand "
+                "(docs/security.md); fix: remove the key, capture runs as the definer"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
