@@ -1,7 +1,8 @@
 """`cdc-bridge serve`: the HTTP side of the batch protocol (Starlette on uvicorn).
 
 Every request is checked before it touches the database, in this order: body size (413),
-signature and timestamp (401), JSON and batch shape (400). Only then is the batch applied,
+signature and timestamp (401), JSON and batch shape, and a batch id equal to the signed
+`webhook-id` (400). Only then is the batch applied,
 in a worker thread, on a pooled connection.
 """
 
@@ -94,15 +95,16 @@ class Inbound:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def body(self, request: Request) -> bytes:
+    async def body(self, request: Request) -> tuple[bytes, str]:
+        """The request's body and its signed `webhook-id`, once size and signature check out."""
         body = await self.read_body(request)
         try:
-            self.signer.verify(
+            message_id = self.signer.verify(
                 dict(request.headers), body, self.config.inbound.timestamp_tolerance_s
             )
         except SignatureError as exc:
             raise Refused(401, str(exc)) from None
-        return body
+        return body, message_id
 
     def parse(self, body: bytes, model: type[M]) -> M:
         try:
@@ -213,11 +215,20 @@ def create_app(config: BridgeConfig, pool_size: int = 4) -> Starlette:
     inbound = Inbound(config, pool_size)
 
     async def batches(request: Request) -> bytes:
-        batch = inbound.parse(await inbound.body(request), Batch)
+        body, message_id = await inbound.body(request)
+        batch = inbound.parse(body, Batch)
+        if batch.batch_id != message_id:
+            # Both are signed, but they must agree: a batch is accepted only under its own id.
+            raise Refused(
+                400,
+                f"webhook-id {message_id!r} differs from the body's batch_id "
+                f"{batch.batch_id!r}; a batch is signed under its own id",
+            )
         return await run_in_threadpool(inbound.apply, batch)
 
     async def read(request: Request) -> bytes:
-        read_request = inbound.parse(await inbound.body(request), ReadRequest)
+        body, _message_id = await inbound.body(request)
+        read_request = inbound.parse(body, ReadRequest)
         return await run_in_threadpool(inbound.read, read_request)
 
     async def health(_request: Request) -> Response:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import uvicorn
 
@@ -48,7 +49,8 @@ class Server:
         return self.config.database.url.get_secret_value()
 
     def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-        sent = Signer(SECRET).headers(uuid.uuid4().hex, body) if headers is None else headers
+        """POST a batch, signed under its own batch_id unless `headers` are given."""
+        sent = Signer(SECRET).headers(signed_id(body), body) if headers is None else headers
         return httpx.post(
             self.url + BATCH_PATH,
             content=body,
@@ -113,6 +115,16 @@ def change(
         committed_at=committed_at or datetime.now(UTC),
         origin=origin,
     )
+
+
+def signed_id(body: bytes) -> str:
+    """The id a sender signs a body under: its batch_id, or a fresh one for anything else."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return uuid.uuid4().hex
+    found = parsed.get("batch_id") if isinstance(parsed, dict) else None
+    return found if isinstance(found, str) and found else uuid.uuid4().hex
 
 
 def batch_body(source: str, changes: list[Change]) -> bytes:
