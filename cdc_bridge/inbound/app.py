@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cdc_bridge import sql as queries
-from cdc_bridge.config import BridgeConfig, TableSpec
+from cdc_bridge.config import BridgeConfig, InboundTls, TableSpec
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import Refused, UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
@@ -57,13 +58,12 @@ class Inbound:
     """What the request handlers share: config, signer, applier and the connection pool."""
 
     def __init__(self, config: BridgeConfig, pool_size: int = 4) -> None:
-        secret = config.peer.secret
-        if secret is None or not secret.get_secret_value():
+        if not config.peer.secrets:
             raise UserError(
                 "serve verifies every batch with the shared secret; fix: set peer.secret"
             )
         self.config = config
-        self.signer = Signer(secret.get_secret_value())
+        self.signer = Signer(config.peer.secrets)
         self.applier = Applier(config)
         self.webhooks = [
             Webhooks.build(route, config.table(route.table), os.environ)
@@ -276,8 +276,26 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def tls_options(tls: InboundTls | None) -> dict[str, Any]:
+    """uvicorn's options for `inbound.tls`: HTTPS, and with a client CA, mutual TLS (a
+    client without a certificate that CA signed fails the handshake)."""
+    if tls is None:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": tls.cert, "ssl_keyfile": tls.key}
+    if tls.client_ca is not None:
+        options |= {"ssl_ca_certs": tls.client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
+
+
 def serve(config: BridgeConfig, listen: str | None = None) -> None:
     """Run the server until SIGINT/SIGTERM."""
     host, port = split_listen(listen or config.inbound.listen)
     # Logging is configured by the caller (cdc_bridge.logs); uvicorn must not replace it.
-    uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        **tls_options(config.inbound.tls),
+    )

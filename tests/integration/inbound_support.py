@@ -18,7 +18,7 @@ import psycopg
 import uvicorn
 
 from cdc_bridge.config import BridgeConfig, parse_config
-from cdc_bridge.inbound.app import create_app
+from cdc_bridge.inbound.app import create_app, tls_options
 from cdc_bridge.peer.protocol import BATCH_PATH, Batch, BatchResponse, Change, Op, Signer, dumps
 from tests.helpers import FIXTURES, SECRET, install
 
@@ -77,6 +77,7 @@ def running(config: BridgeConfig) -> Iterator[Server]:
             log_level="warning",
             lifespan="on",
             ws="none",
+            **tls_options(config.inbound.tls),
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -86,7 +87,8 @@ def running(config: BridgeConfig) -> Iterator[Server]:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     try:
-        yield Server(url=f"http://127.0.0.1:{port}", config=config)
+        scheme = "http" if config.inbound.tls is None else "https"
+        yield Server(url=f"{scheme}://127.0.0.1:{port}", config=config)
     finally:
         server.should_exit = True
         thread.join(timeout=60)
