@@ -6,9 +6,9 @@ Run:  .venv/bin/python bench/capture.py [--quick] [--seconds N] [--rounds N] [--
 Without --dsn it starts an embedded PostgreSQL 18 with fsync on. Each variant gets a
 database with the same 100k-row table: `plain` (no triggers), `capture` (the rendered
 install), `relay_busy` (the same install as writers see it while a relay is shipping: the
-relay has said it is not listening, so no NOTIFY is sent), `invoker` (as `relay_busy`, with
-`database.capture_security: invoker`), `per_field` (as `relay_busy`, the table configured
-field by field, `bench_fields.yaml`: its capture names the columns) and `statement` (a
+relay has said it is not listening, so no NOTIFY is sent), `per_field` (as `relay_busy`,
+the table configured field by field, `bench_fields.yaml`: its capture names the columns)
+and `statement` (a
 statement-level transition-table trigger written for the bulk case only). Three floors, none
 of them a working capture, show what any row-trigger design pays: `noop_trigger` (as
 `relay_busy`, the capture row triggers calling a PL/pgSQL function that only returns),
@@ -49,7 +49,6 @@ VARIANTS = (
     "plain",
     "capture",
     "relay_busy",
-    "invoker",
     "per_field",
     "statement",
     "noop_trigger",
@@ -60,7 +59,6 @@ VARIANTS = (
 INSTALLED = (
     "capture",
     "relay_busy",
-    "invoker",
     "per_field",
     "noop_trigger",
     "constant_row",
@@ -70,7 +68,6 @@ INSTALLED = (
 CONFIG_FILE = {"per_field": "bench_fields.yaml"}
 SETUP_SQL: dict[str, tuple[str, ...]] = {
     "relay_busy": ("relay_busy.sql",),
-    "invoker": ("relay_busy.sql",),
     "per_field": ("relay_busy.sql",),
     "statement": ("statement_trigger.sql",),
     "noop_trigger": ("relay_busy.sql", "noop_trigger.sql", "floor_triggers.sql"),
@@ -82,7 +79,6 @@ PGBENCH_WORKLOADS: dict[str, tuple[str, ...]] = {
     "plain": SCRIPTS,
     "capture": SCRIPTS,
     "relay_busy": SCRIPTS,
-    "invoker": SCRIPTS,
     "per_field": SCRIPTS,
     "noop_trigger": SCRIPTS,
     "constant_row": SCRIPTS,
@@ -97,7 +93,6 @@ BULK_LABELS = {
 CAPTURE_COLUMNS = (
     ("capture", "capture"),
     ("relay_busy", "capture, relay busy"),
-    ("invoker", "same, invoker"),
     ("per_field", "per-field, busy"),
 )
 FLOOR_COLUMNS = (
@@ -162,8 +157,7 @@ def prepare(admin_dsn: str, prefix: str, variants: tuple[str, ...]) -> dict[str,
 
 
 def install(dsn: str, variant: str) -> None:
-    security = "invoker" if variant == "invoker" else "definer"
-    env = {"BENCH_DATABASE_URL": dsn, "BENCH_CAPTURE_SECURITY": security}
+    env = {"BENCH_DATABASE_URL": dsn}
     config_file = CONFIG_FILE.get(variant, "bench.yaml")
     config = parse_config(read(config_file), config_file, env)
     with psycopg.connect(dsn, autocommit=True) as conn:

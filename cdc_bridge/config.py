@@ -98,10 +98,10 @@ class DatabaseConfig(_Frozen):
     url: SecretStr
     schema_name: str = Field(default="cdc_bridge", alias="schema")
     relay_role: str = "cdc_bridge_relay"
-    # definer: capture runs as the function's owner, so writers need no grant at all.
-    # invoker: it runs as the writing role, which may then INSERT into the outbox (granted
-    # to PUBLIC); it saves the switch of user and search_path on every call (bench/README.md).
-    capture_security: Literal["invoker", "definer"] = "definer"
+    # Capture runs as the functions' owner, so writers need no grant at all. `invoker` (the
+    # writer inserting its own outbox row) was removed: it let any role add outbox rows by
+    # hand, and the relay ships what the outbox holds (docs/security.md).
+    capture_security: Literal["definer"] = "definer"
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -109,6 +109,16 @@ class DatabaseConfig(_Frozen):
     @classmethod
     def _identifier(cls, value: str) -> str:
         return check_identifier(value)
+
+    @field_validator("capture_security", mode="before")
+    @classmethod
+    def _definer_only(cls, value: Any) -> Any:
+        if value == "invoker":
+            raise ValueError(
+                "`invoker` is no longer offered: it let every role add outbox rows by hand "
+                "(docs/security.md); fix: remove the key, capture runs as the definer"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -232,8 +242,43 @@ class PollSource(_Frozen):
     _fields = field_validator("fields")(classmethod(lambda cls, v: _json_pointers(v)))
 
 
+def _pem_file(value: str | None) -> str | None:
+    if value is not None and not Path(value).is_file():
+        raise ValueError(f"file {value!r} not found; fix: give the path of a PEM file")
+    return value
+
+
+PemFile = Annotated[str, AfterValidator(_pem_file)]
+
+
+class InboundTls(_Frozen):
+    """`serve` over HTTPS; with `client_ca`, only clients with a certificate it signed."""
+
+    cert: PemFile
+    key: PemFile
+    client_ca: PemFile | None = None
+
+
+class PeerTls(_Frozen):
+    """How the relay (and reconcile's reader) talk TLS to the peer: a private CA to trust,
+    and a client certificate to present (mutual TLS)."""
+
+    ca: PemFile | None = None
+    cert: PemFile | None = None
+    key: PemFile | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> PeerTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError(
+                "a client certificate needs its key; fix: set both cert and key, or neither"
+            )
+        return self
+
+
 class InboundConfig(_Frozen):
     listen: HostPort = "127.0.0.1:8081"
+    tls: InboundTls | None = None
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     timestamp_tolerance_s: float = Field(default=300.0, gt=0)
     applied_key_retention_days: float = Field(default=7.0, gt=0)
@@ -400,7 +445,9 @@ class RateLimit(_Frozen):
 class PeerConfig(_Frozen):
     name: str = Field(min_length=1)
     url: str
-    secret: SecretStr | None = None
+    # One secret, or a list during a rotation: the first signs, any of them verifies.
+    secret: SecretStr | list[SecretStr] | None = None
+    tls: PeerTls | None = None
     adapter: Literal["bridge", "rest"] = "bridge"
     timeout_s: float = Field(default=10.0, gt=0)
     auth_header: str = "Authorization"
@@ -422,6 +469,14 @@ class PeerConfig(_Frozen):
             raise ValueError(f"{value!r} is not an HTTP URL; fix: write http://HOST:PORT")
         return value.rstrip("/")
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The shared secrets, the signing one first (empty when none is set)."""
+        if self.secret is None:
+            return ()
+        listed = self.secret if isinstance(self.secret, list) else [self.secret]
+        return tuple(s.get_secret_value() for s in listed)
+
     @model_validator(mode="after")
     def _auth_is_for_rest(self) -> PeerConfig:
         if self.auth is not None and self.auth_env is not None:
@@ -437,10 +492,23 @@ class PeerConfig(_Frozen):
 
     @model_validator(mode="after")
     def _bridge_needs_secret(self) -> PeerConfig:
-        if self.adapter == "bridge" and (self.secret is None or not self.secret.get_secret_value()):
+        if self.adapter == "bridge" and not self.secrets:
             raise ValueError(
                 "the bridge adapter signs every batch; fix: set peer.secret "
                 '(for example secret: "${BRIDGE_SECRET}")'
+            )
+        if not all(self.secrets):
+            raise ValueError(
+                "peer.secret holds an empty secret; fix: remove it, or set its variable"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> PeerConfig:
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError(
+                f"peer.tls is set but peer.url {self.url!r} is not HTTPS; "
+                "fix: write https://HOST:PORT"
             )
         return self
 

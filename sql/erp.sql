@@ -57,8 +57,13 @@ BEGIN
 END
 $notify_v2$;
 REVOKE ALL ON FUNCTION "cdc_bridge".notify_v2() FROM PUBLIC;
--- Refuses a local write to data the peer owns. The trigger's WHEN clause already
--- excludes writes the bridge applies for the peer; this function only explains.
+-- Refuses a local write to data the peer owns. The trigger's WHEN clause
+-- (the `guard_local_write` block) already excludes writes the bridge applies for the peer;
+-- this function only explains. That clause is true for every write but the bridge's own
+-- apply: a session setting alone proves nothing (any session can SET it), so the
+-- session's login role must also be a member of the relay role, and a plain role that
+-- sets the origin is refused like any other local write. pg_has_role runs only when the
+-- setting names the peer, so an ordinary local write pays one current_setting call.
 -- Arguments: 0 table label, 1 owner (peer name), 2 guarded fields ('' = the whole row),
 -- 3 'handoff' when only handed-off rows are guarded, 4 key columns.
 CREATE OR REPLACE FUNCTION "cdc_bridge".guard_v1() RETURNS trigger
@@ -105,6 +110,7 @@ BEGIN
               HINT = 'Use DELETE so the change reaches the peer, or uninstall the triggers first.';
 END
 $refuse_truncate_v1$;
+REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS "cdc_bridge".batches (
     batch_id     text PRIMARY KEY,          -- the webhook-id sent to the peer
     status       text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
@@ -261,16 +267,22 @@ CREATE INDEX IF NOT EXISTS snapshots_table ON "cdc_bridge".snapshots (table_name
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -280,7 +292,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    VALUES ('public.customers', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.to_jsonb(NEW), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.customers', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.to_jsonb(NEW), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -295,16 +307,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"() IS 'cdc-bri
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -318,7 +336,7 @@ BEGIN
            ARRAY(SELECT c.key FROM pg_catalog.jsonb_each(r.new_row) AS c
                  WHERE c.value IS DISTINCT FROM r.old_row -> c.key
                  ORDER BY c.key COLLATE "C"),
-           coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp')
+           CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM (SELECT pg_catalog.to_jsonb(NEW) AS new_row, pg_catalog.to_jsonb(OLD) AS old_row) AS r;
     RETURN NEW;
 END
@@ -334,16 +352,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"() IS 'cdc-bri
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -353,8 +377,8 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"() RE
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    VALUES ('public.customers', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), NULL, coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp')),
-           ('public.customers', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.to_jsonb(NEW), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.customers', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END),
+           ('public.customers', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.to_jsonb(NEW), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -369,16 +393,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"() IS 'cdc-b
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -388,7 +418,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_del"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
-    VALUES ('public.customers', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.customers', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN OLD;
 END
 $capture$;
@@ -399,37 +429,37 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     FOR EACH ROW
     WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD *<> NEW))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."customers"
     FOR EACH ROW
     WHEN ((OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."customers"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition bded528aff88c49e';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, 'bded528aff88c49e',
+SELECT 'public.customers', '"public"."customers"'::regclass, '16c46ed546cc3607',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -466,16 +496,22 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_b2852c9ff2f8f54c"();
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -485,7 +521,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    VALUES ('public.products', 'I', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.products', 'I', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -500,16 +536,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"() IS 'cdc-bri
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -519,7 +561,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ('public.products', 'U', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), NULL, pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) THEN 'name' END, CASE WHEN (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record) THEN 'price' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.products', 'U', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), NULL, pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) THEN 'name' END, CASE WHEN (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record) THEN 'price' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -534,16 +576,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"() IS 'cdc-bri
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -553,8 +601,8 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"() RE
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    VALUES ('public.products', 'D', pg_catalog.jsonb_build_object('sku', OLD."sku"), NULL, coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp')),
-           ('public.products', 'I', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.products', 'D', pg_catalog.jsonb_build_object('sku', OLD."sku"), NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END),
+           ('public.products', 'I', pg_catalog.jsonb_build_object('sku', NEW."sku"), pg_catalog.jsonb_build_object('sku', NEW."sku", 'name', NEW."name", 'price', NEW."price"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -569,16 +617,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"() IS 'cdc-b
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -588,7 +642,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_del"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
-    VALUES ('public.products', 'D', pg_catalog.jsonb_build_object('sku', OLD."sku"), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.products', 'D', pg_catalog.jsonb_build_object('sku', OLD."sku"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN OLD;
 END
 $capture$;
@@ -598,44 +652,45 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_del"() IS 'cdc-bri
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."products"
     FOR EACH ROW
-    WHEN ((current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop') AND ((ROW(NEW."description")::record) *<> (ROW(OLD."description")::record)))
+    WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop'
+    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."description")::record) *<> (ROW(OLD."description")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'shop', '{"description"}', '', '{"sku"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."products"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
     WHEN ((OLD."sku" IS NOT DISTINCT FROM NEW."sku") AND ((ROW(NEW."sku")::record) *<> (ROW(OLD."sku")::record) OR (ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) OR (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
     WHEN ((OLD."sku" IS DISTINCT FROM NEW."sku"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."products"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."products"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.products');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."products"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.products');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 77a6932f59689a51';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.products', '"public"."products"'::regclass, '77a6932f59689a51',
+SELECT 'public.products', '"public"."products"'::regclass, '194d18d9c741b25b',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."products"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -653,16 +708,22 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_cfb267950e0221ab"();
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -672,7 +733,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    VALUES ('public.accounts', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'company_name', NEW."company_name", 'address', NEW."address", 'credit_limit', NEW."credit_limit"), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.accounts', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'company_name', NEW."company_name", 'address', NEW."address", 'credit_limit', NEW."credit_limit"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -687,16 +748,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"() IS 'cdc-bri
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -706,7 +773,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ('public.accounts', 'U', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'credit_limit', NEW."credit_limit") || CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', NEW."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', NEW."address") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', OLD."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', OLD."address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN 'address' END, CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN 'company_name' END, CASE WHEN (ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record) THEN 'credit_limit' END]::text[], NULL), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.accounts', 'U', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'credit_limit', NEW."credit_limit") || CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', NEW."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', NEW."address") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', OLD."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN pg_catalog.jsonb_build_object('address', OLD."address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) THEN 'address' END, CASE WHEN (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) THEN 'company_name' END, CASE WHEN (ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record) THEN 'credit_limit' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -721,16 +788,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"() IS 'cdc-bri
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -740,8 +813,8 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"() RE
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    VALUES ('public.accounts', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), NULL, coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp')),
-           ('public.accounts', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'company_name', NEW."company_name", 'address', NEW."address", 'credit_limit', NEW."credit_limit"), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.accounts', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END),
+           ('public.accounts', 'I', pg_catalog.jsonb_build_object('id', NEW."id"), pg_catalog.jsonb_build_object('id', NEW."id", 'company_name', NEW."company_name", 'address', NEW."address", 'credit_limit', NEW."credit_limit"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN NEW;
 END
 $capture$;
@@ -756,16 +829,22 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"() IS 'cdc-b
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -775,7 +854,7 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
-    VALUES ('public.accounts', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), 'erp'));
+    VALUES ('public.accounts', 'D', pg_catalog.jsonb_build_object('id', OLD."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END);
     RETURN OLD;
 END
 $capture$;
@@ -787,50 +866,50 @@ CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."accounts"
     FOR EACH ROW
     WHEN (coalesce((NEW."status" <> 'draft'), false))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)) AND (OLD."id" IS NOT DISTINCT FROM NEW."id") AND ((ROW(NEW."id")::record) *<> (ROW(OLD."id")::record) OR (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) OR (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) OR (ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)) AND (OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."accounts"
     FOR EACH ROW
     WHEN (coalesce((OLD."status" <> 'draft'), false))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_enter" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((NOT coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_enter" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_capture_enter" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_leave" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (NOT coalesce((NEW."status" <> 'draft'), false)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_leave" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_capture_leave" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."accounts"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."accounts"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 851e7e2b97ba949c';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.accounts', '"public"."accounts"'::regclass, '851e7e2b97ba949c',
+SELECT 'public.accounts', '"public"."accounts"'::regclass, '512811ac1a59ac44',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."accounts"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

@@ -134,19 +134,23 @@ def run_serve(url: str, table: str, batches: int, offset: int, senders: int) -> 
     """POST `batches` signed batches, `senders` at a time (the relay sends concurrently)."""
     signer = Signer(SECRET)
     bodies = [
-        dumps(
-            Batch(
-                source="erp",
-                batch_id=f"{table}:b{offset + n}",
-                changes=changes(table, offset + n * BATCH, BATCH),
-            )
+        (
+            f"{table}:b{offset + n}",
+            dumps(
+                Batch(
+                    source="erp",
+                    batch_id=f"{table}:b{offset + n}",
+                    changes=changes(table, offset + n * BATCH, BATCH),
+                )
+            ),
         )
         for n in range(batches)
     ]
     with httpx.Client(timeout=120) as client, ThreadPoolExecutor(senders) as pool:
 
-        def post(body: bytes) -> None:
-            headers = {**signer.headers(uuid.uuid4().hex, body), "content-type": "application/json"}
+        def post(batch: tuple[str, bytes]) -> None:
+            batch_id, body = batch
+            headers = {**signer.headers(batch_id, body), "content-type": "application/json"}
             client.post(url + BATCH_PATH, content=body, headers=headers).raise_for_status()
 
         started = time.perf_counter()

@@ -113,3 +113,35 @@ def check_database(config: BridgeConfig, conn: psycopg.Connection[Any]) -> list[
     for spec in config.table_specs:
         problems += table_problems(spec, read_table_facts(conn, spec.name))
     return problems
+
+
+def login_warnings(config: BridgeConfig, conn: psycopg.Connection[Any]) -> list[str]:
+    """What is wrong with the role the bridge logs in as (docs/security.md): a superuser or
+    a synced table's owner can bypass the guard and the capture, and a role outside the
+    relay role has `serve`'s own applies refused by the guard."""
+    role = config.database.relay_role
+    row = conn.execute(queries.query("check_login_role"), {"relay_role": role}).fetchone()
+    assert row is not None  # session_user always has a pg_roles row
+    login, superuser, relay_member = row
+    if superuser:
+        return [
+            f"the bridge logs in as {login}, a superuser: a leaked bridge password would "
+            f"give away the whole cluster; fix: log in as a role that is only a member of "
+            f"{role} (CREATE ROLE bridge LOGIN IN ROLE {role})"
+        ]
+    warnings = []
+    labels = {quoted_relation(spec.name): spec.label for spec in config.table_specs}
+    owned = conn.execute(queries.query("check_owned_tables"), {"relations": list(labels)})
+    for (relation,) in owned:
+        warnings.append(
+            f"the bridge logs in as {login}, which owns {labels[relation]} (or may SET ROLE to its "
+            f"owner): it could disable the table's triggers; fix: log in as a role that "
+            f"owns nothing and is a member of {role}"
+        )
+    if relay_member is False:
+        warnings.append(
+            f"the bridge logs in as {login}, which is not a member of the relay role "
+            f"{role}: the guard would refuse serve's writes of the peer's changes; "
+            f"fix: GRANT {role} TO {login}"
+        )
+    return warnings

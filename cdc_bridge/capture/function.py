@@ -31,10 +31,7 @@ _PAIRS_PER_CALL = 50
 
 _NO_FIELDS = sql.SQL("'{}'::jsonb")
 
-_SECURITY = {
-    "invoker": sql.SQL("SECURITY INVOKER"),
-    "definer": sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp"),
-}
+_SECURITY = sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp")
 
 
 CaptureKind = Literal["ins", "upd", "rekey", "del"]
@@ -126,7 +123,7 @@ def _insert_fields(spec: TableSpec) -> sql.Composable:
 
 def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
     def insert(block: str, **parts: sql.Composable) -> sql.Composed:
-        origin = _fragment("capture_origin", system=sql.Literal(config.system))
+        origin = capture_origin(config)
         schema = sql.Identifier(config.bridge_schema)
         label = sql.Literal(spec.label)
         return _fragment(block, schema=schema, label=label, origin=origin, **parts)
@@ -147,6 +144,16 @@ def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind)
         fields=_update_fields(spec),
         old=_update_old(spec),
         changed=_changed_columns(spec),
+    )
+
+
+def capture_origin(config: BridgeConfig) -> sql.Composed:
+    """Who made the change: the peer only for the bridge's own apply (docs/security.md)."""
+    return _fragment(
+        "capture_origin",
+        system=sql.Literal(config.system),
+        peer=sql.Literal(config.peer.name),
+        role=sql.Literal(config.database.relay_role),
     )
 
 
@@ -171,7 +178,7 @@ def create_capture_function(
     return queries.query(
         "create_table_capture_function",
         function=sql.Identifier(config.bridge_schema, capture_function_name(spec, kind)),
-        security=_SECURITY[config.database.capture_security],
+        security=_SECURITY,
         body=capture_function_body(config, spec, kind),
         comment=sql.Literal(f"cdc-bridge: captures {_KIND_TEXT[kind]} of {spec.label} (generated)"),
     )

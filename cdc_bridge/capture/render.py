@@ -122,8 +122,9 @@ def _relay_listens(config: BridgeConfig) -> sql.Composable:
 
 
 def _not_from_peer(config: BridgeConfig) -> sql.Composable:
-    return sql.SQL("current_setting('cdc_bridge.origin', true) IS DISTINCT FROM {}").format(
-        sql.Literal(config.peer.name)
+    """Every write but the bridge's own apply of the peer's changes (docs/security.md)."""
+    return sql.SQL(queries.raw("guard_local_write").strip()).format(
+        peer=sql.Literal(config.peer.name), role=sql.Literal(config.database.relay_role)
     )
 
 
@@ -400,8 +401,6 @@ def grants(config: BridgeConfig) -> list[sql.Composable]:
         queries.query("create_relay_role", role_name=sql.Literal(role)),
         queries.query("grant_bridge_schema", schema=config.bridge_schema, role=role),
     ]
-    if config.database.capture_security == "invoker":
-        statements.append(queries.query("grant_capture_writers", schema=config.bridge_schema))
     for spec in config.table_specs:
         block = "grant_write_table" if _receives(spec) else "grant_read_table"
         statements.append(queries.query(block, table=spec.name.identifier, role=role))

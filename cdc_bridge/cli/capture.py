@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cdc_bridge.capture.check import check_database
+from cdc_bridge.capture.check import check_database, login_warnings
 from cdc_bridge.capture.render import render_install, render_uninstall
 from cdc_bridge.capture.revision import MIGRATIONS_DIR, generate_revision
 from cdc_bridge.capture.status import has_drift, trigger_status
@@ -48,7 +48,9 @@ def check(ctx: Context) -> None:
     """Check the config against the live database; exit 1 if anything is wrong.
 
     Tables, key columns, fields and `where` columns must exist, and the key columns must
-    be unique (a primary key or a unique index on exactly them).
+    be unique (a primary key or a unique index on exactly them). It warns (exit code
+    unchanged) when the bridge logs in as a superuser, as a synced table's owner, or as a
+    role outside the relay role.
 
     \b
     Example:
@@ -57,6 +59,9 @@ def check(ctx: Context) -> None:
     config = ctx.config()
     with connection(config.database.url.get_secret_value()) as conn:
         problems = check_database(config, conn)
+        warnings = login_warnings(config, conn)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     if problems:
         raise ProblemsFound([f"{len(problems)} problem(s) found:", *problems])
     click.echo(f"ok: {len(config.table_specs)} table(s) match the database")

@@ -1,7 +1,8 @@
 """`cdc-bridge serve`: the HTTP side of the batch protocol (Starlette on uvicorn).
 
 Every request is checked before it touches the database, in this order: body size (413),
-signature and timestamp (401), JSON and batch shape (400). Only then is the batch applied,
+signature and timestamp (401), JSON and batch shape, and a batch id equal to the signed
+`webhook-id` (400). Only then is the batch applied,
 in a worker thread, on a pooled connection.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cdc_bridge import sql as queries
-from cdc_bridge.config import BridgeConfig, TableSpec
+from cdc_bridge.config import BridgeConfig, InboundTls, TableSpec
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import Refused, UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
@@ -56,13 +58,12 @@ class Inbound:
     """What the request handlers share: config, signer, applier and the connection pool."""
 
     def __init__(self, config: BridgeConfig, pool_size: int = 4) -> None:
-        secret = config.peer.secret
-        if secret is None or not secret.get_secret_value():
+        if not config.peer.secrets:
             raise UserError(
                 "serve verifies every batch with the shared secret; fix: set peer.secret"
             )
         self.config = config
-        self.signer = Signer(secret.get_secret_value())
+        self.signer = Signer(config.peer.secrets)
         self.applier = Applier(config)
         self.webhooks = [
             Webhooks.build(route, config.table(route.table), os.environ)
@@ -95,15 +96,16 @@ class Inbound:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def body(self, request: Request) -> bytes:
+    async def body(self, request: Request) -> tuple[bytes, str]:
+        """The request's body and its signed `webhook-id`, once size and signature check out."""
         body = await self.read_body(request)
         try:
-            self.signer.verify(
+            message_id = self.signer.verify(
                 dict(request.headers), body, self.config.inbound.timestamp_tolerance_s
             )
         except SignatureError as exc:
             raise Refused(401, str(exc)) from None
-        return body
+        return body, message_id
 
     def parse(self, body: bytes, model: type[M]) -> M:
         try:
@@ -215,11 +217,20 @@ def create_app(config: BridgeConfig, pool_size: int = 4) -> Starlette:
     inbound = Inbound(config, pool_size)
 
     async def batches(request: Request) -> bytes:
-        batch = inbound.parse(await inbound.body(request), Batch)
+        body, message_id = await inbound.body(request)
+        batch = inbound.parse(body, Batch)
+        if batch.batch_id != message_id:
+            # Both are signed, but they must agree: a batch is accepted only under its own id.
+            raise Refused(
+                400,
+                f"webhook-id {message_id!r} differs from the body's batch_id "
+                f"{batch.batch_id!r}; a batch is signed under its own id",
+            )
         return await run_in_threadpool(inbound.apply, batch)
 
     async def read(request: Request) -> bytes:
-        read_request = inbound.parse(await inbound.body(request), ReadRequest)
+        body, _message_id = await inbound.body(request)
+        read_request = inbound.parse(body, ReadRequest)
         return await run_in_threadpool(inbound.read, read_request)
 
     async def health(_request: Request) -> Response:
@@ -267,8 +278,26 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def tls_options(tls: InboundTls | None) -> dict[str, Any]:
+    """uvicorn's options for `inbound.tls`: HTTPS, and with a client CA, mutual TLS (a
+    client without a certificate that CA signed fails the handshake)."""
+    if tls is None:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": tls.cert, "ssl_keyfile": tls.key}
+    if tls.client_ca is not None:
+        options |= {"ssl_ca_certs": tls.client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
+
+
 def serve(config: BridgeConfig, listen: str | None = None) -> None:
     """Run the server until SIGINT/SIGTERM."""
     host, port = split_listen(listen or config.inbound.listen)
     # Logging is configured by the caller (cdc_bridge.logs); uvicorn must not replace it.
-    uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        **tls_options(config.inbound.tls),
+    )

@@ -43,6 +43,7 @@ from cdc_bridge.errors import PollError
 from cdc_bridge.inbound.apply import Applier
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
+from cdc_bridge.peer.client import tls_context
 from cdc_bridge.peer.protocol import Batch, Change, Op, ResultStatus
 
 log = logging.getLogger("cdc_bridge.poll")
@@ -84,6 +85,7 @@ class Poller:
             timeout=config.peer.timeout_s,
             headers={"accept": "application/json"},
             auth=build_auth(config.peer, environ),
+            verify=tls_context(config.peer) or True,  # peer.tls: a private CA, mTLS
         )
 
     def close(self) -> None:

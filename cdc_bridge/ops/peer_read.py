@@ -20,7 +20,7 @@ from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import BridgeError, UserError
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
-from cdc_bridge.peer.client import fill_path  # the relay's own rules
+from cdc_bridge.peer.client import fill_path, tls_context  # the relay's own rules
 from cdc_bridge.peer.protocol import READ_PATH, ReadRequest, Signer, dumps
 
 _KEPT_BODY = 300
@@ -74,12 +74,15 @@ class BridgeReader:
     """Key-ordered pages from the peer's `/v1/read`, signed like the relay's batches."""
 
     def __init__(self, config: BridgeConfig, spec: TableSpec) -> None:
-        secret = config.peer.secret
-        if secret is None:  # the config validator already insists on it
+        if not config.peer.secrets:  # the config validator already insists on it
             raise UserError("peer.secret is not set; fix: set it to the peer's shared secret")
-        self._signer = Signer(secret.get_secret_value())
+        self._signer = Signer(config.peer.secrets)
         self._system, self._label, self._url = config.system, spec.label, config.peer.url
-        self._http = httpx.Client(base_url=config.peer.url, timeout=config.peer.timeout_s)
+        self._http = httpx.Client(
+            base_url=config.peer.url,
+            timeout=config.peer.timeout_s,
+            verify=tls_context(config.peer) or True,
+        )
 
     def page(self, after: dict[str, Any] | None, limit: int) -> Page:
         request = ReadRequest(source=self._system, table=self._label, after=after, limit=limit)
@@ -121,6 +124,7 @@ class RestReader:
             timeout=peer.timeout_s,
             headers={"accept": "application/json"},
             auth=build_auth(peer, os.environ if environ is None else environ),
+            verify=tls_context(peer) or True,
         )
 
     def row(self, key: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -116,12 +117,17 @@ class SignatureError(Exception):
 
 
 class Signer:
-    """Standard Webhooks signatures with a shared secret (the raw bytes of `peer.secret`)."""
+    """Standard Webhooks signatures with shared secrets (the raw bytes of `peer.secret`).
 
-    def __init__(self, secret: str) -> None:
-        if not secret:
+    It signs with the first secret and accepts a signature made with any of them, so a pair
+    can rotate its secret while both keep running (README: rotating the shared secret).
+    """
+
+    def __init__(self, secrets: str | Sequence[str]) -> None:
+        listed = [secrets] if isinstance(secrets, str) else list(secrets)
+        if not listed or not all(listed):
             raise ValueError("the shared secret is empty")
-        self._webhook = Webhook(secret.encode("utf-8"))
+        self._webhooks = [Webhook(s.encode("utf-8")) for s in listed]
 
     def headers(self, message_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
         timestamp = int(time.time() if now is None else now)
@@ -152,13 +158,22 @@ class Signer:
                 f"webhook-timestamp is {current - timestamp:+.0f}s from now, outside "
                 f"the {tolerance_s:.0f}s tolerance (replayed, or clocks disagree)"
             )
-        expected = self._sign(message_id, timestamp, body).split(",", 1)[1]
-        for candidate in given.split(" "):
-            version, _, value = candidate.partition(",")
-            if version == "v1" and hmac.compare_digest(value, expected):
+        # Standard Webhooks: the header may carry several space-separated signatures.
+        offered = [
+            value
+            for version, _, value in (c.partition(",") for c in given.split(" "))
+            if version == "v1"
+        ]
+        for webhook in self._webhooks:
+            expected = _sign(webhook, message_id, timestamp, body).split(",", 1)[1]
+            if any(hmac.compare_digest(value, expected) for value in offered):
                 return message_id
         raise SignatureError("no valid signature (wrong secret, or the body was altered)")
 
     def _sign(self, message_id: str, timestamp: int, body: bytes) -> str:
-        when = datetime.fromtimestamp(timestamp, tz=UTC)
-        return str(self._webhook.sign(message_id, when, body.decode("utf-8")))
+        return _sign(self._webhooks[0], message_id, timestamp, body)
+
+
+def _sign(webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> str:
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return str(webhook.sign(message_id, when, body.decode("utf-8")))

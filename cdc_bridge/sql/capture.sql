@@ -80,16 +80,22 @@ REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 -- the INSERT's data; an INSERT of plain expressions over NEW and OLD is prepared once per
 -- session. The functions are replaced together with the table's triggers, in one
 -- transaction, and their text is part of the hash `triggers status` compares.
--- Security comes from `database.capture_security`. As the definer (the default), writing
--- roles need no grant on the bridge schema; as the invoker they need INSERT on the outbox,
--- and each call saves switching user and search_path.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
 -- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
 -- fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression); anything else is ours.
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
 -- - capture_rekey: the key itself changed, so the peer sees the old row go and the new one
 --   arrive, in this order (the rows of a VALUES list take their ids in turn).
 -- - capture_update_whole_row: whole-row tables ship every column the table has now (an
@@ -108,7 +114,7 @@ BEGIN
 END
 
 -- name: capture_origin
-coalesce(nullif(pg_catalog.current_setting('cdc_bridge.origin', true), ''), {system})
+CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM {peer} THEN {system} WHEN pg_catalog.pg_has_role(session_user, {role}, 'MEMBER') THEN {peer} ELSE {system} END
 
 -- name: capture_insert
 INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
@@ -136,18 +142,21 @@ INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
            {origin}
     FROM (SELECT pg_catalog.to_jsonb(NEW) AS new_row, pg_catalog.to_jsonb(OLD) AS old_row) AS r
 
--- name: grant_capture_writers
--- `capture_security: invoker`: capture runs as whichever role writes a synced table, so
--- every role may add outbox rows (INSERT only: it can neither read nor change them).
-GRANT USAGE ON SCHEMA {schema} TO PUBLIC;
-GRANT INSERT ON {schema}.outbox TO PUBLIC;
-
 -- name: drop_table_capture_function
 DROP FUNCTION IF EXISTS {function}();
 
+-- name: guard_local_write
+pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM {peer}
+    OR NOT pg_catalog.pg_has_role(session_user, {role}, 'MEMBER')
+
 -- name: create_guard_function
--- Refuses a local write to data the peer owns. The trigger's WHEN clause already
--- excludes writes the bridge applies for the peer; this function only explains.
+-- Refuses a local write to data the peer owns. The trigger's WHEN clause
+-- (the `guard_local_write` block) already excludes writes the bridge applies for the peer;
+-- this function only explains. That clause is true for every write but the bridge's own
+-- apply: a session setting alone proves nothing (any session can SET it), so the
+-- session's login role must also be a member of the relay role, and a plain role that
+-- sets the origin is refused like any other local write. pg_has_role runs only when the
+-- setting names the peer, so an ordinary local write pays one current_setting call.
 -- Arguments: 0 table label, 1 owner (peer name), 2 guarded fields ('' = the whole row),
 -- 3 'handoff' when only handed-off rows are guarded, 4 key columns.
 CREATE OR REPLACE FUNCTION {schema}.guard_v1() RETURNS trigger
@@ -196,6 +205,7 @@ BEGIN
               HINT = 'Use DELETE so the change reaches the peer, or uninstall the triggers first.';
 END
 $refuse_truncate_v1$;
+REVOKE ALL ON FUNCTION {schema}.refuse_truncate_v1() FROM PUBLIC;
 
 -- name: record_installed_table
 INSERT INTO {schema}.installed_tables AS t (table_name, relation, definition_hash, columns)

@@ -49,3 +49,22 @@ FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = %(schema)s AND p.proname = ANY(%(names)s::text[])
 ORDER BY p.proname;
+
+-- name: check_login_role
+-- Who the bridge logs in as (`check`'s warnings; docs/security.md). relay_member is NULL
+-- while the relay role does not exist (the install creates it).
+SELECT session_user::text AS login,
+       r.rolsuper AS superuser,
+       CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = %(relay_role)s)
+            THEN pg_catalog.pg_has_role(session_user, %(relay_role)s, 'MEMBER')
+       END AS relay_member
+FROM pg_catalog.pg_roles r
+WHERE r.rolname = session_user;
+
+-- name: check_owned_tables
+-- The synced tables whose owner the login role is, or may become (SET ROLE).
+SELECT t.name
+FROM unnest(%(relations)s::text[]) AS t(name)
+JOIN pg_catalog.pg_class c ON c.oid = to_regclass(t.name)
+WHERE pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER')
+ORDER BY t.name;

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import yaml
+from psycopg.conninfo import make_conninfo
 
 from tests.helpers import FIXTURES, SECRET, example_config, install
 from tests.integration.inbound_support import free_port
@@ -61,6 +63,22 @@ class Bridge:
         )
         log.close()
 
+    def restart(self, command: str) -> None:
+        """Stop one process gracefully (SIGTERM) and start it again on the current config."""
+        process = self.processes.pop(command)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        self.start(command)
+
+    def set_secrets(self, *secrets: str) -> None:
+        """Write `peer.secret` as a list into the config (processes read it on start)."""
+        text = self.config.read_text()
+        line = next(ln for ln in text.splitlines() if ln.startswith("peer:"))
+        data = yaml.safe_load(line)["peer"]
+        data["secret"] = list(secrets)
+        new_line = "peer: " + yaml.safe_dump(data, default_flow_style=True, width=10**6).strip()
+        self.config.write_text(text.replace(line, new_line))
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -95,6 +113,7 @@ def wait_until(what: str, check: Callable[[], bool], bridges: list[Bridge]) -> N
 
 
 def _config_text(fixture: str, dsn: str, listen: int, peer: int, metrics: int, policy: str) -> str:
+    """The fixture config for this pair; `dsn` is what the bridge logs in with."""
     text = (FIXTURES / fixture).read_text()
     text = text.replace('"${ERP_DATABASE_URL}"', f'"{dsn}"')
     text = text.replace('"${SHOP_DATABASE_URL}"', f'"{dsn}"')
@@ -114,7 +133,11 @@ def bridge_pair(
     workdir: Path,
     erp_policy: str = "newer_wins",
     shop_policy: str = "newer_wins",
+    login: str | None = None,
+    prepare: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[Bridge, Bridge]]:
+    """Both bridges running. `login`: the role the bridges log in as (the install runs as
+    the test's admin role); `prepare(dsn)` runs on each database after the install."""
     ports = {name: (free_port(), free_port()) for name in ("erp", "shop")}
     bridges: list[Bridge] = []
     names: list[str] = []
@@ -127,10 +150,15 @@ def bridge_pair(
             names.append(database)
             dsn = pg_server.create_database(database, template=template_db)
             path = workdir / f"{name}.yaml"
+            bridge_dsn = dsn if login is None else make_conninfo(dsn, user=login)
             path.write_text(
-                _config_text(fixture, dsn, ports[name][0], ports[other][0], ports[name][1], policy)
+                _config_text(
+                    fixture, bridge_dsn, ports[name][0], ports[other][0], ports[name][1], policy
+                )
             )
             install(example_config(dsn, name=fixture))
+            if prepare is not None:
+                prepare(dsn)
             bridges.append(Bridge(name, dsn, path, workdir))
         for bridge in bridges:
             bridge.start("serve")

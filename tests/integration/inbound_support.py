@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import uvicorn
 
 from cdc_bridge.config import BridgeConfig, parse_config
-from cdc_bridge.inbound.app import create_app
+from cdc_bridge.inbound.app import create_app, tls_options
 from cdc_bridge.peer.protocol import BATCH_PATH, Batch, BatchResponse, Change, Op, Signer, dumps
 from tests.helpers import FIXTURES, SECRET, install
 
@@ -48,7 +49,8 @@ class Server:
         return self.config.database.url.get_secret_value()
 
     def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-        sent = Signer(SECRET).headers(uuid.uuid4().hex, body) if headers is None else headers
+        """POST a batch, signed under its own batch_id unless `headers` are given."""
+        sent = Signer(SECRET).headers(signed_id(body), body) if headers is None else headers
         return httpx.post(
             self.url + BATCH_PATH,
             content=body,
@@ -75,6 +77,7 @@ def running(config: BridgeConfig) -> Iterator[Server]:
             log_level="warning",
             lifespan="on",
             ws="none",
+            **tls_options(config.inbound.tls),
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -84,7 +87,8 @@ def running(config: BridgeConfig) -> Iterator[Server]:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     try:
-        yield Server(url=f"http://127.0.0.1:{port}", config=config)
+        scheme = "http" if config.inbound.tls is None else "https"
+        yield Server(url=f"{scheme}://127.0.0.1:{port}", config=config)
     finally:
         server.should_exit = True
         thread.join(timeout=60)
@@ -113,6 +117,16 @@ def change(
         committed_at=committed_at or datetime.now(UTC),
         origin=origin,
     )
+
+
+def signed_id(body: bytes) -> str:
+    """The id a sender signs a body under: its batch_id, or a fresh one for anything else."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return uuid.uuid4().hex
+    found = parsed.get("batch_id") if isinstance(parsed, dict) else None
+    return found if isinstance(found, str) and found else uuid.uuid4().hex
 
 
 def batch_body(source: str, changes: list[Change]) -> bytes:

@@ -103,6 +103,17 @@ def test_body_over_the_declared_limit_is_refused_with_413(db: str) -> None:
         assert_refused(server, response, 413, "over the 2000-byte limit")
 
 
+def test_batch_signed_under_another_id_is_refused_with_400(shop: Server) -> None:
+    """The signature covers webhook-id and body, but they must also agree: a batch seen
+    once cannot be resent under an id of someone else's choosing."""
+    body = good_body()
+    headers = Signer(SECRET).headers("not-the-batch-id", body)
+    assert_refused(
+        shop, shop.post(body, headers), 400, "webhook-id 'not-the-batch-id' differs from"
+    )
+    assert shop.post(body).status_code == 200  # the same body, signed under its own id
+
+
 def test_malformed_json_is_refused_with_400(shop: Server) -> None:
     assert_refused(shop, shop.post(b'{"protocol": "cdc-bridge/1", '), 400, "not valid JSON")
 

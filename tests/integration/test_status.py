@@ -7,10 +7,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from cdc_bridge.capture.function import capture_function_name
 from cdc_bridge.cli import main
-from tests.helpers import FIXTURES, SECRET, example_config, install
+from tests.helpers import FIXTURES, SECRET, example_config, install, login_role
+from tests.pg import TestServer
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -113,6 +115,44 @@ def test_check_reports_every_problem(
     assert "public.accounts.where: column 'status' does not exist" in err
     assert "public.customers: key (id) is not unique" in err
     assert "public.orders: key (id) is not unique" in err
+
+
+def check_as(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    config_file: Path,
+    dsn: str,
+) -> tuple[int, list[str]]:
+    monkeypatch.setenv("ERP_DATABASE_URL", dsn)
+    code, _, err = run_cli(capsys, "check", "--config", str(config_file))
+    return code, [line for line in err.splitlines() if line.startswith("warning: ")]
+
+
+def test_check_warns_when_the_bridge_logs_in_with_too_much_or_too_little(
+    pg_server: TestServer,
+    db: str,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install(example_config(db))
+    relay = "cdc_bridge_relay"
+    # The tests' own login is a superuser.
+    code, warnings = check_as(capsys, monkeypatch, config_file, db)
+    assert code == 0 and len(warnings) == 1 and "a superuser" in warnings[0], warnings
+    with login_role(pg_server, db, "bridge", member_of=relay) as bridge:
+        code, warnings = check_as(capsys, monkeypatch, config_file, make_conninfo(db, user=bridge))
+        assert (code, warnings) == (0, [])
+        execute(db, f'ALTER TABLE invoices OWNER TO "{bridge}"')
+        code, warnings = check_as(capsys, monkeypatch, config_file, make_conninfo(db, user=bridge))
+        assert code == 0 and len(warnings) == 1, warnings
+        assert f"logs in as {bridge}, which owns public.invoices" in warnings[0]
+        execute(db, "ALTER TABLE invoices OWNER TO CURRENT_USER")
+    with login_role(pg_server, db, "app") as app:
+        code, warnings = check_as(capsys, monkeypatch, config_file, make_conninfo(db, user=app))
+        assert code == 0 and len(warnings) == 1, warnings
+        assert f"not a member of the relay role {relay}" in warnings[0]
+        assert f"fix: GRANT {relay} TO {app}" in warnings[0]
 
 
 def test_check_accepts_a_unique_index_as_key(

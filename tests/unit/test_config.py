@@ -73,6 +73,12 @@ MALFORMED = [
         "peer.auth:",
     ),
     (
+        "invoker capture (it let any role add outbox rows)",
+        '"${ERP_DATABASE_URL}"}',
+        '"${ERP_DATABASE_URL}", capture_security: invoker}',
+        "database.capture_security: `invoker` is no longer offered",
+    ),
+    (
         "no tables",
         "tables:\n  public.customers: {key: [id], sor: local}\n",
         "tables: {}\n",

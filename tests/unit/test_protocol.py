@@ -50,6 +50,36 @@ def test_signature_refusals(secret: str, tamper: bool, now: float, message: str)
         Signer(secret).verify(headers, checked, tolerance_s=300, now=now)
 
 
+def test_rotation_signs_with_the_first_secret_and_accepts_any_listed() -> None:
+    body = sample_body()
+    during = Signer(["new-secret", "old-secret"])
+    signed = during.headers("b1", body, now=1_000_000)
+    # It signs with the first only: a receiver that knows just the old secret refuses.
+    assert Signer("new-secret").verify(signed, body, tolerance_s=300, now=1_000_000) == "b1"
+    with pytest.raises(SignatureError, match="no valid signature"):
+        Signer("old-secret").verify(signed, body, tolerance_s=300, now=1_000_000)
+    # It accepts what a sender still on either secret signs.
+    for sender in (Signer("old-secret"), Signer(["old-secret", "new-secret"])):
+        headers = sender.headers("b1", body, now=1_000_000)
+        assert during.verify(headers, body, tolerance_s=300, now=1_000_000) == "b1"
+    with pytest.raises(SignatureError, match="no valid signature"):
+        during.verify(Signer("third").headers("b1", body, now=1_000_000), body, 300, 1_000_000)
+
+
+def test_any_of_several_signatures_in_one_header_may_match() -> None:
+    """Standard Webhooks: `webhook-signature` holds space-separated `v1,<sig>` entries."""
+    body = sample_body()
+    good = Signer("s3cret").headers("b1", body, now=1_000_000)
+    stale = Signer("retired").headers("b1", body, now=1_000_000)
+    signatures = f"{stale['webhook-signature']} {good['webhook-signature']}"
+    both = {**good, "webhook-signature": signatures}
+    assert Signer("s3cret").verify(both, body, tolerance_s=300, now=1_000_000) == "b1"
+    with pytest.raises(SignatureError, match="no valid signature"):
+        Signer("s3cret").verify(
+            {**good, "webhook-signature": stale["webhook-signature"]}, body, 300, 1_000_000
+        )
+
+
 def test_missing_headers_are_refused() -> None:
     with pytest.raises(SignatureError, match="missing"):
         Signer("s").verify({}, b"{}", tolerance_s=300)
