@@ -35,7 +35,15 @@ class PruneTarget:
 
 
 def targets(config: BridgeConfig) -> list[PruneTarget]:
-    """Everything the bridge prunes: delivery history, audits, snapshots, inbound keys."""
+    """Everything the bridge prunes: delivery history, audits, snapshots, inbound keys.
+
+    Attempts go before their batches (a batch's attempts would go with it anyway, by
+    cascade, but uncounted). A batch or attempt that a change in `failed` names stays:
+    `batches show` explains the failure until the change is replayed or skipped.
+    Applied idempotency keys go by the sender's watermark (see inbound/apply.py) or, when
+    a sender never sends one, by age.
+    """
+    schema = config.bridge_schema
     age = timedelta(days=config.relay.delivered_retention_days)
     keys_age = timedelta(days=config.inbound.applied_key_retention_days)
     return [
@@ -43,10 +51,31 @@ def targets(config: BridgeConfig) -> list[PruneTarget]:
         PruneTarget("replays", "replayed_at", age),
         PruneTarget("skips", "skipped_at", age),
         PruneTarget("snapshots", "finished_at", age),
-        PruneTarget("batches", "finished_at", age, sql.SQL("status = 'delivered'")),
+        PruneTarget("attempts", "attempted_at", age, _not_failed(schema, "attempts")),
+        PruneTarget(
+            "batches", "finished_at", age,
+            sql.SQL("status <> 'pending' AND {}").format(_not_failed(schema, "batches")),
+        ),
+        PruneTarget("applied_keys", "applied_at", timedelta(0), _below_watermark(schema)),
         PruneTarget("applied_keys", "applied_at", keys_age),
         PruneTarget("conflicts", "resolved_at", age, sql.SQL("status = 'resolved'")),
     ]
+
+
+def _not_failed(schema: str, table: str) -> sql.Composable:
+    return queries.query(
+        "retention_no_failed_change",
+        failed=sql.Identifier(schema, "failed"),
+        batch=sql.Identifier(schema, table, "batch_id"),
+    )
+
+
+def _below_watermark(schema: str) -> sql.Composable:
+    return queries.query(
+        "retention_below_watermark",
+        watermarks=sql.Identifier(schema, "watermarks"),
+        keys=sql.Identifier(schema, "applied_keys"),
+    )
 
 
 def _statement(name: str, schema: str, item: PruneTarget) -> sql.Composed:
@@ -72,10 +101,10 @@ def prune(
         params = {"age": item.age, "limit": batch_size}
         if dry_run:
             row = conn.execute(_statement("retention_prune_count", schema, item), params).fetchone()
-            counts[item.table] = int(row[0]) if row else 0
+            counts[item.table] = counts.get(item.table, 0) + (int(row[0]) if row else 0)
             continue
         statement = _statement("retention_prune_batch", schema, item)
-        counts[item.table] = 0
+        counts.setdefault(item.table, 0)
         while True:  # one short transaction per batch
             deleted = conn.execute(statement, params).rowcount
             counts[item.table] += deleted
@@ -96,7 +125,7 @@ async def prune_async(
     for item in items:
         params = {"age": item.age, "limit": batch_size}
         statement = _statement("retention_prune_batch", schema, item)
-        counts[item.table] = 0
+        counts.setdefault(item.table, 0)
         while True:
             deleted = (await conn.execute(statement, params)).rowcount
             counts[item.table] += deleted

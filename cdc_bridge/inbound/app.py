@@ -51,7 +51,10 @@ log = logging.getLogger("cdc_bridge.inbound")
 
 M = TypeVar("M", bound=BaseModel)
 
-PRUNE_EVERY_S = 3600.0
+# Applied keys above the sender's watermark are all that is kept: pruning every minute
+# keeps the table at about a minute of changes (plus what arrives while the sender's
+# watermark is held back by a failed or skipped change, pruned by age).
+PRUNE_EVERY_S = 60.0
 
 
 class Inbound:
@@ -267,7 +270,8 @@ async def _prune_forever(inbound: Inbound) -> None:
     while True:
         try:
             removed = await run_in_threadpool(inbound.prune)
-            log.info("pruned %d applied idempotency keys", removed)
+            if removed:
+                log.info("pruned %d applied idempotency keys", removed)
         except psycopg.Error as exc:
             log.warning("pruning applied keys failed: %s", str(exc).splitlines()[0])
         await asyncio.sleep(PRUNE_EVERY_S)

@@ -2,7 +2,10 @@
 
 A batch goes through three steps:
 1. plan: each change is checked against the config (table, op, owned fields) and the
-   applied idempotency keys. A change that fails here never reaches SQL.
+   applied idempotency keys. A change that fails here never reaches SQL. Keys stay
+   compact: a change whose source transaction is below the sender's watermark (the
+   batch's `settled_below`, kept per sender) was settled at the sender before, so it is
+   a duplicate without a lookup; only keys above it are kept, and pruned as it rises.
 2. conflicts: `both` fields whose current value is not the sender's `old` are settled by
    the table's policy (see conflicts.py); a field the peer loses is dropped from the change.
 3. write: consecutive changes of one table with the same shape go in one statement inside
@@ -83,6 +86,23 @@ def key_id(table: str, key: dict[str, Any]) -> KeyId:
     return (table, codec.dumps(key, sort_keys=True))
 
 
+def key_origin(idempotency_key: str) -> tuple[str, int] | None:
+    """(source, txid) of a bridge key `<source>:<txid>:<outbox id>`; None for other keys."""
+    parts = idempotency_key.rsplit(":", 2)
+    if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return parts[0], int(parts[1])
+
+
+def below(
+    key_source: str | None, txid: int | None, source: str, watermark: int | None
+) -> bool:
+    """Whether a key is under its sender's watermark: settled there, so a resend."""
+    return (
+        watermark is not None and key_source == source and txid is not None and txid < watermark
+    )
+
+
 def _json(value: Any) -> str:
     return codec.dumps_text(value)
 
@@ -128,7 +148,7 @@ class Applier:
         plans = [Planned(change) for change in batch.changes]
         with conn.transaction():
             conn.execute(queries.query("inbound_set_origin"), {"origin": self.config.peer.name})
-            self._plan(conn, plans)
+            self._plan(conn, plans, batch.source)
             self._settle_conflicts(conn, plans)
             # Planning already skipped what follows its own rejections; this set
             # collects the database's, in batch order.
@@ -136,13 +156,18 @@ class Applier:
             for group in statement_runs([p for p in plans if p.result is None]):
                 self._write_group(conn, group, failed)
             self._record(conn, plans)
+            if batch.settled_below is not None:
+                conn.execute(
+                    queries.query("inbound_raise_watermark", schema=self.schema),
+                    {"source": batch.source, "settled_below": batch.settled_below},
+                )
         results = [p.result for p in plans if p.result is not None]
         return BatchResponse(results=results)
 
     # -------------------------------------------------------------- 1. plan
 
-    def _plan(self, conn: Connection, plans: list[Planned]) -> None:
-        claimed = self._claim_keys(conn, [p.change.idempotency_key for p in plans])
+    def _plan(self, conn: Connection, plans: list[Planned], source: str) -> None:
+        claimed = self._claim_keys(conn, [p.change.idempotency_key for p in plans], source)
         failed: set[KeyId] = set()
         for plan in plans:
             if plan.change.idempotency_key not in claimed:
@@ -160,15 +185,23 @@ class Applier:
                 plan.finish(ResultStatus.REJECTED, str(exc))
                 failed.add(plan.key_id)
 
-    def _claim_keys(self, conn: Connection, keys: list[str]) -> set[str]:
+    def _claim_keys(self, conn: Connection, keys: list[str], source: str) -> set[str]:
         """Record the batch's idempotency keys now; those already there are duplicates.
 
         Inserting first (not just looking) makes a concurrent batch carrying the same
         key wait for this transaction, then see it as a duplicate: never applied twice.
-        Keys of changes that end up not applied are removed again before commit.
+        Keys of changes that end up not applied are removed again before commit. Keys
+        below the sender's watermark are duplicates without being looked up.
         """
+        row = conn.execute(
+            queries.query("inbound_watermark", schema=self.schema), {"source": source}
+        ).fetchone()
+        parsed = [[key, *(key_origin(key) or (None, None))] for key in keys]
+        fresh = [p for p in parsed if not below(p[1], p[2], source, row[0] if row else None)]
+        if not fresh:
+            return set()
         rows = conn.execute(
-            queries.query("inbound_claim_keys", schema=self.schema), {"keys": _json(keys)}
+            queries.query("inbound_claim_keys", schema=self.schema), {"keys": _json(fresh)}
         )
         return {r[0] for r in rows}
 

@@ -109,7 +109,9 @@ class Delivery:
 
 
 class PeerClient(Protocol):
-    async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery: ...
+    async def deliver(
+        self, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None
+    ) -> Delivery: ...
 
     async def aclose(self) -> None: ...
 
@@ -227,19 +229,22 @@ def _no_answer(exc: Exception, started: float) -> Delivery:
 # ------------------------------------------------------------------ bridge protocol
 
 
-def batch_body(system: str, batch_id: str, changes: Sequence[Outgoing]) -> bytes:
+def batch_body(
+    system: str, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None
+) -> bytes:
     """The protocol v1 batch as JSON (same shape as `Batch`, built without model overhead)."""
-    return codec.dumps(
-        {
-            "protocol": PROTOCOL,
-            "source": system,
-            "batch_id": batch_id,
-            "changes": [
-                _change_json(c) if c.encoded is None else orjson.Fragment(c.encoded)
-                for c in changes
-            ],
-        }
-    )
+    body: dict[str, Any] = {
+        "protocol": PROTOCOL,
+        "source": system,
+        "batch_id": batch_id,
+        "changes": [
+            _change_json(c) if c.encoded is None else orjson.Fragment(c.encoded)
+            for c in changes
+        ],
+    }
+    if settled_below is not None:
+        body["settled_below"] = settled_below
+    return codec.dumps(body)
 
 
 def _change_json(change: Outgoing) -> dict[str, Any]:
@@ -285,10 +290,12 @@ class BridgeClient:
         if self._http is not None:
             await self._http.close()
 
-    async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery:
+    async def deliver(
+        self, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None
+    ) -> Delivery:
         if self._http is None:
             self._http = batch_session(self._peer)
-        body = batch_body(self._system, batch_id, changes)
+        body = batch_body(self._system, batch_id, changes, settled_below)
         headers = self._signer.headers(batch_id, body)
         headers["content-type"] = "application/json"
         started = time.perf_counter()
@@ -402,7 +409,10 @@ class RestClient:
         await self._http.aclose()
         await self._xref.aclose()
 
-    async def deliver(self, batch_id: str, changes: Sequence[Outgoing]) -> Delivery:
+    async def deliver(
+        self, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None
+    ) -> Delivery:
+        """One request per change; `settled_below` concerns the batch protocol only."""
         by_record: dict[tuple[str, str], list[Outgoing]] = {}
         for change in changes:
             by_record.setdefault((change.table, change.key_text), []).append(change)

@@ -73,6 +73,9 @@ class Batch(_Strict):
     source: str = Field(min_length=1)  # the sending system's name
     batch_id: str = Field(min_length=1)
     changes: list[Change]
+    # The sender's watermark: every change of a source transaction with a lower txid has
+    # been settled there and is never sent again except as a resend of an applied one.
+    settled_below: int | None = Field(default=None, ge=0)
 
 
 class ChangeResult(_Strict):

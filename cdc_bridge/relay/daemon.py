@@ -55,6 +55,7 @@ STANDBY_RETRY_S = 0.5  # how often a standby tries the lock
 # frees, instead of the lane waiting for a read. At most `concurrency` are sent at once.
 READ_AHEAD = 1
 LOCK_CHECK_S = 1.0  # how often a busy leader checks that its lock connection still lives
+WATERMARK_EVERY_S = 1.0  # how often the watermark sent with batches is computed again
 
 
 def lock_name(config: BridgeConfig) -> str:
@@ -168,6 +169,9 @@ class Relay:
         self._record_lock = asyncio.Lock()
         self._notified = asyncio.Event()
         self.role = "starting"
+        # The watermark sent with each batch (relay_settled_below), and when it was read.
+        self._settled_below: int | None = None
+        self._settled_read_at = 0.0
         self._slots = self.relay.concurrency + READ_AHEAD
         self._sending = asyncio.Semaphore(self.relay.concurrency)
         # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
@@ -337,10 +341,24 @@ class Relay:
         )
         oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
         self.metrics.oldest_pending.set(oldest)
+        await self._read_watermark(conn)
         outgoing = await self._filter(conn, rows)
         for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
             flight.start(batch, self._deliver_batch(record_conn, client, batch))
         return len(rows) < limit
+
+    async def _read_watermark(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Read the watermark again if it is older than WATERMARK_EVERY_S.
+
+        Any value read earlier stays true (it only ever rises), so batches may carry one
+        a little old: the peer then keeps a few more keys, nothing else.
+        """
+        if time.monotonic() - self._settled_read_at < WATERMARK_EVERY_S:
+            return
+        cur = await conn.execute(query("relay_settled_below", schema=self.schema))
+        row = await cur.fetchone()
+        self._settled_below = int(row[0]) if row and row[0] is not None else None
+        self._settled_read_at = time.monotonic()
 
     async def _listen(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
         """Own the lock connection: flag each NOTIFY at once, and check the connection lives.
@@ -437,7 +455,7 @@ class Relay:
                 if self.stopping.is_set() and attempt == 0:
                     return  # never sent: released, the rows are still in the outbox
                 with self.metrics.batch_seconds.time():
-                    delivery = await client.deliver(batch_id, pending)
+                    delivery = await client.deliver(batch_id, pending, self._settled_below)
             verdict = judge(delivery, pending, self.specs_with_handoff)
             await self._record(conn, batch_id, pending, delivery, verdict)
             if not verdict.retry:

@@ -2,13 +2,30 @@
 -- concurrent edits of fields owned by both sides (conflicts).
 
 -- name: inbound_create_applied_keys
+-- Keys of applied changes above their sender's watermark (a short window): a resend of
+-- one of them is answered `duplicate`. Keys below the watermark are pruned, since the
+-- watermark alone recognizes them. source and txid are parsed from the key
+-- (`<source>:<txid>:<outbox id>`); a key of another shape keeps them NULL and goes by
+-- age only (inbound.applied_key_retention_days).
 CREATE TABLE IF NOT EXISTS {schema}.applied_keys (
     idempotency_key text PRIMARY KEY,
     applied_at      timestamptz NOT NULL DEFAULT now(),
-    result          text NOT NULL           -- applied | conflict_resolved
+    result          text NOT NULL,          -- applied | conflict_resolved
+    source          text,
+    txid            bigint
 );
+ALTER TABLE {schema}.applied_keys ADD COLUMN IF NOT EXISTS source text;
+ALTER TABLE {schema}.applied_keys ADD COLUMN IF NOT EXISTS txid bigint;
 -- BRIN: keys arrive in time order, and pruning is rare; a btree would slow every apply.
 CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON {schema}.applied_keys USING brin (applied_at);
+-- Per sender, the watermark it sent last: every change of a source transaction with a
+-- lower txid has been settled there (acknowledged, or refused and never since replayed
+-- or skipped), so a change below it can only be a resend of one already applied.
+CREATE TABLE IF NOT EXISTS {schema}.watermarks (
+    source       text PRIMARY KEY,
+    settled_below bigint NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
 
 -- name: inbound_create_conflicts
 -- One row per detected concurrent edit of a `both` field. Automatic policies record a
@@ -51,10 +68,23 @@ ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, polled_at = now();
 -- name: inbound_set_origin
 SELECT set_config('cdc_bridge.origin', %(origin)s, true);
 
+-- name: inbound_watermark
+SELECT settled_below FROM {schema}.watermarks WHERE source = %(source)s;
+
+-- name: inbound_raise_watermark
+-- Watermarks only rise: a batch sent before a later one may arrive after it.
+INSERT INTO {schema}.watermarks AS w (source, settled_below)
+VALUES (%(source)s, %(settled_below)s)
+ON CONFLICT (source) DO UPDATE
+SET settled_below = greatest(w.settled_below, excluded.settled_below), updated_at = now()
+WHERE excluded.settled_below > w.settled_below;
+
 -- name: inbound_claim_keys
 -- Returns the keys this batch may apply; the others were applied before (duplicates).
-INSERT INTO {schema}.applied_keys (idempotency_key, result)
-SELECT DISTINCT k, 'applied' FROM jsonb_array_elements_text(%(keys)s::jsonb) AS k
+-- Each element is [key, source, txid] (source and txid null for keys of another shape).
+INSERT INTO {schema}.applied_keys (idempotency_key, result, source, txid)
+SELECT DISTINCT ON (k ->> 0) k ->> 0, 'applied', k ->> 1, (k ->> 2)::bigint
+FROM jsonb_array_elements(%(keys)s::jsonb) AS k
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key;
 
@@ -67,7 +97,11 @@ UPDATE {schema}.applied_keys SET result = 'conflict_resolved'
 WHERE idempotency_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb));
 
 -- name: inbound_prune_keys
-DELETE FROM {schema}.applied_keys WHERE applied_at < now() - make_interval(secs => %(age_s)s);
+-- Keys below their sender's watermark (it recognizes them by itself), and keys past the
+-- retention age (senders that send no watermark, or one held back by a failed change).
+DELETE FROM {schema}.applied_keys k
+WHERE k.txid < (SELECT w.settled_below FROM {schema}.watermarks w WHERE w.source = k.source)
+   OR k.applied_at < now() - make_interval(secs => %(age_s)s);
 
 -- name: inbound_table_columns
 SELECT a.attname::text FROM pg_catalog.pg_attribute a

@@ -52,6 +52,10 @@ DROP INDEX IF EXISTS {schema}.delivered_key;
 CREATE INDEX IF NOT EXISTS delivered_key_hash ON {schema}.delivered USING hash (key);
 DROP INDEX IF EXISTS {schema}.delivered_at;
 CREATE INDEX IF NOT EXISTS delivered_at_brin ON {schema}.delivered USING brin (delivered_at);
+-- Skipped changes can still be replayed and were never applied: the watermark stays
+-- below them (relay_settled_below). Partial: nothing for the usual insert.
+CREATE INDEX IF NOT EXISTS delivered_skipped ON {schema}.delivered (txid)
+    WHERE result = 'skipped';
 
 -- name: relay_create_failed
 -- Changes the peer refused for good. Later changes of the same (table_name, key) stay in
@@ -137,12 +141,15 @@ FROM gone
 -- name: relay_record_outcome
 -- One attempt's outcome in one statement (atomic on its own in autocommit): the batch
 -- row, the attempt, and the acknowledged changes moved from the outbox to `delivered`.
+-- A batch settled on its first attempt is finished at once (retention prunes by it).
 -- One statement instead of four in a transaction: one round trip, one parse-free
 -- prepared execution, no BEGIN/COMMIT. The attempt's foreign key is checked at the end
 -- of the statement, when the batch row exists.
 WITH batch AS (
-    INSERT INTO {schema}.batches AS b (batch_id, status, change_count, first_id, last_id)
-    VALUES (%(batch_id)s, %(status)s, %(change_count)s, %(first_id)s, %(last_id)s)
+    INSERT INTO {schema}.batches AS b
+        (batch_id, status, change_count, first_id, last_id, finished_at)
+    VALUES (%(batch_id)s, %(status)s, %(change_count)s, %(first_id)s, %(last_id)s,
+            CASE WHEN %(status)s = 'pending' THEN NULL ELSE now() END)
     ON CONFLICT (batch_id) DO UPDATE
     SET status = excluded.status,
         finished_at = CASE WHEN excluded.status = 'pending' THEN NULL ELSE now() END
@@ -175,6 +182,19 @@ FROM gone;
 INSERT INTO {schema}.handoffs (table_name, key)
 SELECT * FROM unnest(%(tables)s::text[], %(keys)s::jsonb[])
 ON CONFLICT DO NOTHING;
+
+-- name: relay_settled_below
+-- The watermark sent with each batch (protocol `settled_below`): every source transaction
+-- below it has finished (the snapshot's xmin), and none of its changes is still pending,
+-- failed (a replay would ship it) or skipped (likewise). So every change below it that
+-- can ever reach the peer again is a resend of one the peer has applied. Computed in one
+-- statement, so one snapshot sees each change in exactly one place.
+SELECT least(
+    pg_snapshot_xmin(pg_current_snapshot()),
+    (SELECT txid FROM {schema}.outbox ORDER BY txid LIMIT 1),
+    (SELECT txid FROM {schema}.failed ORDER BY txid LIMIT 1),
+    (SELECT txid FROM {schema}.delivered WHERE result = 'skipped' ORDER BY txid LIMIT 1)
+)::text::bigint;
 
 -- name: relay_try_lock
 SELECT pg_try_advisory_lock(hashtextextended(%(lock_name)s, 0));

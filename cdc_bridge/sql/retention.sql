@@ -9,3 +9,12 @@ DELETE FROM {target} WHERE ctid = ANY(ARRAY(
 
 -- name: retention_prune_count
 SELECT count(*) FROM {target} WHERE {column} < now() - %(age)s::interval AND {condition};
+
+-- name: retention_no_failed_change
+-- Condition fragment: no change in `failed` names this batch (it explains the failure).
+NOT EXISTS (SELECT FROM {failed} f WHERE f.batch_id = {batch})
+
+-- name: retention_below_watermark
+-- Condition fragment: the key's source transaction is below its sender's watermark, so
+-- the watermark alone recognizes a resend of it (inbound_claim_keys).
+{keys}.txid < (SELECT w.settled_below FROM {watermarks} w WHERE w.source = {keys}.source)

@@ -1,0 +1,78 @@
+"""The relay's retention against a real PostgreSQL and a real HTTP peer: everything it
+writes on the shipping path (batches, attempts, delivered) is pruned, and said so."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from cdc_bridge.config import BridgeConfig
+from tests.helpers import install
+from tests.peer import PeerServer
+from tests.relay_support import relay_config, running_relay, wait_drained, wait_until
+
+COUNTS = (
+    "SELECT (SELECT count(*) FROM cdc_bridge.batches), (SELECT count(*) FROM cdc_bridge.attempts),"
+    " (SELECT count(*) FROM cdc_bridge.delivered)"
+)
+
+
+@pytest.fixture
+def peer() -> Iterator[PeerServer]:
+    with PeerServer() as test_peer:
+        yield test_peer
+
+
+def installed(db: str, peer: PeerServer, **relay: Any) -> BridgeConfig:
+    config = relay_config(db, peer.url, **relay)
+    install(config)
+    return config
+
+
+def write(dsn: str, first: int, count: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(first, first + count):
+            conn.execute("INSERT INTO customers VALUES (%s, %s, NULL, NULL)", (i, f"c{i}"))
+
+
+def fetch(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+def counts(dsn: str) -> tuple[int, int, int]:
+    ((batches, attempts, delivered),) = fetch(dsn, COUNTS)
+    return int(batches), int(attempts), int(delivered)
+
+
+def test_a_batch_delivered_on_its_first_attempt_is_finished(db: str, peer: PeerServer) -> None:
+    with running_relay(installed(db, peer)):
+        write(db, 1, 30)
+        wait_drained(db)
+    batches = fetch(
+        db,
+        "SELECT status, finished_at IS NOT NULL, (SELECT count(*) FROM cdc_bridge.attempts a"
+        " WHERE a.batch_id = b.batch_id) FROM cdc_bridge.batches b",
+    )
+    assert batches and all(b == ("delivered", True, 1) for b in batches)
+
+
+def test_the_relay_prunes_batches_and_attempts_and_logs_it(
+    db: str, peer: PeerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cdc_bridge")
+    # A retention of about a second, checked five times a second.
+    with running_relay(installed(db, peer, delivered_retention_days=1.2 / 86400,
+                                 retention_interval_s=0.2)):
+        write(db, 1, 30)
+        wait_drained(db)
+        write(db, 100, 5)
+        wait_drained(db)
+        wait_until(lambda: counts(db) == (0, 0, 0), 60, "batches, attempts and delivered pruned")
+    pruned = [r.getMessage() for r in caplog.records if "retention pruned" in r.getMessage()]
+    text = " ".join(pruned)
+    assert "batches" in text and "attempts" in text and "delivered" in text
