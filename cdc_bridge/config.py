@@ -525,6 +525,9 @@ class RelayConfig(_Frozen):
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
     delivered_retention_days: float = Field(default=7.0, ge=0)
     retention_interval_s: float = Field(default=3600.0, gt=0)
+    # The relay VACUUMs the outbox this often, so it stays small without autovacuum;
+    # null leaves the outbox to autovacuum alone.
+    vacuum_interval_s: float | None = Field(default=60.0, gt=0)
 
     @field_validator("metrics_listen")
     @classmethod

@@ -30,6 +30,16 @@ class ConfigError(UserError):
         super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
 
 
+class PortInUse(UserError):
+    """A configured listen address cannot be bound."""
+
+    def __init__(self, key: str, listen: str, reason: str) -> None:
+        self.key = key
+        self.listen = listen
+        self.reason = reason
+        super().__init__(f"{key}: cannot listen on {listen} ({reason})")
+
+
 class IdentifierError(UserError):
     """An SQL identifier cannot be used safely."""
 

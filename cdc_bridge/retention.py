@@ -113,6 +113,41 @@ def prune(
     return counts
 
 
+async def vacuumable_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, tables: list[str]
+) -> list[str]:
+    """Which of `tables` (in the bridge schema) this connection's role may VACUUM."""
+    cur = await conn.execute(
+        queries.query("retention_vacuumable"), {"schema": schema, "tables": tables}
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def vacuum_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, tables: list[str]
+) -> list[str]:
+    """VACUUM those of `tables` this role may (autocommit `conn`); returns which it did."""
+    allowed = await vacuumable_async(conn, schema, tables) if tables else []
+    for table in allowed:
+        await conn.execute(_vacuum(schema, table))
+    return allowed
+
+
+def vacuum(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> list[str]:
+    """`vacuum_async` for a blocking connection (autocommit)."""
+    rows = conn.execute(
+        queries.query("retention_vacuumable"), {"schema": schema, "tables": tables}
+    ).fetchall()
+    allowed = [row[0] for row in rows]
+    for table in allowed:
+        conn.execute(_vacuum(schema, table))
+    return allowed
+
+
+def _vacuum(schema: str, table: str) -> sql.Composed:
+    return queries.query("retention_vacuum", target=sql.Identifier(schema, table))
+
+
 async def prune_async(
     conn: psycopg.AsyncConnection[Any],
     schema: str,

@@ -400,6 +400,11 @@ def grants(config: BridgeConfig) -> list[sql.Composable]:
     statements: list[sql.Composable] = [
         queries.query("create_relay_role", role_name=sql.Literal(role)),
         queries.query("grant_bridge_schema", schema=config.bridge_schema, role=role),
+        queries.query(
+            "grant_bridge_maintain",
+            schema_name=sql.Literal(config.bridge_schema),
+            role_name=sql.Literal(role),
+        ),
     ]
     for spec in config.table_specs:
         block = "grant_write_table" if _receives(spec) else "grant_read_table"

@@ -12,6 +12,7 @@ import orjson
 
 from cdc_bridge.cli.common import Context, cli, config_option, pass_context
 from cdc_bridge.config import BridgeConfig
+from cdc_bridge.errors import ConfigError, PortInUse
 from cdc_bridge.logs import configure_logging
 from cdc_bridge.relay.daemon import Relay
 from cdc_bridge.relay.status import RelayStatus, relay_status
@@ -34,7 +35,17 @@ def run(ctx: Context) -> None:
     # garbage collector stops walking it each time the relay's per-row objects trigger a
     # collection (it made building rows ~1.5 us slower per change).
     gc.freeze()
-    asyncio.run(_run(config))
+    try:
+        asyncio.run(_run(config))
+    except PortInUse as exc:
+        raise ConfigError(
+            str(ctx.shown_config_path),
+            [
+                f"{exc}; fix: stop what holds the port, or give this relay its own "
+                f"{exc.key} (or null to turn metrics off). A standby with the same config "
+                "binds it only when it takes over, so that needs no change",
+            ],
+        ) from None
 
 
 async def _run(config: BridgeConfig) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cdc_bridge import retention
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
@@ -524,10 +525,13 @@ def _json_object(columns: Iterable[str]) -> sql.Composable:
 
 
 def prune_applied_keys(conn: Connection, config: BridgeConfig) -> int:
-    """Forget idempotency keys older than the retention; returns how many went."""
+    """Forget keys below their sender's watermark or older than the retention; returns how
+    many went. Their space is then vacuumed for reuse if this role may (autocommit conn)."""
     age_s = config.inbound.applied_key_retention_days * 86400
     with conn.transaction():
         cursor = conn.execute(
             queries.query("inbound_prune_keys", schema=config.bridge_schema), {"age_s": age_s}
         )
+    if cursor.rowcount:
+        retention.vacuum(conn, config.bridge_schema, ["applied_keys"])
     return cursor.rowcount

@@ -3,7 +3,9 @@
 Leadership: one relay per (database, peer) ships. It holds a session advisory lock on a
 dedicated connection, which also LISTENs for the capture triggers' NOTIFY. A second
 relay waits as a hot standby, trying the lock, and takes over when the first dies.
-If the lock connection drops, shipping stops until the lock is held again.
+If the lock connection drops, shipping stops until the lock is held again. Only the
+leader serves `relay.metrics_listen`, so a standby on the same host with the same config
+binds the port when it takes over (a port held by anything else stops it: exit 2).
 
 Order: rows are read in id order (per key, id order is commit order). Up to
 `relay.concurrency` batches are in flight at once over disjoint records: a record with a
@@ -27,7 +29,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Sequence, Set
+from collections.abc import AsyncIterator, Coroutine, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ from psycopg import sql
 from cdc_bridge import outbox, retention
 from cdc_bridge.config import BridgeConfig, TableMode
 from cdc_bridge.db import mask_dsn
+from cdc_bridge.errors import PortInUse
 from cdc_bridge.outbox import Failure, OutboxRow
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
@@ -199,9 +202,6 @@ class Relay:
 
     async def run(self) -> None:
         """Ship until stop(); then finish or release in-flight work within the timeout."""
-        server = None
-        if self.relay.metrics_listen:
-            server = await serve_metrics(self.relay.metrics_listen, self.metrics, self.health)
         client = self._client or make_client(self.config)
         work = asyncio.create_task(self._lead_forever(client))
         stop = asyncio.create_task(self.stopping.wait())
@@ -218,8 +218,6 @@ class Relay:
             stop.cancel()
             if self._client is None:
                 await client.aclose()
-            if server is not None:
-                server.close()
             self.metrics.leader.set(0)
             log.info("relay stopped")
 
@@ -246,19 +244,46 @@ class Relay:
             self._db_outage.recovered()
             if not await self._acquire(lock_conn):
                 return
-            await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
-            # Reads and acknowledgements use a connection each, so they overlap.
-            async with await self._connect() as conn, await self._connect() as record_conn:
-                codec.use_exact_json(conn)
-                self.role = "leader"
-                self.metrics.leader.set(1)
-                log.info("leader: shipping to %s", self.config.peer.name)
-                retainer = asyncio.create_task(self._retain_forever())
-                try:
-                    await self._ship(lock_conn, conn, record_conn, client)
-                finally:
-                    retainer.cancel()
-                    await asyncio.gather(retainer, return_exceptions=True)
+            async with self._metrics_served():
+                await self._ship_as_leader(lock_conn, client)
+
+    @contextlib.asynccontextmanager
+    async def _metrics_served(self) -> AsyncIterator[None]:
+        """Serve /metrics and /healthz while leading (a standby leaves the port free)."""
+        listen = self.relay.metrics_listen
+        if not listen:
+            yield
+            return
+        try:
+            server = await serve_metrics(listen, self.metrics, self.health)
+        except OSError as exc:
+            raise PortInUse("relay.metrics_listen", listen, exc.strerror or str(exc)) from None
+        try:
+            yield
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    async def _ship_as_leader(
+        self, lock_conn: psycopg.AsyncConnection[Any], client: PeerClient
+    ) -> None:
+        await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
+        # Reads and acknowledgements use a connection each, so they overlap.
+        async with await self._connect() as conn, await self._connect() as record_conn:
+            codec.use_exact_json(conn)
+            self.role = "leader"
+            self.metrics.leader.set(1)
+            log.info("leader: shipping to %s", self.config.peer.name)
+            keepers = [
+                asyncio.create_task(self._retain_forever()),
+                asyncio.create_task(self._vacuum_outbox_forever()),
+            ]
+            try:
+                await self._ship(lock_conn, conn, record_conn, client)
+            finally:
+                for task in keepers:
+                    task.cancel()
+                await asyncio.gather(*keepers, return_exceptions=True)
 
     async def _acquire(self, lock_conn: psycopg.AsyncConnection[Any]) -> bool:
         announced = False
@@ -401,6 +426,9 @@ class Relay:
             try:
                 async with await self._connect() as conn:
                     counts = await retention.prune_async(conn, self.schema, items)
+                    pruned = [table for table, n in counts.items() if n]
+                    # Their space is reused at once, with or without autovacuum.
+                    await retention.vacuum_async(conn, self.schema, pruned)
             except psycopg.Error as exc:
                 log.warning("retention prune failed, next try in %.0f s: %s",
                             self.relay.retention_interval_s, _first_line(exc))
@@ -409,6 +437,27 @@ class Relay:
                 if removed:
                     log.info("retention pruned rows past their age: %s", removed)
             await self._sleep(self.relay.retention_interval_s)
+
+    async def _vacuum_outbox_forever(self) -> None:
+        """VACUUM the outbox every `relay.vacuum_interval_s`: the relay deletes every row
+        it ships, and this keeps the table at the size of its backlog without autovacuum.
+
+        A role that may not vacuum it is told once, and the outbox is left to autovacuum.
+        """
+        every = self.relay.vacuum_interval_s
+        while every is not None and not self.stopping.is_set():
+            try:
+                async with await self._connect() as conn:
+                    if not await retention.vacuum_async(conn, self.schema, ["outbox"]):
+                        log.warning(
+                            "cannot VACUUM %s.outbox as this role: it is left to autovacuum; "
+                            "fix: GRANT MAINTAIN on it (PostgreSQL 17+) or run the relay as "
+                            "its owner, or set relay.vacuum_interval_s to null", self.schema)
+                        return
+            except psycopg.Error as exc:
+                log.warning("outbox vacuum failed, next try in %.0f s: %s", every,
+                            _first_line(exc))
+            await self._sleep(every)
 
     async def _filter(
         self, conn: psycopg.AsyncConnection[Any], rows: list[OutboxRow]

@@ -236,6 +236,19 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
 GRANT UPDATE ON SEQUENCE {schema}.relay_listening TO {role};
 
+-- name: grant_bridge_maintain
+-- The relay VACUUMs the outbox and the tables retention prunes, so the bridge never
+-- depends on autovacuum. PostgreSQL 17 and later grant that right (MAINTAIN); before
+-- 17 only the owner may vacuum a table (README: DBA guide).
+DO $grant_maintain$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::int >= 170000 THEN
+        EXECUTE pg_catalog.format('GRANT MAINTAIN ON ALL TABLES IN SCHEMA %I TO %I',
+                                  {schema_name}, {role_name});
+    END IF;
+END
+$grant_maintain$;
+
 -- name: grant_read_table
 GRANT SELECT ON {table} TO {role};
 

@@ -18,3 +18,24 @@ NOT EXISTS (SELECT FROM {failed} f WHERE f.batch_id = {batch})
 -- Condition fragment: the key's source transaction is below its sender's watermark, so
 -- the watermark alone recognizes a resend of it (inbound_claim_keys).
 {keys}.txid < (SELECT w.settled_below FROM {watermarks} w WHERE w.source = {keys}.source)
+
+-- name: retention_vacuumable
+-- Which of the bridge's tables this role may VACUUM: their owner (or a member of it), the
+-- database owner or a superuser, and from PostgreSQL 17 a holder of MAINTAIN. VACUUM
+-- skips any other table with only a warning, so the relay asks first and says so.
+SELECT c.relname::text
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s::text[])
+  AND (pg_catalog.pg_has_role(c.relowner, 'USAGE')
+       OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+       OR pg_catalog.pg_has_role((SELECT d.datdba FROM pg_catalog.pg_database d
+                                  WHERE d.datname = pg_catalog.current_database()), 'USAGE')
+       OR CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 170000
+               THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END)
+ORDER BY 1;
+
+-- name: retention_vacuum
+-- Marks the space of deleted rows for reuse (no lock that blocks writers; cannot run in
+-- a transaction block: the connection is in autocommit).
+VACUUM {target};

@@ -76,3 +76,28 @@ def test_the_relay_prunes_batches_and_attempts_and_logs_it(
     pruned = [r.getMessage() for r in caplog.records if "retention pruned" in r.getMessage()]
     text = " ".join(pruned)
     assert "batches" in text and "attempts" in text and "delivered" in text
+
+
+def test_the_relay_vacuums_the_outbox_with_autovacuum_off(db: str, peer: PeerServer) -> None:
+    config = installed(db, peer, vacuum_interval_s=0.2)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE cdc_bridge.outbox SET (autovacuum_enabled = off)")
+    with running_relay(config):
+        write(db, 1, 50)
+        wait_drained(db)
+
+        def vacuumed_after_the_deletes() -> bool:
+            ((dead, vacuums),) = fetch(
+                db,
+                "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables"
+                " WHERE schemaname = 'cdc_bridge' AND relname = 'outbox'",
+            )
+            return int(vacuums) > 0 and int(dead) == 0
+
+        wait_until(vacuumed_after_the_deletes, 60, "the relay to vacuum the shipped rows")
+    ((autovacuums,),) = fetch(
+        db,
+        "SELECT autovacuum_count FROM pg_stat_user_tables"
+        " WHERE schemaname = 'cdc_bridge' AND relname = 'outbox'",
+    )
+    assert autovacuums == 0
