@@ -523,11 +523,15 @@ class RelayConfig(_Frozen):
     lag_threshold_s: float = Field(default=300.0, gt=0)
     metrics_listen: HostPort | None = "127.0.0.1:9181"
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
-    delivered_retention_days: float = Field(default=7.0, ge=0)
-    retention_interval_s: float = Field(default=3600.0, gt=0)
+    # Sized in README.md (Sizing): history grows with the load, so its default is an hour
+    # (a day at 1,500 changes/s stays within the stated budget); audits of operator actions
+    # grow only with those actions.
+    delivered_retention_days: float = Field(default=0.0417, ge=0)  # about an hour
+    audit_retention_days: float = Field(default=30.0, ge=0)
+    retention_interval_s: float = Field(default=300.0, gt=0)
     # The relay VACUUMs the outbox this often, so it stays small without autovacuum;
     # null leaves the outbox to autovacuum alone.
-    vacuum_interval_s: float | None = Field(default=60.0, gt=0)
+    vacuum_interval_s: float | None = Field(default=10.0, gt=0)
 
     @field_validator("metrics_listen")
     @classmethod

@@ -45,12 +45,13 @@ def targets(config: BridgeConfig) -> list[PruneTarget]:
     """
     schema = config.bridge_schema
     age = timedelta(days=config.relay.delivered_retention_days)
+    audit_age = timedelta(days=config.relay.audit_retention_days)
     keys_age = timedelta(days=config.inbound.applied_key_retention_days)
     return [
         PruneTarget("delivered", "delivered_at", age),
-        PruneTarget("replays", "replayed_at", age),
-        PruneTarget("skips", "skipped_at", age),
-        PruneTarget("snapshots", "finished_at", age),
+        PruneTarget("replays", "replayed_at", audit_age),
+        PruneTarget("skips", "skipped_at", audit_age),
+        PruneTarget("snapshots", "finished_at", audit_age),
         PruneTarget("attempts", "attempted_at", age, _not_failed(schema, "attempts")),
         PruneTarget(
             "batches", "finished_at", age,

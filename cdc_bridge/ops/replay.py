@@ -1,9 +1,12 @@
 """`replay`: put failed or delivered changes back into the outbox for the relay to ship.
 
-A change goes back under its original outbox id and txid, so it keeps its idempotency key
-(`system:txid:id`) and its place in per-key order, and the running relay ships it like any
-other change. Replaying an old change over a newer one already at the peer would move the
-peer back in time: that is refused unless forced.
+A change goes back under its original outbox id, so it keeps its place in per-key order,
+and the running relay ships it like any other change. A change the peer acknowledged
+keeps its txid too, so its idempotency key (`system:txid:id`): the peer recognizes it and
+answers `duplicate`. A failed or skipped change, which the peer never applied, takes the
+replay's txid, so the peer applies it (its old key lies below the sender's watermark).
+Replaying an old change over a newer one already at the peer would move the peer back in
+time: that is refused unless forced.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class Batch(_Strict):
     batch_id: str = Field(min_length=1)
     changes: list[Change]
     # The sender's watermark: every change of a source transaction with a lower txid has
-    # been settled there and is never sent again except as a resend of an applied one.
+    # left its outbox and is never sent again except as a resend of an applied one.
     settled_below: int | None = Field(default=None, ge=0)
 
 

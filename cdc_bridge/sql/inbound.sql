@@ -18,9 +18,9 @@ ALTER TABLE {schema}.applied_keys ADD COLUMN IF NOT EXISTS source text;
 ALTER TABLE {schema}.applied_keys ADD COLUMN IF NOT EXISTS txid bigint;
 -- BRIN: keys arrive in time order, and pruning is rare; a btree would slow every apply.
 CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON {schema}.applied_keys USING brin (applied_at);
--- Per sender, the watermark it sent last: every change of a source transaction with a
--- lower txid has been settled there (acknowledged, or refused and never since replayed
--- or skipped), so a change below it can only be a resend of one already applied.
+-- Per sender, the highest watermark it sent: every change of a source transaction with a
+-- lower txid has left its outbox (acknowledged, or refused: a replay of a refused change
+-- comes under a new txid), so a change below it can only be a resend of one applied here.
 CREATE TABLE IF NOT EXISTS {schema}.watermarks (
     source       text PRIMARY KEY,
     settled_below bigint NOT NULL,

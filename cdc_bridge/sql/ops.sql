@@ -156,15 +156,21 @@ GROUP BY s.id, s.table_name, s.key
 ORDER BY s.id;
 
 -- name: ops_requeue
--- Puts changes back into the outbox under their ORIGINAL id and txid: same idempotency
--- key, same place in per-key order. They leave `failed`/`delivered` in the same
+-- Puts changes back into the outbox under their ORIGINAL id: same place in per-key order.
+-- A change the peer acknowledged keeps its txid too, so its idempotency key: the peer
+-- answers `duplicate`. A change the peer never applied (failed, or skipped) takes this
+-- transaction's txid: a new key, above the watermark the relay has sent (protocol
+-- `settled_below`), so the peer applies it. They leave `failed`/`delivered` in the same
 -- transaction, so each change is in exactly one of outbox, delivered, failed.
 WITH from_failed AS (
     DELETE FROM {schema}.failed WHERE id = ANY(%(ids)s)
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+    RETURNING id, pg_current_xact_id() AS txid, table_name, op, key, fields, old, changed,
+              origin, captured_at
 ), from_delivered AS (
     DELETE FROM {schema}.delivered WHERE id = ANY(%(ids)s)
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+    RETURNING id,
+              CASE WHEN result = 'skipped' THEN pg_current_xact_id() ELSE txid END AS txid,
+              table_name, op, key, fields, old, changed, origin, captured_at
 )
 INSERT INTO {schema}.outbox
     (id, txid, table_name, op, key, fields, old, changed, origin, captured_at)

@@ -52,10 +52,6 @@ DROP INDEX IF EXISTS {schema}.delivered_key;
 CREATE INDEX IF NOT EXISTS delivered_key_hash ON {schema}.delivered USING hash (key);
 DROP INDEX IF EXISTS {schema}.delivered_at;
 CREATE INDEX IF NOT EXISTS delivered_at_brin ON {schema}.delivered USING brin (delivered_at);
--- Skipped changes can still be replayed and were never applied: the watermark stays
--- below them (relay_settled_below). Partial: nothing for the usual insert.
-CREATE INDEX IF NOT EXISTS delivered_skipped ON {schema}.delivered (txid)
-    WHERE result = 'skipped';
 
 -- name: relay_create_failed
 -- Changes the peer refused for good. Later changes of the same (table_name, key) stay in
@@ -185,15 +181,14 @@ ON CONFLICT DO NOTHING;
 
 -- name: relay_settled_below
 -- The watermark sent with each batch (protocol `settled_below`): every source transaction
--- below it has finished (the snapshot's xmin), and none of its changes is still pending,
--- failed (a replay would ship it) or skipped (likewise). So every change below it that
--- can ever reach the peer again is a resend of one the peer has applied. Computed in one
--- statement, so one snapshot sees each change in exactly one place.
+-- below it has finished (the snapshot's xmin), and none of its changes is still in the
+-- outbox. Each change below it left the outbox acknowledged by the peer, or refused
+-- (failed, maybe skipped since); a replay sends the refused ones under a new txid
+-- (ops_requeue). So every change below it that reaches the peer again is a resend of one
+-- the peer applied. One statement: one snapshot sees each change in exactly one place.
 SELECT least(
     pg_snapshot_xmin(pg_current_snapshot()),
-    (SELECT txid FROM {schema}.outbox ORDER BY txid LIMIT 1),
-    (SELECT txid FROM {schema}.failed ORDER BY txid LIMIT 1),
-    (SELECT txid FROM {schema}.delivered WHERE result = 'skipped' ORDER BY txid LIMIT 1)
+    (SELECT txid FROM {schema}.outbox ORDER BY txid LIMIT 1)
 )::text::bigint;
 
 -- name: relay_try_lock
