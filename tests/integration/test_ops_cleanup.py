@@ -17,7 +17,8 @@ COUNTS = (
 
 
 def _history(bridge: Bridge) -> None:
-    """Old and recent rows in each table that cleanup prunes (retention is 7 days)."""
+    """Old and recent rows in each table that cleanup prunes (delivery history is kept
+    about an hour, audits of operator actions 30 days)."""
     with bridge.connect() as conn:
         conn.execute(
             "INSERT INTO customers SELECT i, 'c' || i, NULL, NULL FROM generate_series(1, 5) i"
@@ -37,13 +38,13 @@ def _history(bridge: Bridge) -> None:
         conn.execute(
             "INSERT INTO cdc_bridge.replays (os_user, selection, change_ids, dry_run, force,"
             " replayed_at) VALUES"
-            " ('op', '--failed', '{1}', false, false, now() - interval '9 days'),"
+            " ('op', '--failed', '{1}', false, false, now() - interval '31 days'),"
             " ('op', '--failed', '{2}', false, false, now())"
         )
         conn.execute(
             "INSERT INTO cdc_bridge.snapshots (table_name, status, finished_at, started_at) VALUES"
-            " ('public.customers', 'finished', now() - interval '8 days',"
-            "  now() - interval '8 days'),"
+            " ('public.customers', 'finished', now() - interval '31 days',"
+            "  now() - interval '31 days'),"
             " ('public.customers', 'running', NULL, now() - interval '30 days')"
         )
 
