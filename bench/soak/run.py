@@ -355,7 +355,7 @@ def per_row(erp: str, shop: str) -> None:
     for side, dsn, tables in (("erp", erp, ["delivered", "batches", "attempts", "outbox"]),
                               ("shop", shop, ["applied_keys", "watermarks"])):
         sizes = bridge_sizes(dsn)
-        for table, rows in bridge_rows(dsn, tables).items():
+        for table, rows in bridge_rows(dsn, [t for t in tables if t in sizes]).items():
             each = f"{sizes[table] / rows:,.0f} bytes/row" if rows else "no rows"
             print(f"  {side}.{table}: {rows:,} rows, {kib(sizes[table])}, {each}")
 
