@@ -176,13 +176,30 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".failed (
     failed_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS failed_key ON "cdc_bridge".failed (table_name, key);
+-- Keys of applied changes above their sender's watermark (a short window): a resend of
+-- one of them is answered `duplicate`. Keys below the watermark are pruned, since the
+-- watermark alone recognizes them. source and txid are parsed from the key
+-- (`<source>:<txid>:<outbox id>`); a key of another shape keeps them NULL and goes by
+-- age only (inbound.applied_key_retention_days).
 CREATE TABLE IF NOT EXISTS "cdc_bridge".applied_keys (
     idempotency_key text PRIMARY KEY,
     applied_at      timestamptz NOT NULL DEFAULT now(),
-    result          text NOT NULL           -- applied | conflict_resolved
+    result          text NOT NULL,          -- applied | conflict_resolved
+    source          text,
+    txid            bigint
 );
+ALTER TABLE "cdc_bridge".applied_keys ADD COLUMN IF NOT EXISTS source text;
+ALTER TABLE "cdc_bridge".applied_keys ADD COLUMN IF NOT EXISTS txid bigint;
 -- BRIN: keys arrive in time order, and pruning is rare; a btree would slow every apply.
 CREATE INDEX IF NOT EXISTS applied_keys_applied_at ON "cdc_bridge".applied_keys USING brin (applied_at);
+-- Per sender, the highest watermark it sent: every change of a source transaction with a
+-- lower txid has left its outbox (acknowledged, or refused: a replay of a refused change
+-- comes under a new txid), so a change below it can only be a resend of one applied here.
+CREATE TABLE IF NOT EXISTS "cdc_bridge".watermarks (
+    source       text PRIMARY KEY,
+    settled_below bigint NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
 -- One row per detected concurrent edit of a `both` field. Automatic policies record a
 -- resolved row; `manual` parks an open one (at most one open per table, key and field).
 CREATE TABLE IF NOT EXISTS "cdc_bridge".conflicts (
@@ -902,6 +919,17 @@ GRANT USAGE ON SCHEMA "cdc_bridge" TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "cdc_bridge" TO "cdc_bridge_relay";
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA "cdc_bridge" TO "cdc_bridge_relay";
 GRANT UPDATE ON SEQUENCE "cdc_bridge".relay_listening TO "cdc_bridge_relay";
+-- The relay VACUUMs the outbox and the tables retention prunes, so the bridge never
+-- depends on autovacuum. PostgreSQL 17 and later grant that right (MAINTAIN); before
+-- 17 only the owner may vacuum a table (README: DBA guide).
+DO $grant_maintain$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::int >= 170000 THEN
+        EXECUTE pg_catalog.format('GRANT MAINTAIN ON ALL TABLES IN SCHEMA %I TO %I',
+                                  'cdc_bridge', 'cdc_bridge_relay');
+    END IF;
+END
+$grant_maintain$;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."customers" TO "cdc_bridge_relay";
 GRANT SELECT ON "public"."orders" TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."products" TO "cdc_bridge_relay";
