@@ -180,16 +180,28 @@ SELECT * FROM unnest(%(tables)s::text[], %(keys)s::jsonb[])
 ON CONFLICT DO NOTHING;
 
 -- name: relay_settled_below
--- The watermark sent with each batch (protocol `settled_below`): every source transaction
--- below it has finished (the snapshot's xmin), and none of its changes is still in the
--- outbox. Each change below it left the outbox acknowledged by the peer, or refused
--- (failed, maybe skipped since); a replay sends the refused ones under a new txid
+-- The watermark sent with each batch (protocol `settled_below`): below it, every source
+-- transaction that could write this outbox has finished, and none of its changes is
+-- still in the outbox. Each change below it left the outbox acknowledged by the peer, or
+-- refused (failed, maybe skipped since); a replay sends the refused ones under a new txid
 -- (ops_requeue). So every change below it that reaches the peer again is a resend of one
--- the peer applied. One statement: one snapshot sees each change in exactly one place.
+-- the peer applied.
+-- Transactions still running at this statement's snapshot hold it back, except those
+-- known to run in another database of the cluster (they cannot write this outbox, and a
+-- long one elsewhere must not hold the watermark here). One that finished since the
+-- snapshot, or whose database this role cannot see, counts: its rows may be invisible
+-- to this snapshot. Transactions that finished before it are visible to the outbox read.
 SELECT least(
-    pg_snapshot_xmin(pg_current_snapshot()),
+    (SELECT min(x) FROM pg_snapshot_xip(s.snap) AS x
+     WHERE NOT EXISTS (
+         SELECT FROM pg_stat_activity a
+         WHERE a.backend_xid = x::xid
+           AND a.datid <> (SELECT d.oid FROM pg_database d
+                           WHERE d.datname = current_database()))),
+    pg_snapshot_xmax(s.snap),
     (SELECT txid FROM {schema}.outbox ORDER BY txid LIMIT 1)
-)::text::bigint;
+)::text::bigint
+FROM (SELECT pg_current_snapshot() AS snap) AS s;
 
 -- name: relay_try_lock
 SELECT pg_try_advisory_lock(hashtextextended(%(lock_name)s, 0));
