@@ -11,6 +11,8 @@ import psycopg
 import pytest
 
 from cdc_bridge.config import BridgeConfig
+from cdc_bridge.sql import query
+from tests import pg
 from tests.helpers import install
 from tests.peer import PeerServer
 from tests.relay_support import relay_config, running_relay, wait_drained, wait_until
@@ -101,3 +103,35 @@ def test_the_relay_vacuums_the_outbox_with_autovacuum_off(db: str, peer: PeerSer
         " WHERE schemaname = 'cdc_bridge' AND relname = 'outbox'",
     )
     assert autovacuums == 0
+
+
+def settled_below(dsn: str) -> int:
+    ((value,),) = fetch(dsn, query("relay_settled_below", schema="cdc_bridge").as_string(None))
+    return int(value)
+
+
+def finish_a_later_transaction(dsn: str) -> None:
+    """A snapshot's xmax is the latest finished xid + 1: later ones count as running."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_current_xact_id()")
+
+
+def test_the_watermark_waits_for_open_transactions_of_its_own_database_only(
+    db: str, peer: PeerServer, pg_server: pg.TestServer, template_db: str
+) -> None:
+    installed(db, peer)
+    name = pg_server.new_name("other")
+    other = pg_server.create_database(name, template=template_db)
+    try:
+        with psycopg.connect(other) as elsewhere, psycopg.connect(db) as here:
+            ((far,),) = elsewhere.execute("SELECT pg_current_xact_id()::text::bigint").fetchall()
+            finish_a_later_transaction(db)
+            assert settled_below(db) > far  # another database's open transaction: no hold
+            ((near,),) = here.execute("SELECT pg_current_xact_id()::text::bigint").fetchall()
+            finish_a_later_transaction(db)
+            assert settled_below(db) == near  # this database's: it may still write the outbox
+            here.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
+            here.commit()
+            assert settled_below(db) == near  # its change is in the outbox until shipped
+    finally:
+        pg_server.drop_database(name)
