@@ -44,6 +44,11 @@ def connection(dsn: str, *, autocommit: bool = False) -> Iterator[psycopg.Connec
         raise DatabaseError(_first_line(exc)) from exc
 
 
+def error_line(exc: BaseException) -> str:
+    """The first line of an error, any password in it masked: fit for logs and health."""
+    return mask_dsn(_first_line(exc))
+
+
 def dict_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[dict[str, Any]]:
     return conn.cursor(row_factory=dict_row)
 
