@@ -24,7 +24,12 @@ def mask_dsn(dsn: str) -> str:
     return _PASSWORD_IN_KV.sub(r"\1***", masked)
 
 
+# What the operator tools' sessions show in pg_stat_activity (the daemons name their own).
+TOOLS_APPLICATION_NAME = "cdc-bridge tools"
+
+
 def connect(dsn: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+    kwargs.setdefault("application_name", TOOLS_APPLICATION_NAME)
     try:
         return psycopg.connect(dsn, autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:

@@ -52,6 +52,7 @@ log = logging.getLogger("cdc_bridge.inbound")
 M = TypeVar("M", bound=BaseModel)
 
 PRUNE_EVERY_S = 3600.0
+APPLICATION_NAME = "cdc-bridge serve"  # in pg_stat_activity
 
 
 class Inbound:
@@ -73,7 +74,7 @@ class Inbound:
             config.database.url.get_secret_value(),
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
             configure=codec.use_exact_json,
             open=False,
             name="cdc-bridge-inbound",
