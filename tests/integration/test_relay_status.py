@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cdc_bridge.cli import cli
 from cdc_bridge.config import parse_config
-from tests.helpers import install
+from tests.helpers import fetch, install
 from tests.peer import PeerServer, record_of
 from tests.relay_support import (
     config_text,
@@ -108,6 +108,12 @@ def test_metrics_and_healthz(db: str, peer: PeerServer) -> None:
         wait_drained(db)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+        sessions = fetch(
+            db,
+            "SELECT DISTINCT application_name FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+    assert sessions == [("cdc-bridge relay",)]  # the probe's session too
     assert 'cdc_bridge_relay_changes_total{result="applied"} 1.0' in metrics
     assert "cdc_bridge_relay_leader 1.0" in metrics
     assert "cdc_bridge_relay_oldest_pending_seconds 0.0" in metrics  # nothing pending
