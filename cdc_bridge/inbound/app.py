@@ -181,7 +181,9 @@ class Inbound:
 
     def _read_columns(self, conn: psycopg.Connection[Any], spec: TableSpec) -> list[str]:
         if spec.receives_whole_rows:
-            return sorted(self.applier.writable_columns(conn, spec))
+            # From the catalog on every page: a column dropped since the last batch must
+            # not be selected (one catalog lookup next to a page of rows).
+            return sorted(self.applier.read_columns(conn, spec))
         return [*spec.key, *spec.received_fields]
 
     def prune(self) -> int:

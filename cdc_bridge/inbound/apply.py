@@ -213,11 +213,16 @@ class Applier:
             return frozenset(spec.key + spec.received_fields)
         cached = self._columns.get(spec.label)
         if cached is None or not cached.issuperset(wanted):
-            rows = conn.execute(
-                queries.query("inbound_table_columns", relation=spec.name.regclass_literal)
-            )
-            cached = self._columns[spec.label] = frozenset(r[0] for r in rows)
+            cached = self.read_columns(conn, spec)
         return cached
+
+    def read_columns(self, conn: Connection, spec: TableSpec) -> frozenset[str]:
+        """A whole-row table's writable columns, read from the catalog now (and cached)."""
+        rows = conn.execute(
+            queries.query("inbound_table_columns", relation=spec.name.regclass_literal)
+        )
+        columns = self._columns[spec.label] = frozenset(r[0] for r in rows)
+        return columns
 
     # -------------------------------------------------------------- 2. conflicts
 

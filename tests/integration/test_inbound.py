@@ -257,6 +257,20 @@ def test_read_returns_key_ordered_pages_of_what_the_peer_owns(shop: Server) -> N
     assert (second.rows, second.more) == ([{"sku": "C", "name": "C", "price": 1.0}], False)
 
 
+def test_read_after_a_column_was_dropped_at_the_receiver_needs_no_restart(
+    shop: Server,
+) -> None:
+    assert statuses(shop.send(change("public.customers", "insert", {"id": 1}, CUSTOMER))) == [
+        "applied"
+    ]
+    with psycopg.connect(shop.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE customers DROP COLUMN tier")
+    response = read(shop, "public.customers", None, 10)
+    assert response.status_code == 200, response.text
+    without_tier = {k: v for k, v in CUSTOMER.items() if k != "tier"}
+    assert ReadResponse.model_validate_json(response.content).rows == [without_tier]
+
+
 def test_read_of_a_table_this_side_owns_is_refused(shop: Server) -> None:
     response = read(shop, "public.invoices", None, 10)
     assert response.status_code == 400
