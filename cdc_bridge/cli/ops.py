@@ -67,10 +67,13 @@ def _print_json(data: Any) -> None:
 
 
 def _short(value: Any, width: int = 60) -> str:
+    """The value as text, cut to `width` on a terminal only: a file or a pipe gets it all."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else codec.dumps_text(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width or not _console().is_terminal:
+        return text
+    return text[: width - 1] + "…"
 
 
 def _time(value: datetime | None) -> str:

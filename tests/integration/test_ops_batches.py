@@ -141,3 +141,21 @@ def waiting_sessions(bridge: Bridge) -> list[tuple[str]]:
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
     ]
+
+
+def test_batches_show_written_to_a_file_keeps_keys_whole(bridge: Bridge) -> None:
+    """A key is pasted into `replay --key`: in a file it is never shortened."""
+    sku = "ACME-" + "0123456789" * 5
+    with bridge.connect() as conn:
+        conn.execute("INSERT INTO products VALUES (%s, 'Pen', 1.5, 'd', 3)", (sku,))
+    [change_id] = outbox_ids(bridge)
+    settle(bridge, "erp-long-key", [change_id], failed=True, http_status=422, body=PEER_BODY)
+    with tempfile.TemporaryFile("w+") as shown:
+        subprocess.run(
+            [CLI, "-c", str(bridge.config_path), "batches", "show", "erp-long-key"],
+            stdout=shown, check=True, timeout=60, env={**os.environ, "COLUMNS": "80"},
+        )
+        shown.seek(0)
+        text = shown.read()
+    assert "…" not in text and "\x1b[" not in text
+    assert f'{{"sku":"{sku}"}}' in text
