@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Coroutine, Sequence, Set
 from dataclasses import dataclass
@@ -187,7 +188,8 @@ class Relay:
     async def health(self) -> dict[str, object]:
         """The /healthz body; reads the outbox's oldest pending age into its gauge too."""
         oldest = await self._probe.oldest_pending_s()
-        self.metrics.oldest_pending.set(oldest or 0.0)
+        # Unknown (the database does not answer) is NaN, never a reassuring 0.
+        self.metrics.oldest_pending.set(math.nan if self._probe.error else oldest or 0.0)
         database_error = self._probe.error or (
             "the relay's connection is down" if self._db_outage.ongoing else None
         )

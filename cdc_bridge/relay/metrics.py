@@ -53,7 +53,8 @@ class RelayMetrics:
         )
         self.oldest_pending = Gauge(
             "cdc_bridge_relay_oldest_pending_seconds",
-            "Age of the oldest undelivered change in the outbox, read at each scrape",
+            "Age of the oldest undelivered change in the outbox, read at each scrape "
+            "(0: none pending; NaN: the database does not answer)",
             registry=self.registry,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 
+import httpx
 import orjson
 import psycopg
 import pytest
@@ -83,3 +84,27 @@ def test_each_change_the_peer_rejects_is_logged_with_its_reason(
 
 def failed_count(dsn: str) -> int:
     return int(fetch(dsn, "SELECT count(*) FROM cdc_bridge.failed")[0][0])
+
+
+def test_health_and_metrics_say_so_when_the_database_does_not_answer() -> None:
+    port = closed_port()
+    dsn = f"postgresql://postgres:pw-not-for-logs@127.0.0.1:{closed_port()}/nowhere"
+    config = relay_config(dsn, "http://127.0.0.1:9", metrics_listen=f"127.0.0.1:{port}")
+    with running_relay(config):
+        wait_until(lambda: _answers(port), what="the metrics endpoint")
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    assert health.status_code == 503
+    body = health.json()
+    assert body["database_reachable"] is False and body["oldest_pending_s"] is None
+    [problem] = body["problems"]
+    assert problem.startswith("database unreachable: ") and "pw-not-for-logs" not in problem
+    assert "cdc_bridge_relay_oldest_pending_seconds NaN" in metrics
+
+
+def _answers(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    except httpx.TransportError:
+        return False
+    return True
