@@ -521,6 +521,7 @@ class RelayConfig(_Frozen):
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
     lag_threshold_s: float = Field(default=300.0, gt=0)
+    peer_unreachable_grace_s: float = Field(default=60.0, ge=0)
     metrics_listen: HostPort | None = "127.0.0.1:9181"
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
     # Sized in README.md (Sizing): history grows with the load, so its default is an hour

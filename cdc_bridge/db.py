@@ -24,7 +24,12 @@ def mask_dsn(dsn: str) -> str:
     return _PASSWORD_IN_KV.sub(r"\1***", masked)
 
 
+# What the operator tools' sessions show in pg_stat_activity (the daemons name their own).
+TOOLS_APPLICATION_NAME = "cdc-bridge tools"
+
+
 def connect(dsn: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+    kwargs.setdefault("application_name", TOOLS_APPLICATION_NAME)
     try:
         return psycopg.connect(dsn, autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:
@@ -42,6 +47,11 @@ def connection(dsn: str, *, autocommit: bool = False) -> Iterator[psycopg.Connec
         raise DatabaseUnavailable(f"lost {mask_dsn(dsn)}: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise DatabaseError(_first_line(exc)) from exc
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of an error, any password in it masked: fit for logs and health."""
+    return mask_dsn(_first_line(exc))
 
 
 def dict_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[dict[str, Any]]:

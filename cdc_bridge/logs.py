@@ -12,7 +12,13 @@ import orjson
 from cdc_bridge.config import LoggingConfig
 
 # Attributes every LogRecord has; anything else came from `extra=` and is structured data.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message`, the message with terminal colour codes: never written.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -111,6 +111,13 @@ async def fetch_pending(
     return [OutboxRow(*row) for row in await cur.fetchall()]
 
 
+async def oldest_pending_age(conn: psycopg.AsyncConnection[Any], schema: str) -> float | None:
+    """Seconds since the oldest change still in the outbox was captured; None when empty."""
+    cur = await conn.execute(query("relay_oldest_pending", schema=schema))
+    row = await cur.fetchone()
+    return None if row is None else float(row[0])
+
+
 @cache
 def _moved(schema: str) -> sql.Composed:
     return query("relay_move_to_delivered", schema=schema)

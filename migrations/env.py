@@ -47,7 +47,7 @@ def run_online() -> None:
     dsn = database_url()
 
     def connect() -> Any:
-        return psycopg.connect(dsn)
+        return psycopg.connect(dsn, application_name="cdc-bridge migrations")
 
     # A creator accepts both URL and key=value DSNs, and keeps the password out of the URL.
     engine = sa.create_engine("postgresql+psycopg://", creator=connect, poolclass=NullPool)

@@ -486,8 +486,13 @@ SET relation = excluded.relation, definition_hash = excluded.definition_hash,
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."customers";
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_dfb56e0ba4df7250"();
+DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."orders";
+CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."orders"
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.orders');
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition d3f544a88c013344';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.orders', '"public"."orders"'::regclass, 'e3b0c44298fc1c14',
+SELECT 'public.orders', '"public"."orders"'::regclass, 'd3f544a88c013344',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."orders"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

@@ -282,9 +282,14 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE INSERT OR UPDATE OR DELETE ON "public".
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."customers" IS 'cdc-bridge definition 0150dded72ed461e';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."customers" IS 'cdc-bridge definition b0980de951f0833c';
+DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
+CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition b0980de951f0833c';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, '0150dded72ed461e',
+SELECT 'public.customers', '"public"."customers"'::regclass, 'b0980de951f0833c',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

@@ -183,14 +183,6 @@ def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
             (config.bridge_schema, spec.label),
             _relay_listens(config),
         ),
-        Trigger(
-            f"{TRIGGER_PREFIX}no_truncate",
-            "BEFORE",
-            "TRUNCATE",
-            "STATEMENT",
-            "refuse_truncate_v1",
-            (spec.label,),
-        ),
     ]
     return triggers
 
@@ -255,8 +247,25 @@ def guard_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
     return triggers
 
 
+def truncate_trigger(spec: TableSpec) -> Trigger:
+    """Every synced table refuses TRUNCATE: it fires no row trigger, so a sending side
+    would not capture it, and a receiving side would silently drop what the peer sent."""
+    return Trigger(
+        f"{TRIGGER_PREFIX}no_truncate",
+        "BEFORE",
+        "TRUNCATE",
+        "STATEMENT",
+        "refuse_truncate_v1",
+        (spec.label,),
+    )
+
+
 def table_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
-    return guard_triggers(config, spec) + capture_triggers(config, spec)
+    return [
+        *guard_triggers(config, spec),
+        *capture_triggers(config, spec),
+        truncate_trigger(spec),
+    ]
 
 
 def _create_trigger(config: BridgeConfig, spec: TableSpec, trigger: Trigger) -> sql.Composable:

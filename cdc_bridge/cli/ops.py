@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -40,8 +41,25 @@ def timestamp_option(name: str, help_text: str) -> Callable[[Any], Any]:
     return click.option(name, callback=_timestamp, metavar="TIMESTAMP", help=help_text)
 
 
+# Output to a file or a pipe is as wide as its longest line: nothing is cut to fit.
+UNLIMITED_WIDTH = 100_000
+
+
 def _console() -> Console:
-    return Console(highlight=False)
+    """Rich on a terminal; in a file or a pipe no colour, and no cell cut to a width."""
+    console = Console(highlight=False)
+    if console.is_terminal:
+        return console
+    return Console(highlight=False, width=UNLIMITED_WIDTH, no_color=True)
+
+
+def _ids_whole(table: Table, *columns: int) -> Table:
+    """Id columns are never cut or wrapped, however narrow the terminal: they are pasted."""
+    for index in columns:
+        column = table.columns[index]
+        column.no_wrap = True
+        column.min_width = max((cell_len(str(cell)) for cell in column.cells), default=None)
+    return table
 
 
 def _print_json(data: Any) -> None:
@@ -49,10 +67,13 @@ def _print_json(data: Any) -> None:
 
 
 def _short(value: Any, width: int = 60) -> str:
+    """The value as text, cut to `width` on a terminal only: a file or a pipe gets it all."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else codec.dumps_text(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width or not _console().is_terminal:
+        return text
+    return text[: width - 1] + "…"
 
 
 def _time(value: datetime | None) -> str:
@@ -115,7 +136,7 @@ def batches_list(
             str(r["failed_changes"]),
             _time(r["created_at"]),
         )
-    _console().print(out if rows else "no batches match")
+    _console().print(_ids_whole(out, 0) if rows else "no batches match")
 
 
 @batches.command("show")
@@ -153,7 +174,7 @@ def batches_show(ctx: Context, batch_id: str, as_json: bool) -> None:
             _short(c["reason"]),
             parked,
         )
-    console.print(changes)
+    console.print(_ids_whole(changes, 0))
     for c in detail.changes:
         if c["state"] == "failed":
             click.echo(
@@ -280,7 +301,7 @@ def _print_replay(result: replay_ops.ReplayResult) -> None:
             c["txid"],
             _time(c["captured_at"]),
         )
-    _console().print(out)
+    _console().print(_ids_whole(out, 0))
     for newer in result.newer:
         click.echo(
             f"forced: change {newer['id']} is older than delivered change {newer['newer_id']}"

@@ -63,8 +63,8 @@ async def _run(config: BridgeConfig) -> None:
 def status(ctx: Context, as_json: bool) -> None:
     """Show per table: pending changes, oldest pending age, last delivery, failed count.
 
-    Exit code 0 when healthy, 1 when failed changes exist or the lag is over
-    relay.lag_threshold_s.
+    Exit code 0 when healthy, 1 when failed changes exist, the lag is over
+    relay.lag_threshold_s, or changes are pending and no relay holds the lock.
 
     \b
     Example:

@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, InboundTls, TableSpec
-from cdc_bridge.db import mask_dsn
+from cdc_bridge.db import error_line, mask_dsn
 from cdc_bridge.errors import Refused, UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
 from cdc_bridge.inbound.webhooks import Webhooks, change_of, verify
@@ -54,6 +54,8 @@ M = TypeVar("M", bound=BaseModel)
 # Applied keys above the sender's watermark are all that is kept: pruning (and vacuuming)
 # every 10 s keeps the table at about 10 s of changes, with or without autovacuum.
 PRUNE_EVERY_S = 10.0
+APPLICATION_NAME = "cdc-bridge serve"  # in pg_stat_activity
+HEALTH_TIMEOUT_S = 5.0  # /healthz waits this long for a pooled connection
 
 
 class Inbound:
@@ -75,7 +77,7 @@ class Inbound:
             config.database.url.get_secret_value(),
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
             configure=codec.use_exact_json,
             open=False,
             name="cdc-bridge-inbound",
@@ -182,12 +184,23 @@ class Inbound:
 
     def _read_columns(self, conn: psycopg.Connection[Any], spec: TableSpec) -> list[str]:
         if spec.receives_whole_rows:
-            return sorted(self.applier.writable_columns(conn, spec))
+            # From the catalog on every page: a column dropped since the last batch must
+            # not be selected (one catalog lookup next to a page of rows).
+            return sorted(self.applier.read_columns(conn, spec))
         return [*spec.key, *spec.received_fields]
 
     def prune(self) -> int:
         with self.pool.connection() as conn:
             return prune_applied_keys(conn, self.config)
+
+    def database_problem(self) -> str | None:
+        """Why no batch could be applied now, or None: one `SELECT 1` on a pooled connection."""
+        try:
+            with self.pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:  # the pool's timeout is one too
+            return error_line(exc)
+        return None
 
 
 def _refusal(exc: Refused) -> Response:
@@ -236,7 +249,11 @@ def create_app(config: BridgeConfig, pool_size: int = 4) -> Starlette:
         return await run_in_threadpool(inbound.read, read_request)
 
     async def health(_request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        problem = await run_in_threadpool(inbound.database_problem)
+        if problem is None:
+            return JSONResponse({"status": "ok"})
+        body = {"status": "unhealthy", "problems": [f"database unreachable: {problem}"]}
+        return JSONResponse(body, status_code=503)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -221,8 +221,8 @@ class Applier:
             )
         if change.op is Op.DELETE:
             return dict(change.key)
-        writable = self.writable_columns(conn, spec)
         fields = change.fields or {}
+        writable = self.writable_columns(conn, spec, fields)
         foreign = sorted(set(fields) - writable)
         if foreign:
             raise Rejected(f"fields {foreign} of {spec.label} are not the peer's to change")
@@ -234,17 +234,29 @@ class Applier:
                 raise Rejected(f"fields.{name} differs from the key; a key change is delete+insert")
         return {**change.key, **fields}
 
-    def writable_columns(self, conn: Connection, spec: TableSpec) -> frozenset[str]:
-        """Columns the peer may write: its fields, or every column of a whole-row table."""
+    def writable_columns(
+        self, conn: Connection, spec: TableSpec, wanted: Iterable[str] = ()
+    ) -> frozenset[str]:
+        """Columns the peer may write: its fields, or every column of a whole-row table.
+
+        A whole-row table's columns are cached; a change naming a column the cache does not
+        hold reads the catalog again first, so a column added at this side is accepted at
+        once, without restarting `serve`.
+        """
         if not spec.receives_whole_rows:
             return frozenset(spec.key + spec.received_fields)
         cached = self._columns.get(spec.label)
-        if cached is None:
-            rows = conn.execute(
-                queries.query("inbound_table_columns", relation=spec.name.regclass_literal)
-            )
-            cached = self._columns[spec.label] = frozenset(r[0] for r in rows)
+        if cached is None or not cached.issuperset(wanted):
+            cached = self.read_columns(conn, spec)
         return cached
+
+    def read_columns(self, conn: Connection, spec: TableSpec) -> frozenset[str]:
+        """A whole-row table's writable columns, read from the catalog now (and cached)."""
+        rows = conn.execute(
+            queries.query("inbound_table_columns", relation=spec.name.regclass_literal)
+        )
+        columns = self._columns[spec.label] = frozenset(r[0] for r in rows)
+        return columns
 
     # -------------------------------------------------------------- 2. conflicts
 

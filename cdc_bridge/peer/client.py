@@ -204,13 +204,28 @@ def _kept(body: bytes) -> str:
     return body[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
 
 
+def answer_reason(content: bytes, limit: int = 300) -> str:
+    """What a peer's error answer says: its JSON `error` (what `serve` sends), or the text."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        text = data["error"]
+    else:
+        text = content.decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _http_failure(
     status: int, content: bytes, retry_after: str | None, started: float
 ) -> Delivery:
+    reason = answer_reason(content)
     return Delivery(
         http_status=status,
         response_body=_kept(content),
-        error=f"HTTP {status}",
+        error=f"HTTP {status}: {reason}" if reason else f"HTTP {status}",
         transient=is_transient_status(status),
         permanent=not is_transient_status(status),
         retry_after_s=retry_after_seconds(retry_after),
@@ -576,7 +591,7 @@ class RestClient:
             if status == 429:
                 self._pace.pause(outcome.retry_after_s or RATE_LIMITED_PAUSE_S)
             return None
-        return _rejected(change, f"HTTP {status}: {_kept(response.content)[:200]}")
+        return _rejected(change, f"HTTP {status}: {answer_reason(response.content, 200)}")
 
 
 def _json_or_none(response: httpx.Response) -> Any:

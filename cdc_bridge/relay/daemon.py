@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence, Set
@@ -44,6 +45,7 @@ from cdc_bridge.outbox import Failure, OutboxRow
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
 from cdc_bridge.peer.protocol import ResultStatus
+from cdc_bridge.relay.health import Observed, OutboxProbe, report
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
 from cdc_bridge.relay.retry import Outage, backoff_delay
 from cdc_bridge.relay.sor import Drop, decide
@@ -177,6 +179,7 @@ class Relay:
         self._settled_read_at = 0.0
         self._slots = self.relay.concurrency + READ_AHEAD
         self._sending = asyncio.Semaphore(self.relay.concurrency)
+        self._probe = OutboxProbe(self._connect, self.schema)
         # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
         # unchanged. The REST adapter builds its own bodies from the parsed fields.
         self._encoded_tables = (
@@ -190,13 +193,18 @@ class Relay:
             log.info("stopping: taking no new work, finishing what is in flight")
         self.stopping.set()
 
-    def health(self) -> dict[str, object]:
-        return {
-            "healthy": not self._db_outage.ongoing,
-            "role": self.role,
-            "database_reachable": not self._db_outage.ongoing,
-            "peer_reachable": not self._peer_outage.ongoing,
-        }
+    async def health(self) -> dict[str, object]:
+        """The /healthz body; reads the outbox's oldest pending age into its gauge too."""
+        oldest = await self._probe.oldest_pending_s()
+        # Unknown (the database does not answer) is NaN, never a reassuring 0.
+        self.metrics.oldest_pending.set(math.nan if self._probe.error else oldest or 0.0)
+        database_error = self._probe.error or (
+            "the relay's connection is down" if self._db_outage.ongoing else None
+        )
+        observed = Observed(
+            self.role, database_error, self._peer_outage.lasted_s, oldest
+        )
+        return report(observed, self.relay)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -218,6 +226,7 @@ class Relay:
             stop.cancel()
             if self._client is None:
                 await client.aclose()
+            await self._probe.aclose()
             self.metrics.leader.set(0)
             log.info("relay stopped")
 
@@ -364,8 +373,6 @@ class Relay:
             conn, self.schema, limit, flight.ids_array(),
             system=self.config.system, whole_tables=self._encoded_tables,
         )
-        oldest = time.time() - rows[0].captured_at.timestamp() if rows else 0
-        self.metrics.oldest_pending.set(oldest)
         await self._read_watermark(conn)
         outgoing = await self._filter(conn, rows)
         for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
@@ -506,6 +513,7 @@ class Relay:
                 with self.metrics.batch_seconds.time():
                     delivery = await client.deliver(batch_id, pending, self._settled_below)
             verdict = judge(delivery, pending, self.specs_with_handoff)
+            log_refusals(batch_id, pending, delivery, verdict)
             await self._record(conn, batch_id, pending, delivery, verdict)
             if not verdict.retry:
                 self._peer_outage.recovered()
@@ -647,6 +655,36 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
         return _Verdict(acked, failures, handoffs, retry=[])
     retry = [c for c in sent if c.id not in delivery.results] if delivery.transient else []
     return _Verdict(acked, failures, handoffs, retry)
+
+
+LOGGED_REJECTIONS = 10  # per batch; `batches show` lists them all
+
+
+def log_refusals(
+    batch_id: str, sent: list[Outgoing], delivery: Delivery, verdict: _Verdict
+) -> None:
+    """Log each refusal by the peer with its reason: a whole batch, or single changes."""
+    where = {"event": "refused", "batch_id": batch_id, "http_status": delivery.http_status}
+    if delivery.permanent:
+        log.warning(
+            "peer refused batch %s of %d change(s): %s; the first change of each key is "
+            "failed and parks the key (cdc-bridge batches show %s)",
+            batch_id, len(sent), delivery.error, batch_id, extra=where,
+        )
+        return
+    tables = {c.id: c.table for c in sent}
+    for failure in verdict.failures[:LOGGED_REJECTIONS]:
+        log.warning(
+            "peer rejected change %d of %s in batch %s: %s; its key is parked",
+            failure.id, tables.get(failure.id, "?"), batch_id, failure.reason,
+            extra={**where, "http_status": failure.http_status, "change_id": failure.id},
+        )
+    unlogged = len(verdict.failures) - LOGGED_REJECTIONS
+    if unlogged > 0:
+        log.warning(
+            "peer rejected %d more change(s) of batch %s (cdc-bridge batches show %s)",
+            unlogged, batch_id, batch_id, extra=where,
+        )
 
 
 def _first_per_record(sent: list[Outgoing], delivery: Delivery) -> list[Failure]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -53,22 +53,26 @@ class RelayMetrics:
         )
         self.oldest_pending = Gauge(
             "cdc_bridge_relay_oldest_pending_seconds",
-            "Age of the oldest change read from the outbox at the last read",
+            "Age of the oldest undelivered change in the outbox, read at each scrape "
+            "(0: none pending; NaN: the database does not answer)",
             registry=self.registry,
         )
 
 
-Health = Callable[[], dict[str, object]]
+Health = Callable[[], Awaitable[dict[str, object]]]
 
 
 async def serve_metrics(listen: str, metrics: RelayMetrics, health: Health) -> asyncio.Server:
+    """Serve /metrics and /healthz. `health` is awaited for both: it also brings the
+    gauges read from the database up to date, so a scrape never shows a stale backlog."""
     host, _, port = listen.rpartition(":")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
             path = request.split(b" ", 2)[1].decode("ascii", errors="replace")
-            status, ctype, body = _respond(path, metrics, health)
+            state = await health() if path.startswith(("/metrics", "/healthz")) else {}
+            status, ctype, body = _respond(path, metrics, state)
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -85,11 +89,12 @@ async def serve_metrics(listen: str, metrics: RelayMetrics, health: Health) -> a
     return server
 
 
-def _respond(path: str, metrics: RelayMetrics, health: Health) -> tuple[str, str, bytes]:
+def _respond(
+    path: str, metrics: RelayMetrics, state: dict[str, object]
+) -> tuple[str, str, bytes]:
     if path.startswith("/metrics"):
         return "200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
     if path.startswith("/healthz"):
-        state = health()
         status = "200 OK" if state.get("healthy") else "503 Service Unavailable"
         return status, "application/json", orjson.dumps(state)
     return "404 Not Found", "text/plain", b"not found\n"

@@ -40,6 +40,11 @@ class Outage:
     def ongoing(self) -> bool:
         return self._since is not None
 
+    @property
+    def lasted_s(self) -> float | None:
+        """How long the ongoing outage has lasted; None when there is none."""
+        return None if self._since is None else time.monotonic() - self._since
+
     def failed(self, error: str) -> None:
         self.tries += 1
         if self._since is None:

@@ -1,7 +1,7 @@
 """`cdc-bridge status`: how far behind the relay is, and whether it is healthy.
 
-Healthy means: no failed change waits for an operator, and no pending change is older
-than `relay.lag_threshold_s`.
+Healthy means: no failed change waits for an operator, no pending change is older than
+`relay.lag_threshold_s`, and if changes are pending, a relay holds the lock to ship them.
 """
 
 from __future__ import annotations
@@ -80,4 +80,10 @@ def _problems(status: RelayStatus) -> list[str]:
                 f"{table.table}: oldest pending change is {table.oldest_pending_s:.0f}s old "
                 f"(threshold {status.lag_threshold_s:.0f}s)"
             )
+    pending = sum(table.pending for table in status.tables)
+    if pending and status.lock_holder is None:
+        problems.append(
+            f"{pending} change(s) pending and no relay holds the lock; "
+            "fix: start `cdc-bridge run` for this config"
+        )
     return problems

@@ -115,6 +115,14 @@ WHERE NOT EXISTS (
 ORDER BY o.id
 LIMIT %(limit)s;
 
+-- name: relay_oldest_pending
+-- Seconds since the oldest undelivered change was captured (NULL: the outbox is empty).
+-- Every row counts: in flight, waiting for a lane, or parked behind a failed change. The
+-- lowest id is the oldest capture (ids and capture times are taken in the same INSERT), so
+-- one primary-key probe answers, however long the backlog is.
+SELECT extract(epoch FROM clock_timestamp() - captured_at)::float8
+FROM {schema}.outbox ORDER BY id LIMIT 1;
+
 -- name: relay_ack
 -- Acknowledged (or filtered) changes leave the outbox and enter `delivered` in one
 -- statement: a change is in exactly one of the two at any moment. The move itself is

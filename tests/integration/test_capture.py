@@ -168,6 +168,21 @@ def test_truncate_of_a_synced_table_is_refused(conn: Any) -> None:
         conn.execute("TRUNCATE customers")
 
 
+def test_truncate_is_refused_at_the_receiver_on_every_synced_table(db: str) -> None:
+    """The shop receives customers (`sor: peer`) and fields of products and accounts, and
+    ships orders and invoices: none of them can be emptied behind the bridge's back."""
+    config = example_config(db, "shop.yaml")
+    install(config)
+    assert "public.customers" in {s.label for s in config.table_specs if not s.captures}
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("SET cdc_bridge.origin = 'erp'")  # even as the bridge applies the peer's
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
+        for spec in config.table_specs:
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="TRUNCATE"):
+                conn.execute(sql.SQL("TRUNCATE {}").format(spec.name.identifier))
+        assert conn.execute("SELECT count(*) FROM customers").fetchone() == (1,)
+
+
 def test_handoff_table_ships_whole_rows_until_handed_off(conn: Any) -> None:
     with conn.transaction():
         conn.execute("INSERT INTO orders VALUES (10, 1, 5.5)")

@@ -13,6 +13,7 @@ import orjson
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from cdc_bridge.inbound.apply import prune_applied_keys
 from cdc_bridge.peer.protocol import READ_PATH, ReadRequest, ReadResponse, Signer, dumps
@@ -27,6 +28,7 @@ from tests.integration.inbound_support import (
     snapshot,
     statuses,
 )
+from tests.relay_support import wait_until
 
 CUSTOMER = {"id": 1, "name": "Ann", "email": "ann@example.com", "tier": "gold"}
 
@@ -257,6 +259,20 @@ def test_read_returns_key_ordered_pages_of_what_the_peer_owns(shop: Server) -> N
     assert (second.rows, second.more) == ([{"sku": "C", "name": "C", "price": 1.0}], False)
 
 
+def test_read_after_a_column_was_dropped_at_the_receiver_needs_no_restart(
+    shop: Server,
+) -> None:
+    assert statuses(shop.send(change("public.customers", "insert", {"id": 1}, CUSTOMER))) == [
+        "applied"
+    ]
+    with psycopg.connect(shop.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE customers DROP COLUMN tier")
+    response = read(shop, "public.customers", None, 10)
+    assert response.status_code == 200, response.text
+    without_tier = {k: v for k, v in CUSTOMER.items() if k != "tier"}
+    assert ReadResponse.model_validate_json(response.content).rows == [without_tier]
+
+
 def test_read_of_a_table_this_side_owns_is_refused(shop: Server) -> None:
     response = read(shop, "public.invoices", None, 10)
     assert response.status_code == 400
@@ -351,4 +367,33 @@ def test_old_values_for_fields_not_owned_by_both_sides_are_rejected(shop: Server
     assert statuses(response) == ["rejected"]
     assert response.results[0].reason == (
         "old values ['credit_limit'] given for fields not owned by both sides"
+    )
+
+
+def test_healthz_answers_503_while_the_database_refuses_connections(shop: Server) -> None:
+    health = httpx.get(shop.url + "/healthz", timeout=30)
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    name = rows(shop.dsn, "SELECT current_database()")[0][0]
+    database = sql.Identifier(name)
+    with psycopg.connect(make_conninfo(shop.dsn, dbname="postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database))
+        try:
+            admin.execute(
+                # Waits (up to 10 s) until each session has ended.
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                "WHERE datname = %s AND application_name = 'cdc-bridge serve'",
+                (name,),
+            )
+            health = httpx.get(shop.url + "/healthz", timeout=30)
+        finally:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database)
+            )
+    assert health.status_code == 503
+    [problem] = health.json()["problems"]
+    assert problem.startswith("database unreachable: ")
+    # Connections are allowed again: healthy again, without a restart.
+    wait_until(
+        lambda: httpx.get(shop.url + "/healthz", timeout=30).status_code == 200,
+        what="/healthz to recover",
     )

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,79 @@ def test_partial_update_of_a_row_with_not_null_columns_the_peer_does_not_send(
     assert statuses(response) == ["applied", "rejected"]
     assert "not-null" in (response.results[1].reason or "")
     assert rows(erp.dsn, "SELECT sku, name, description FROM products") == [("P1", "Pen", "blue")]
+
+
+@dataclass
+class ServeProcess:
+    server: Server
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> str:
+        """Stop it as an operator would (SIGTERM); its log file's text."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        assert self.process.wait(timeout=60) in (0, -signal.SIGTERM)
+        return self.log.read_text()
+
+
+@pytest.fixture
+def serve_process(db: str, tmp_path: Path) -> Iterator[ServeProcess]:
+    """`cdc-bridge serve` for the shop, text logs to a file, as a service manager runs it."""
+    config = load("shop.yaml", db)
+    install(config)
+    text = (FIXTURES / "shop.yaml").read_text()
+    text = text.replace("${SHOP_DATABASE_URL}", db).replace("${BRIDGE_SECRET}", SECRET)
+    path = tmp_path / "shop.yaml"
+    path.write_text(text + "logging: {format: text}\n")
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("cdc-bridge")), "--config", str(path), "serve"]
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*command, "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT
+        )
+    running_serve = ServeProcess(Server(f"http://127.0.0.1:{port}", config), process, log_path)
+    try:
+        wait_for_health(running_serve.server, process)
+        yield running_serve
+    finally:
+        running_serve.stop()
+
+
+def test_a_column_added_and_installed_at_the_receiver_is_accepted_without_a_restart(
+    serve_process: ServeProcess, db: str
+) -> None:
+    server = serve_process.server
+    first = {"id": 1, "name": "Ann", "email": None, "tier": "gold"}
+    assert statuses(server.send(change("public.customers", "insert", {"id": 1}, first))) == [
+        "applied"
+    ]
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE customers ADD COLUMN vat_id text")
+    install(server.config)  # the DBA reinstalls, as `triggers status` asks
+    second = {**first, "vat_id": "DE-811 907 980"}
+    response = server.send(change("public.customers", "update", {"id": 1}, second))
+    assert statuses(response) == ["applied"], response
+    assert rows(db, "SELECT c::text FROM customers c") == [("(1,Ann,,gold,\"DE-811 907 980\")",)]
+    assert serve_process.process.poll() is None  # the same process all along
+
+
+def test_serve_log_file_holds_no_terminal_colour_codes(serve_process: ServeProcess) -> None:
+    text = serve_process.stop()
+    assert "Uvicorn running on http://127.0.0.1:" in text
+    assert "\x1b[" not in text and "color_message" not in text
+
+
+def test_serve_sessions_name_themselves(serve_process: ServeProcess, db: str) -> None:
+    server = serve_process.server
+    row = {"id": 1, "name": "Ann", "email": None, "tier": None}
+    assert statuses(server.send(change("public.customers", "insert", {"id": 1}, row))) == [
+        "applied"
+    ]
+    names = rows(
+        db,
+        "SELECT DISTINCT application_name FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert names == [("cdc-bridge serve",)]

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import tempfile
+import uuid
 
 from tests.integration.ops_fixtures import Bridge, bridge, outbox_ids, settle
+from tests.relay_support import CLI, wait_until
 
 __all__ = ["bridge"]
 
@@ -86,3 +91,71 @@ def test_skip_refuses_what_is_not_failed(bridge: Bridge) -> None:
     assert code == 2 and "no change 999999" in err
     code, _, err = bridge.cli("skip", "abc", "--reason", "x")
     assert code == 2 and "not a change id" in err
+
+
+def test_batches_list_written_to_a_file_keeps_every_id_whole(bridge: Bridge) -> None:
+    """Relay batch ids are long (`<system>-<32 hex>`): in a file each must stay pasteable."""
+    with bridge.connect() as conn:
+        for i in range(1, 4):
+            conn.execute("INSERT INTO customers VALUES (%s, 'Ann', NULL, NULL)", (i,))
+    batch_ids = [f"erp-{uuid.uuid4().hex}" for _ in range(3)]
+    for batch_id, change_id in zip(batch_ids, outbox_ids(bridge), strict=True):
+        settle(bridge, batch_id, [change_id])
+    with tempfile.TemporaryFile("w+") as listing:
+        subprocess.run(
+            [CLI, "-c", str(bridge.config_path), "batches", "list"],
+            stdout=listing, check=True, timeout=60, env={**os.environ, "COLUMNS": "80"},
+        )
+        listing.seek(0)
+        text = listing.read()
+    assert "…" not in text and "\x1b[" not in text
+    listed = {word for line in text.splitlines() for word in line.replace("│", " ").split()}
+    assert set(batch_ids) <= listed
+
+
+def test_tool_sessions_name_themselves(bridge: Bridge) -> None:
+    """A snapshot waits for the lock another snapshot of the table holds: its session is
+    seen in pg_stat_activity, named."""
+    with bridge.connect() as holder:
+        holder.execute(
+            "SELECT pg_advisory_lock(hashtextextended('cdc-bridge snapshot ' || %s, 0))",
+            ("cdc_bridge public.customers",),
+        )
+        tool = subprocess.Popen(
+            [CLI, "-c", str(bridge.config_path), "snapshot", "public.customers"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: waiting_sessions(bridge) != [], what="the snapshot to wait")
+            assert waiting_sessions(bridge) == [("cdc-bridge tools",)]
+        finally:
+            holder.execute("SELECT pg_advisory_unlock_all()")
+            assert tool.wait(timeout=60) == 0
+
+
+def waiting_sessions(bridge: Bridge) -> list[tuple[str]]:
+    return [
+        (str(r[0]),)
+        for r in bridge.rows(
+            "SELECT application_name FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    ]
+
+
+def test_batches_show_written_to_a_file_keeps_keys_whole(bridge: Bridge) -> None:
+    """A key is pasted into `replay --key`: in a file it is never shortened."""
+    sku = "ACME-" + "0123456789" * 5
+    with bridge.connect() as conn:
+        conn.execute("INSERT INTO products VALUES (%s, 'Pen', 1.5, 'd', 3)", (sku,))
+    [change_id] = outbox_ids(bridge)
+    settle(bridge, "erp-long-key", [change_id], failed=True, http_status=422, body=PEER_BODY)
+    with tempfile.TemporaryFile("w+") as shown:
+        subprocess.run(
+            [CLI, "-c", str(bridge.config_path), "batches", "show", "erp-long-key"],
+            stdout=shown, check=True, timeout=60, env={**os.environ, "COLUMNS": "80"},
+        )
+        shown.seek(0)
+        text = shown.read()
+    assert "…" not in text and "\x1b[" not in text
+    assert f'{{"sku":"{sku}"}}' in text

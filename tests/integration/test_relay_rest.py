@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import psycopg
@@ -99,3 +100,21 @@ def _outbox_ids(dsn: str) -> int:
         row = conn.execute("SELECT count(*) FROM cdc_bridge.outbox").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_rest_403_is_logged_with_the_peer_s_answer(
+    db: str, peer: PeerServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SHOP_TOKEN", "tok-not-for-logs")
+    config = parse_config(rest_config_text(db, peer.url), "t.yaml", {})
+    install(config)
+    peer.state.rest_status["/api/products/"] = 403
+    caplog.set_level(logging.INFO, logger="cdc_bridge")
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.5, 'd', 3)")
+    with running_relay(config):
+        wait_until(lambda: _outbox_ids(db) == 0, what="the refused change to leave")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "public.products" in warnings[0] and ": HTTP 403: {}; its key is parked" in warnings[0]
+    assert all("tok-not-for-logs" not in r.getMessage() for r in caplog.records)

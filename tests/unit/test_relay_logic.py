@@ -12,6 +12,7 @@ from cdc_bridge.peer.client import (
     Answer,
     Delivery,
     Outgoing,
+    answer_reason,
     batch_body,
     fast_results,
     fill_path,
@@ -175,3 +176,13 @@ def test_an_odd_answer_is_validated_in_full_and_refused() -> None:
         assert delivery.transient and delivery.results == {}
         assert "not a batch response" in (delivery.error or "")
     assert fast_results(b"not json") is None
+
+
+def test_the_reason_of_a_refusal_is_serve_s_error_field_or_the_answer_s_text() -> None:
+    assert answer_reason(b'{"error": "no valid signature (wrong secret)"}') == (
+        "no valid signature (wrong secret)"
+    )
+    assert answer_reason(b"Forbidden:\n  token expired") == "Forbidden: token expired"
+    assert answer_reason(b'{"detail": "x"}') == '{"detail": "x"}'
+    assert answer_reason(b"x" * 400, limit=20) == "x" * 17 + "..."
+    assert answer_reason(b"") == ""
