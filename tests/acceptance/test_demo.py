@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 
-def test_demo_converges_and_cleans_up() -> None:
-    before = set(Path(tempfile.gettempdir()).glob("cdc-bridge-demo-*"))
+@pytest.fixture
+def demo_tmp() -> Iterator[Path]:
+    """A temporary directory of the demo's own, so what it leaves behind is its own and
+    not another run's (the demo's embedded server runs as another user: world-readable)."""
+    tmp = Path(tempfile.mkdtemp(prefix="cdcb-demo-test-"))
+    tmp.chmod(0o755)
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_demo_converges_and_cleans_up(demo_tmp: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "cdc_bridge", "demo"],
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "120", "TERM": "dumb"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "120", "TERM": "dumb", "TMPDIR": str(demo_tmp)},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -33,12 +45,13 @@ def test_demo_converges_and_cleans_up() -> None:
         "Converged.",
     ):
         assert sign in output, f"{sign!r} missing from the demo output:\n{output}"
-    after = set(Path(tempfile.gettempdir()).glob("cdc-bridge-demo-*"))
-    assert after <= before, f"the demo left {sorted(after - before)} behind"
+    left = sorted(demo_tmp.glob("cdc-bridge-demo-*"))
+    assert left == [], f"the demo left {left} behind"
 
 
-def test_keep_running_prints_where_to_connect_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("cdc-bridge-demo-*"))
+def test_keep_running_prints_where_to_connect_and_stops_on_ctrl_c(
+    tmp_path: Path, demo_tmp: Path
+) -> None:
     log_path = tmp_path / "demo.log"
     with open(log_path, "w") as log:
         demo = subprocess.Popen(
@@ -46,7 +59,9 @@ def test_keep_running_prints_where_to_connect_and_stops_on_ctrl_c(tmp_path: Path
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
-            env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "TERM": "dumb"},
+            env={
+                "PATH": "/usr/bin:/bin", "COLUMNS": "200", "TERM": "dumb", "TMPDIR": str(demo_tmp)
+            },
         )
     try:
         deadline = time.monotonic() + 180
@@ -65,5 +80,5 @@ def test_keep_running_prints_where_to_connect_and_stops_on_ctrl_c(tmp_path: Path
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-    after = set(Path(tempfile.gettempdir()).glob("cdc-bridge-demo-*"))
-    assert after <= before, f"the demo left {sorted(after - before)} behind"
+    left = sorted(demo_tmp.glob("cdc-bridge-demo-*"))
+    assert left == [], f"the demo left {left} behind"
