@@ -9,15 +9,18 @@ A row leaves the outbox only in the same statement that writes it to `delivered`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import BaseRowFactory, RowMaker
 
 from cdc_bridge.sql import query
+
+T = TypeVar("T")
 
 # What `delivered.result` holds for a change the SOR filter dropped without sending.
 FILTERED = "filtered"
@@ -41,6 +44,11 @@ class OutboxRow:
     # The protocol v1 change as JSON text, encoded by PostgreSQL, for rows of tables that
     # ship whole rows unchanged (then `fields` and `old` are not read: None).
     change_json: str | None = None
+    # When the read was full: the pending rows of this row's source transaction and its
+    # last id. None: the read held every visible pending row, so the transaction is whole.
+    txn_rows: int | None = None
+    txn_last_id: int | None = None
+    txn_parked: bool = False  # a row of its transaction waits behind a failed change
 
     @property
     def record(self) -> tuple[str, str]:
@@ -82,6 +90,35 @@ def text_array(values: Iterable[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
+def dataclass_rows(cls: type[T]) -> BaseRowFactory[T]:
+    """A row factory building `cls` from columns matched by name, in any SELECT order.
+
+    Like psycopg's class_row, but the name-to-position map is built once per result
+    and the object is built from positions: no dict per row (the relay reads every
+    captured row once). A column `cls` lacks, or a required field no column gives, is
+    an error at once.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    required = {f.name for f in fields(cls) if f.default is MISSING}  # type: ignore[arg-type]
+
+    def factory(cursor: Any) -> RowMaker[T]:
+        columns = [c.name for c in cursor.description or ()]
+        unknown = set(columns) - set(names)
+        missing = required - set(columns)
+        if unknown or missing:
+            raise TypeError(
+                f"{cls.__name__} rows: unknown columns {sorted(unknown)}, "
+                f"missing {sorted(missing)}"
+            )
+        order = [columns.index(n) for n in names if n in columns]
+        given = [n for n in names if n in columns]
+        if given == names[: len(given)]:
+            return lambda values: cls(*[values[i] for i in order])
+        return lambda values: cls(**{n: values[i] for n, i in zip(given, order, strict=True)})
+
+    return factory
+
+
 async def fetch_pending(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
@@ -90,25 +127,27 @@ async def fetch_pending(
     *,
     system: str = "",
     whole_tables: Sequence[str] = (),
+    max_txn: int = 10_000,
 ) -> list[OutboxRow]:
-    """The oldest pending rows, minus parked records and the rows `in_flight` now.
+    """Whole source transactions from the outbox head, minus the rows `in_flight` now.
 
+    The oldest `limit` rows, plus up to `max_txn` rows past them that belong to their
+    transactions (see `relay_fetch_pending`). Rows of parked keys come flagged.
     `in_flight` is ids, or their bigint[] literal (the relay keeps it built per batch).
-
     Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`).
     """
-    # Plain tuples in the query's column order (the fields of OutboxRow): the relay reads
-    # every captured row once, and building dicts first costs a third of the read.
-    cur = await conn.execute(
-        query("relay_fetch_pending", schema=schema),
-        {
-            "limit": limit,
-            "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
-            "system": system,
-            "whole_tables": text_array(whole_tables),
-        },
-    )
-    return [OutboxRow(*row) for row in await cur.fetchall()]
+    async with conn.cursor(row_factory=dataclass_rows(OutboxRow)) as cur:
+        await cur.execute(
+            query("relay_fetch_pending", schema=schema),
+            {
+                "limit": limit,
+                "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
+                "system": system,
+                "whole_tables": text_array(whole_tables),
+                "max_txn": max_txn,
+            },
+        )
+        return await cur.fetchall()
 
 
 @cache

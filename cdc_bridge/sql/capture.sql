@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
     origin      text NOT NULL,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- The relay reads whole source transactions: their rows are found by txid.
+CREATE INDEX IF NOT EXISTS outbox_txid ON {schema}.outbox (txid, id);
 COMMENT ON TABLE {schema}.outbox IS
     'cdc-bridge: changes waiting to be acknowledged by the peer. fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
 

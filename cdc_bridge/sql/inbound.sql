@@ -181,3 +181,15 @@ INSERT INTO {table} AS t ({columns})
 SELECT {columns} FROM incoming AS i
 WHERE NOT EXISTS (SELECT FROM updated AS u WHERE {seen})
 ON CONFLICT ({key}) DO {action};
+
+-- name: inbound_defer_constraints
+-- Deferrable constraints wait for the end of the batch (or of each source transaction,
+-- see inbound_check_constraints): a source transaction may legally have written a child
+-- before its parent. Constraints that are not deferrable are met by applying changes in
+-- the source's capture order.
+SET CONSTRAINTS ALL DEFERRED;
+
+-- name: inbound_check_constraints
+-- Checks the deferred constraints now, inside the savepoint, so a refusal names the
+-- source transaction at fault instead of failing the whole batch at COMMIT.
+SET CONSTRAINTS ALL IMMEDIATE;
