@@ -527,26 +527,25 @@ def settle_transactions(txns: list[list[Planned]], held: set[KeyId]) -> set[KeyI
         rejected = next(
             (p for p in txn if p.result and p.result.status is ResultStatus.REJECTED), None
         )
-        if rejected is not None:
+        if not held.isdisjoint(keys):
+            # Not tried at all: a change refused while planning is skipped too.
+            _finish_unapplied(txn, ResultStatus.SKIPPED, SKIPPED_REASON, ResultStatus.REJECTED)
+            held |= keys
+        elif rejected is not None:
             reason = (
                 f"not applied: change {rejected.change.idempotency_key} of its source "
                 f"transaction was rejected ({rejected.result.reason if rejected.result else ''})"
             )
             _finish_unapplied(txn, ResultStatus.REJECTED, reason)
             held |= keys
-        elif not held.isdisjoint(keys):
-            _finish_unapplied(
-                txn,
-                ResultStatus.SKIPPED,
-                "not tried: an earlier change of one of its keys was rejected",
-            )
-            held |= keys
     return held
 
 
-def _finish_unapplied(txn: list[Planned], status: ResultStatus, reason: str) -> None:
+def _finish_unapplied(
+    txn: list[Planned], status: ResultStatus, reason: str, *replaced: ResultStatus
+) -> None:
     for plan in txn:
-        if plan.result is None:
+        if plan.result is None or plan.result.status in replaced:
             plan.finish(status, reason)
 
 
