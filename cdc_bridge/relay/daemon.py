@@ -192,6 +192,7 @@ class Relay:
         self._slots = self.relay.concurrency + READ_AHEAD
         self._families: dict[str, str] = {}  # table label -> its group of linked tables
         self._answered_at = 0.0  # when the peer last answered a batch with 200
+        self._suspects: dict[str, float] = {}  # txid -> when a batch of it first got 500
         self._sending = asyncio.Semaphore(self.relay.concurrency)
         # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
         # unchanged. The REST adapter builds its own bodies from the parsed fields.
@@ -504,7 +505,6 @@ class Relay:
         batch_id = self._batch_id()
         pending = shipment.changes
         attempt = errors = 0
-        since = 0.0  # when this batch's current run of HTTP 500 answers began
         while pending:
             async with self._sending:  # read-ahead batches wait here for a lane
                 if self.stopping.is_set() and attempt == 0:
@@ -513,11 +513,12 @@ class Relay:
                     delivery = await client.deliver(batch_id, pending)
             if delivery.http_status == 200:
                 self._answered_at = time.monotonic()
-            errors = errors + 1 if delivery.http_status == 500 else 0
-            since = time.monotonic() if errors == 1 else since
+            crashed = delivery.http_status == 500
+            errors = errors + 1 if crashed else 0
+            since = self._suspect(pending, crashed)
             verdict = judge(delivery, pending, self.specs_with_handoff)
-            # Alone, and other batches went through meanwhile: the fault is this one's.
-            # (A peer failing every batch is retried, never blamed on a change.)
+            # Alone, and other batches went through since it first failed: the fault is
+            # this one's. (A peer failing every batch is retried, never blamed on a change.)
             if errors >= SPLIT_AFTER and len(shipment.parts) == 1 and self._answered_at > since:
                 verdict = _give_up(verdict, pending, delivery)
             await self._record(conn, batch_id, pending, delivery, verdict)
@@ -577,6 +578,19 @@ class Relay:
         )
         flight.finished.set()  # the rest can be read again now
         return self._batch_id()
+
+    def _suspect(self, sent: list[Outgoing], crashed: bool) -> float:
+        """When the peer first failed (HTTP 500) a batch holding these transactions.
+
+        Kept per transaction across splits and new batches, until one is answered.
+        """
+        txids = {c.txid or "" for c in sent}
+        if not crashed:
+            for txid in txids:
+                self._suspects.pop(txid, None)
+            return time.monotonic()
+        now = time.monotonic()
+        return min(self._suspects.setdefault(txid, now) for txid in txids)
 
     def _batch_id(self) -> str:
         return f"{self.config.system}-{uuid.uuid4().hex}"
