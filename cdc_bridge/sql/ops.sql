@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS {schema}.replays (
 CREATE INDEX IF NOT EXISTS replays_at ON {schema}.replays (replayed_at);
 
 -- name: ops_create_skips
--- Failed changes given up on purpose (they move to `delivered` with result 'skipped').
+-- Changes given up (or parked) on purpose by an operator: the audit of `skip` and `park`.
 CREATE TABLE IF NOT EXISTS {schema}.skips (
     skip_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     change_id  bigint NOT NULL,
@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS {schema}.skips (
     reason     text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS skips_at ON {schema}.skips (skipped_at);
+-- skip: given up (the change moves to `delivered` as 'skipped'); park: a pending change
+-- held back on purpose (it moves to `failed`, so its key waits until replay or skip).
+ALTER TABLE {schema}.skips ADD COLUMN IF NOT EXISTS action text NOT NULL DEFAULT 'skip'
+    CHECK (action IN ('skip', 'park'));
 
 -- name: ops_create_snapshots
 -- Progress of `cdc-bridge snapshot`: updated in the transaction of each chunk, so
@@ -118,6 +122,43 @@ WITH gone AS (
 )
 INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason)
 SELECT id, table_name, key, %(os_user)s, %(reason)s FROM kept
+RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
+
+-- name: ops_skip_pending
+-- A change still in the outbox, given up before it was sent: `delivered` as 'skipped'.
+-- If a batch holding it is in flight, the peer may still apply it.
+WITH gone AS (
+    DELETE FROM {schema}.outbox WHERE id = %(id)s
+    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+), kept AS (
+    INSERT INTO {schema}.delivered
+        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+         batch_id, result)
+    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+           NULL, 'skipped'
+    FROM gone
+    RETURNING id, table_name, key
+)
+INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason, action)
+SELECT id, table_name, key, %(os_user)s, %(reason)s, 'skip' FROM kept
+RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
+
+-- name: ops_park_pending
+-- A change still in the outbox, held back on purpose: it moves to `failed` (its key and
+-- its transaction wait), to be replayed or skipped later like any failed change.
+WITH gone AS (
+    DELETE FROM {schema}.outbox WHERE id = %(id)s
+    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+), kept AS (
+    INSERT INTO {schema}.failed
+        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, reason)
+    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+           'parked by an operator: ' || %(reason)s
+    FROM gone
+    RETURNING id, table_name, key
+)
+INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason, action)
+SELECT id, table_name, key, %(os_user)s, %(reason)s, 'park' FROM kept
 RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
 
 -- name: ops_select_changes
