@@ -1,4 +1,9 @@
-"""Claim, acknowledge, fail and park outbox rows (SQL in cdc_bridge/sql/relay.sql).
+"""The outbox's one owner: its shape, every write to it, and the relay's reads.
+
+Every statement that writes the outbox is composed here (SQL in cdc_bridge/sql/outbox.sql
+and, for the relay's reads, acknowledgements and failures, cdc_bridge/sql/relay.sql):
+the capture functions' INSERTs, `queue_into` for snapshot, reconcile and conflict
+resolutions, `requeue` for replay, and `skip`/`park_pending` for operators.
 
 There is no read cursor. Every read starts at the head of the outbox, so a transaction
 that took a low id and committed late is read on the next pass instead of being skipped.
@@ -12,13 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import BaseRowFactory, RowMaker
 
-from cdc_bridge.sql import query
+from cdc_bridge.sql import query, raw
 
 T = TypeVar("T")
 
@@ -107,8 +112,7 @@ def dataclass_rows(cls: type[T]) -> BaseRowFactory[T]:
         missing = required - set(columns)
         if unknown or missing:
             raise TypeError(
-                f"{cls.__name__} rows: unknown columns {sorted(unknown)}, "
-                f"missing {sorted(missing)}"
+                f"{cls.__name__} rows: unknown columns {sorted(unknown)}, missing {sorted(missing)}"
             )
         order = [columns.index(n) for n in names if n in columns]
         given = [n for n in names if n in columns]
@@ -239,3 +243,42 @@ async def record_handoffs(
         },
     )
 
+
+# ------------------------------------------------------------------ writes from outside
+
+
+def queue_into(schema: str) -> sql.Composed:
+    """The head of an INSERT queuing changes: (table_name, op, key, fields, old, changed,
+    origin), to be followed by VALUES or a SELECT of these seven, in this order."""
+    return query("outbox_queue", schema=schema)
+
+
+CaptureBlock = Literal[
+    "capture_insert",
+    "capture_delete",
+    "capture_rekey",
+    "capture_update",
+    "capture_update_whole_row",
+]
+
+
+def capture_insert(block: CaptureBlock, **parts: sql.Composable) -> sql.Composed:
+    """The INSERT a generated capture function runs (a fragment of its body)."""
+    return sql.SQL(raw(block).strip()).format(**parts)
+
+
+def requeue(cur: psycopg.Cursor[Any], schema: str, ids: Sequence[int]) -> None:
+    """Put failed or delivered changes back, under their original id and txid."""
+    cur.execute(query("outbox_requeue", schema=schema), {"ids": list(ids)})
+
+
+def skip(cur: psycopg.Cursor[Any], schema: str, params: dict[str, Any]) -> Any:
+    """A failed or pending change to `delivered` as 'skipped', audited; its row, or None."""
+    cur.execute(query("outbox_skip", schema=schema), params)
+    return cur.fetchone()
+
+
+def park_pending(cur: psycopg.Cursor[Any], schema: str, params: dict[str, Any]) -> Any:
+    """A pending change to `failed` (its key parks), audited; its row, or None."""
+    cur.execute(query("outbox_park_pending", schema=schema), params)
+    return cur.fetchone()

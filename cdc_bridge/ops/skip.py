@@ -7,8 +7,10 @@ to `failed`, so its key (and its transaction) wait until it is replayed or skipp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.db import dict_cursor
 from cdc_bridge.errors import UserError
@@ -23,32 +25,34 @@ _PARK_ELSE = {
 }
 
 
+Step = Callable[[Any, str, dict[str, Any]], Any]  # (cursor, schema, params) -> row or None
+
+
 def skip_change(target: Target, change_id: int, reason: str) -> dict[str, Any]:
     """Move failed or pending change `change_id` to `delivered` as 'skipped'; audit it."""
-    return _decide(target, change_id, reason, ("ops_skip_failed", "ops_skip_pending"), _SKIP_ELSE)
+    return _decide(target, change_id, reason, (outbox.skip,), _SKIP_ELSE)
 
 
 def park_change(target: Target, change_id: int, reason: str) -> dict[str, Any]:
     """Move pending change `change_id` to `failed`, parking its key; audit it."""
-    return _decide(target, change_id, reason, ("ops_park_pending",), _PARK_ELSE)
+    return _decide(target, change_id, reason, (outbox.park_pending,), _PARK_ELSE)
 
 
 def _decide(
     target: Target,
     change_id: int,
     reason: str,
-    statements: tuple[str, ...],
+    steps: tuple[Step, ...],
     refusals: dict[str, str],
 ) -> dict[str, Any]:
     if not reason.strip():
         raise UserError("--reason is empty; fix: say why (it is kept in the audit)")
     params = {"id": change_id, "os_user": os_user(), "reason": reason}
     with target.connect() as conn, dict_cursor(conn) as cur:
-        for name in statements:
-            cur.execute(queries.query(name, schema=target.schema), params)
-            done = cur.fetchone()
+        for step in steps:
+            done = step(cur, target.schema, params)
             if done is not None:
-                return done
+                return dict(done)
         cur.execute(queries.query("ops_find_change", schema=target.schema), {"id": change_id})
         found = cur.fetchone()
     if found is None:

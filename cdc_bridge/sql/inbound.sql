@@ -156,7 +156,7 @@ WHERE ({key}) = (SELECT {key} FROM jsonb_populate_record(NULL::{table}, %(values
 -- name: inbound_ship_resolution
 -- The resolution travels as an ordinary update whose `old` is the peer's value, so the
 -- peer sees no new conflict and applies it.
-INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+{queue}
 VALUES (%(table)s, 'U', %(key)s, %(fields)s, %(old)s, ARRAY[%(field)s], %(origin)s);
 
 -- name: inbound_close_conflict

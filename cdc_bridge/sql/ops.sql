@@ -106,61 +106,6 @@ SELECT 'delivered', id, table_name, key FROM {schema}.delivered WHERE id = %(id)
 UNION ALL
 SELECT 'outbox', id, table_name, key FROM {schema}.outbox WHERE id = %(id)s;
 
--- name: ops_skip_failed
--- Moves a failed change to `delivered` as 'skipped'; its key's parked changes flow again.
-WITH gone AS (
-    DELETE FROM {schema}.failed WHERE id = %(id)s
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id
-), kept AS (
-    INSERT INTO {schema}.delivered
-        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-         batch_id, result)
-    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-           batch_id, 'skipped'
-    FROM gone
-    RETURNING id, table_name, key
-)
-INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason)
-SELECT id, table_name, key, %(os_user)s, %(reason)s FROM kept
-RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
-
--- name: ops_skip_pending
--- A change still in the outbox, given up before it was sent: `delivered` as 'skipped'.
--- If a batch holding it is in flight, the peer may still apply it.
-WITH gone AS (
-    DELETE FROM {schema}.outbox WHERE id = %(id)s
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
-), kept AS (
-    INSERT INTO {schema}.delivered
-        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-         batch_id, result)
-    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-           NULL, 'skipped'
-    FROM gone
-    RETURNING id, table_name, key
-)
-INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason, action)
-SELECT id, table_name, key, %(os_user)s, %(reason)s, 'skip' FROM kept
-RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
-
--- name: ops_park_pending
--- A change still in the outbox, held back on purpose: it moves to `failed` (its key and
--- its transaction wait), to be replayed or skipped later like any failed change.
-WITH gone AS (
-    DELETE FROM {schema}.outbox WHERE id = %(id)s
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
-), kept AS (
-    INSERT INTO {schema}.failed
-        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, reason)
-    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-           'parked by an operator: ' || %(reason)s
-    FROM gone
-    RETURNING id, table_name, key
-)
-INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason, action)
-SELECT id, table_name, key, %(os_user)s, %(reason)s, 'park' FROM kept
-RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
-
 -- name: ops_select_changes
 -- Candidate changes for a replay, from `failed` and `delivered`, in per-key commit order.
 SELECT 'failed' AS place, id, txid::text AS txid, table_name, op, key, captured_at, batch_id
@@ -195,24 +140,6 @@ JOIN {schema}.delivered d
  AND d.result NOT IN ('skipped', 'filtered') AND NOT d.id = ANY(%(ids)s)
 GROUP BY s.id, s.table_name, s.key
 ORDER BY s.id;
-
--- name: ops_requeue
--- Puts changes back into the outbox under their ORIGINAL id and txid: same idempotency
--- key, same place in per-key order. They leave `failed`/`delivered` in the same
--- transaction, so each change is in exactly one of outbox, delivered, failed.
-WITH from_failed AS (
-    DELETE FROM {schema}.failed WHERE id = ANY(%(ids)s)
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
-), from_delivered AS (
-    DELETE FROM {schema}.delivered WHERE id = ANY(%(ids)s)
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
-)
-INSERT INTO {schema}.outbox
-    (id, txid, table_name, op, key, fields, old, changed, origin, captured_at)
-OVERRIDING SYSTEM VALUE
-SELECT * FROM (SELECT * FROM from_failed UNION ALL SELECT * FROM from_delivered) c
-ORDER BY id
-RETURNING id;
 
 -- name: ops_record_replay
 INSERT INTO {schema}.replays (os_user, selection, change_ids, reason, dry_run, force)
@@ -265,8 +192,8 @@ WITH chunk AS (
     LIMIT %(chunk)s
     FOR SHARE OF t
 ), queued AS (
-    INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-    SELECT %(label)s, 'U', key, fields, %(origin)s FROM chunk ORDER BY {alias_order}
+    {queue}
+    SELECT %(label)s, 'U', key, fields, NULL, NULL, %(origin)s FROM chunk ORDER BY {alias_order}
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM queued) AS rows,
