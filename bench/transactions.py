@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,22 +40,13 @@ from psycopg import sql
 from cdc_bridge.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench" / "inbound"))
+from db_to_db import free_port, listening  # noqa: E402 - a sibling bench script
+
 FIXTURES = ROOT / "tests" / "fixtures"
 SECRET = "bench-secret"
 RELAY_TARGET = 0.9
 DB_TARGET = 10_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait(what: str, check: Callable[[], bool], timeout: float = 600.0) -> float:
@@ -202,7 +192,12 @@ class Bench:
         try:
             wait("the ERP's serve", lambda: listening(ports["erp"]), 60)
             relay = code.start(configs["shop"], "run")
-            time.sleep(1.0)  # let it take the lead before it is stopped
+            with psycopg.connect(dsns["shop"], autocommit=True) as conn:
+                conn.execute("INSERT INTO categories (name) VALUES ('warm-up')")
+            wait(
+                "the relay to lead",
+                lambda: scalar(dsns["erp"], "SELECT count(*) FROM categories") == 1,
+            )
             relay.send_signal(signal.SIGSTOP)
             write_orders(dsns["shop"], orders)
             changes = scalar(dsns["shop"], "SELECT count(*) FROM cdc_bridge.outbox")
@@ -234,12 +229,13 @@ FK_TABLES = {
 
 def write_small_transactions(dsn: str, count: int) -> None:
     """`count` transactions of two new customers each (pipelined, one commit each)."""
-    with psycopg.connect(dsn, autocommit=True) as conn, conn.pipeline():
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.pipeline() as pipeline:
         for i in range(1, count + 1):
             conn.execute(
                 "INSERT INTO customers VALUES (%s, 'name', NULL, 'std'), (%s, 'name', NULL, 'std')",
                 (2 * i, 2 * i + 1),
             )
+            pipeline.sync()  # ends the implicit transaction: one commit per INSERT
 
 
 def write_orders(dsn: str, orders: int, writers: int = 4) -> None:

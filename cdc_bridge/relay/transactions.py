@@ -101,9 +101,11 @@ def plan_lanes(
     """Transactions (in order) into at most `lanes` batches of about `per_lane` changes.
 
     Transactions that share a token land in one lane, in order. One that cannot go now
-    (incomplete, parked, a token busy or held back, or it would join two lanes, or its
-    lane is full) holds its tokens back for every later one. A transaction larger than
-    `per_lane` goes alone in an empty lane.
+    (incomplete, parked, a token busy or held back, or it would join two lanes, or there
+    is no room) holds its tokens back for every later one. A transaction larger than
+    `per_lane` goes alone in an empty lane. A lane's transactions that are tied to it by
+    a token may use the room the other lanes leave (up to `lanes x per_lane` in all):
+    tied transactions cannot go in parallel anyway, and a bigger batch costs less.
     """
     held: set[Token] = set(busy)
     owner: dict[Token, int] = {}
@@ -131,9 +133,11 @@ def _lane_for(
     taken = {owner[t] for t in txn.tokens if t in owner}
     if len(taken) > 1:
         return None
-    lane = taken.pop() if taken else min(range(len(sizes)), key=sizes.__getitem__)
-    if sizes[lane] and sizes[lane] + len(txn.rows) > per_lane:
+    tied = bool(taken)
+    lane = taken.pop() if tied else min(range(len(sizes)), key=sizes.__getitem__)
+    if not sizes[lane]:
+        return lane
+    if txn.large:
         return None
-    if txn.large and sizes[lane]:
-        return None
-    return lane
+    room = per_lane * len(sizes) - sum(sizes) if tied else per_lane - sizes[lane]
+    return lane if len(txn.rows) <= room else None

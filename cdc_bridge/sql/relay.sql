@@ -99,7 +99,7 @@ CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 -- and printing it took twice the time (13 us a row, half of this query's cost). Every
 -- piece is JSON already: to_json() quotes strings and times, jsonb prints as JSON.
 WITH head AS MATERIALIZED (
-    SELECT o.id, o.txid FROM {schema}.outbox o
+    SELECT o.* FROM {schema}.outbox o
     -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
     WHERE o.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
       AND NOT EXISTS (
@@ -128,9 +128,16 @@ WITH head AS MATERIALIZED (
         HAVING b.full
     ) s ON true
 ), tail AS (
-    SELECT x.id FROM {schema}.outbox x CROSS JOIN bound b
-    WHERE b.full AND x.id > b.upto
-      AND x.txid IN (SELECT t.txid FROM txns t WHERE t.txn_last_id > b.upto)
+    -- Only the transactions that go on past the head are looked up (index outbox_txid).
+    SELECT x.* FROM txns t
+    CROSS JOIN bound b
+    CROSS JOIN LATERAL (
+        SELECT x.* FROM {schema}.outbox x
+        WHERE x.txid = t.txid AND x.id > b.upto
+        ORDER BY x.id
+        LIMIT %(max_txn)s
+    ) x
+    WHERE t.txn_last_id > b.upto
     ORDER BY x.id
     LIMIT %(max_txn)s
 )
@@ -154,8 +161,7 @@ SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
            || '}}'
        END AS change_json,
        t.txn_rows, t.txn_last_id, t.txn_parked
-FROM (SELECT id FROM head UNION ALL SELECT id FROM tail) r
-JOIN {schema}.outbox o ON o.id = r.id
+FROM (SELECT * FROM head UNION ALL SELECT * FROM tail) o
 JOIN txns t ON t.txid = o.txid
 CROSS JOIN LATERAL (
     SELECT o.origin = %(system)s AND o.table_name = ANY(%(whole_tables)s::text[]) AS whole

@@ -112,3 +112,11 @@ def test_a_transaction_over_the_limit_ships_its_first_part_alone() -> None:
     assert txns[0].large and [r.id for r in txns[0].rows] == [1, 2, 3]
     assert ids(plan_lanes(txns, lanes=1, per_lane=100)) == [[1, 2, 3]]
     assert ids(plan_lanes(txns, lanes=2, per_lane=100)) == [[1, 2, 3], [5]]
+
+
+def test_tied_transactions_use_the_room_other_lanes_leave() -> None:
+    rows = [row(i, i, "public.orders", i) for i in range(1, 8)] + [row(8, 8, key=1)]
+    lanes = plan_lanes(group(rows, FKS, 100), lanes=2, per_lane=3)
+    # Seven transactions of linked tables are tied to one lane: 6 fit (2 lanes x 3), the
+    # seventh waits. A record of its own still starts the empty lane.
+    assert ids(lanes) == [[1, 2, 3, 4, 5, 6], [8]]
