@@ -558,7 +558,11 @@ class Relay:
         independent of the half kept flow at once; dependent ones wait for it.
         """
         left = {c.id for c in unanswered}
-        parts = [p for p in shipment.parts if any(c.id in left for c in p.changes)]
+        parts = [
+            Part([c for c in p.changes if c.id in left], p.tokens)
+            for p in shipment.parts
+            if any(c.id in left for c in p.changes)
+        ]
         kept = parts[: max(1, len(parts) // 2)]
         flight.release(shipment)
         shipment.parts = kept
