@@ -283,13 +283,20 @@ class Relay:
 
     async def _take_over(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Close what an earlier leader left unfinished; learn the foreign keys."""
-        cur = await conn.execute(query("relay_abandon_batches", schema=self.schema))
-        if cur.rowcount:
-            log.info(
-                "closed %d batches an earlier relay left unfinished as abandoned; "
-                "their changes go out again",
-                cur.rowcount,
+        try:
+            cur = await conn.execute(query("relay_abandon_batches", schema=self.schema))
+        except psycopg.errors.CheckViolation:
+            log.warning(
+                "unfinished batches cannot be closed as abandoned: the bridge schema "
+                "predates it; reinstall (see `triggers status`)"
             )
+        else:
+            if cur.rowcount:
+                log.info(
+                    "closed %d batches an earlier relay left unfinished as abandoned; "
+                    "their changes go out again",
+                    cur.rowcount,
+                )
         shipped = [s for s in self.config.table_specs if s.captures]
         cur = await conn.execute(
             query("relay_foreign_keys"),
@@ -567,7 +574,8 @@ class Relay:
         flight.release(shipment)
         shipment.parts = kept
         flight.hold(shipment)
-        async with self._record_lock:
+        # (a bridge schema from before 'split' keeps the batch 'pending')
+        async with self._record_lock, contextlib.suppress(psycopg.errors.CheckViolation):
             await conn.execute(
                 query("relay_close_batch", schema=self.schema),
                 {"batch_id": batch_id, "status": "split"},
