@@ -575,11 +575,12 @@ class Relay:
         shipment.parts = kept
         flight.hold(shipment)
         # (a bridge schema from before 'split' keeps the batch 'pending')
-        async with self._record_lock, contextlib.suppress(psycopg.errors.CheckViolation):
-            await conn.execute(
-                query("relay_close_batch", schema=self.schema),
-                {"batch_id": batch_id, "status": "split"},
-            )
+        async with self._record_lock:
+            with contextlib.suppress(psycopg.errors.CheckViolation):
+                await conn.execute(
+                    query("relay_close_batch", schema=self.schema),
+                    {"batch_id": batch_id, "status": "split"},
+                )
         log.warning(
             "batch %s failed %d times with HTTP 500: retrying %d of its %d transactions "
             "alone to find the change at fault",
