@@ -2,6 +2,9 @@
 -- uses these blocks; capture, snapshot, reconcile, replay, skip and conflict resolution
 -- write the outbox through it (the relay's reads, acknowledgements and failures are in
 -- relay.sql, also used only by outbox.py).
+-- The capture_* blocks are the INSERT each generated capture function runs (fragments,
+-- see capture.sql: create_table_capture_function). Their text is part of the hash that
+-- `triggers status` compares: changing it makes every install outdated.
 
 -- name: create_outbox
 -- One row per captured change, written in the same transaction as the change.
@@ -23,10 +26,6 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
 CREATE INDEX IF NOT EXISTS outbox_txid ON {schema}.outbox (txid, id);
 COMMENT ON TABLE {schema}.outbox IS
     'cdc-bridge: changes waiting to be acknowledged by the peer. fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
-
--- Capture: the INSERT each generated capture function runs (fragments, see
--- capture.sql: create_table_capture_function). Their text is part of the hash that
--- `triggers status` compares: changing it makes every install outdated.
 
 -- name: capture_insert
 INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)

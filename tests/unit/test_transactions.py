@@ -24,7 +24,6 @@ def row(id_: int, txid: int, table: str = "public.t", key: int = 0, **extra: obj
         "changed": None,
         "origin": "erp",
         "captured_at": NOW,
-        "handed_at": None,
         **extra,
     }
     return OutboxRow(**values)  # type: ignore[arg-type]
