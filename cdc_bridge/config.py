@@ -518,6 +518,9 @@ class RelayConfig(_Frozen):
     max_wait_ms: float = Field(default=20.0, ge=0)
     poll_interval_s: float = Field(default=5.0, gt=0)
     concurrency: int = Field(default=4, gt=0, le=256)
+    # A source transaction with more changes than this ships in parts of this size, each
+    # applied at once by the peer (docs/delivery.md): it bounds both sides' memory.
+    max_transaction_changes: int = Field(default=10_000, gt=0, le=1_000_000)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
     lag_threshold_s: float = Field(default=300.0, gt=0)

@@ -1,4 +1,9 @@
-"""Claim, acknowledge, fail and park outbox rows (SQL in cdc_bridge/sql/relay.sql).
+"""The outbox's one owner: its shape, every write to it, and the relay's reads.
+
+Every statement that writes the outbox is composed here (SQL in cdc_bridge/sql/outbox.sql
+and, for the relay's reads, acknowledgements and failures, cdc_bridge/sql/relay.sql):
+the capture functions' INSERTs, `queue_into` for snapshot, reconcile and conflict
+resolutions, `requeue` for replay, and `skip`/`park_pending` for operators.
 
 There is no read cursor. Every read starts at the head of the outbox, so a transaction
 that took a low id and committed late is read on the next pass instead of being skipped.
@@ -9,15 +14,18 @@ A row leaves the outbox only in the same statement that writes it to `delivered`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import BaseRowFactory, RowMaker
 
-from cdc_bridge.sql import query
+from cdc_bridge.sql import query, raw
+
+T = TypeVar("T")
 
 # What `delivered.result` holds for a change the SOR filter dropped without sending.
 FILTERED = "filtered"
@@ -41,6 +49,11 @@ class OutboxRow:
     # The protocol v1 change as JSON text, encoded by PostgreSQL, for rows of tables that
     # ship whole rows unchanged (then `fields` and `old` are not read: None).
     change_json: str | None = None
+    # When the read was full: the pending rows of this row's source transaction and its
+    # last id. None: the read held every visible pending row, so the transaction is whole.
+    txn_rows: int | None = None
+    txn_last_id: int | None = None
+    txn_parked: bool = False  # a row of its transaction waits behind a failed change
 
     @property
     def record(self) -> tuple[str, str]:
@@ -82,6 +95,34 @@ def text_array(values: Iterable[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
+def dataclass_rows(cls: type[T]) -> BaseRowFactory[T]:
+    """A row factory building `cls` from columns matched by name, in any SELECT order.
+
+    Like psycopg's class_row, but the name-to-position map is built once per result
+    and the object is built from positions: no dict per row (the relay reads every
+    captured row once). A column `cls` lacks, or a required field no column gives, is
+    an error at once.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    required = {f.name for f in fields(cls) if f.default is MISSING}  # type: ignore[arg-type]
+
+    def factory(cursor: Any) -> RowMaker[T]:
+        columns = [c.name for c in cursor.description or ()]
+        unknown = set(columns) - set(names)
+        missing = required - set(columns)
+        if unknown or missing:
+            raise TypeError(
+                f"{cls.__name__} rows: unknown columns {sorted(unknown)}, missing {sorted(missing)}"
+            )
+        order = [columns.index(n) for n in names if n in columns]
+        given = [n for n in names if n in columns]
+        if given == names[: len(given)]:
+            return lambda values: cls(*[values[i] for i in order])
+        return lambda values: cls(**{n: values[i] for n, i in zip(given, order, strict=True)})
+
+    return factory
+
+
 async def fetch_pending(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
@@ -90,25 +131,27 @@ async def fetch_pending(
     *,
     system: str = "",
     whole_tables: Sequence[str] = (),
+    max_txn: int = 10_000,
 ) -> list[OutboxRow]:
-    """The oldest pending rows, minus parked records and the rows `in_flight` now.
+    """Whole source transactions from the outbox head, minus the rows `in_flight` now.
 
+    The oldest `limit` rows, plus up to `max_txn` rows past them that belong to their
+    transactions (see `relay_fetch_pending`). Rows of parked keys come flagged.
     `in_flight` is ids, or their bigint[] literal (the relay keeps it built per batch).
-
     Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`).
     """
-    # Plain tuples in the query's column order (the fields of OutboxRow): the relay reads
-    # every captured row once, and building dicts first costs a third of the read.
-    cur = await conn.execute(
-        query("relay_fetch_pending", schema=schema),
-        {
-            "limit": limit,
-            "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
-            "system": system,
-            "whole_tables": text_array(whole_tables),
-        },
-    )
-    return [OutboxRow(*row) for row in await cur.fetchall()]
+    async with conn.cursor(row_factory=dataclass_rows(OutboxRow)) as cur:
+        await cur.execute(
+            query("relay_fetch_pending", schema=schema),
+            {
+                "limit": limit,
+                "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
+                "system": system,
+                "whole_tables": text_array(whole_tables),
+                "max_txn": max_txn,
+            },
+        )
+        return await cur.fetchall()
 
 
 async def oldest_pending_age(conn: psycopg.AsyncConnection[Any], schema: str) -> float | None:
@@ -207,3 +250,42 @@ async def record_handoffs(
         },
     )
 
+
+# ------------------------------------------------------------------ writes from outside
+
+
+def queue_into(schema: str) -> sql.Composed:
+    """The head of an INSERT queuing changes: (table_name, op, key, fields, old, changed,
+    origin), to be followed by VALUES or a SELECT of these seven, in this order."""
+    return query("outbox_queue", schema=schema)
+
+
+CaptureBlock = Literal[
+    "capture_insert",
+    "capture_delete",
+    "capture_rekey",
+    "capture_update",
+    "capture_update_whole_row",
+]
+
+
+def capture_insert(block: CaptureBlock, **parts: sql.Composable) -> sql.Composed:
+    """The INSERT a generated capture function runs (a fragment of its body)."""
+    return sql.SQL(raw(block).strip()).format(**parts)
+
+
+def requeue(cur: psycopg.Cursor[Any], schema: str, ids: Sequence[int]) -> None:
+    """Put failed or delivered changes back, under their original id and txid."""
+    cur.execute(query("outbox_requeue", schema=schema), {"ids": list(ids)})
+
+
+def skip(cur: psycopg.Cursor[Any], schema: str, params: dict[str, Any]) -> Any:
+    """A failed or pending change to `delivered` as 'skipped', audited; its row, or None."""
+    cur.execute(query("outbox_skip", schema=schema), params)
+    return cur.fetchone()
+
+
+def park_pending(cur: psycopg.Cursor[Any], schema: str, params: dict[str, Any]) -> Any:
+    """A pending change to `failed` (its key parks), audited; its row, or None."""
+    cur.execute(query("outbox_park_pending", schema=schema), params)
+    return cur.fetchone()

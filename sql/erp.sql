@@ -16,6 +16,8 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox (
     origin      text NOT NULL,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- The relay reads whole source transactions: their rows are found by txid.
+CREATE INDEX IF NOT EXISTS outbox_txid ON "cdc_bridge".outbox (txid, id);
 COMMENT ON TABLE "cdc_bridge".outbox IS
     'cdc-bridge: changes waiting to be acknowledged by the peer. fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
 -- What `triggers status` compares against: the definition hash and the columns the
@@ -113,7 +115,7 @@ $refuse_truncate_v1$;
 REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS "cdc_bridge".batches (
     batch_id     text PRIMARY KEY,          -- the webhook-id sent to the peer
-    status       text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    status       text NOT NULL,
     change_count int NOT NULL,
     first_id     bigint NOT NULL,           -- outbox ids covered (for listing)
     last_id      bigint NOT NULL,
@@ -122,6 +124,11 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".batches (
     finished_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS batches_status_created ON "cdc_bridge".batches (status, created_at);
+-- split: retried in smaller batches to find a change the peer keeps failing on;
+-- abandoned: left unfinished by a relay that stopped or died (its changes went out again).
+ALTER TABLE "cdc_bridge".batches DROP CONSTRAINT IF EXISTS batches_status_check;
+ALTER TABLE "cdc_bridge".batches ADD CONSTRAINT batches_status_check
+    CHECK (status IN ('pending', 'delivered', 'failed', 'split', 'abandoned'));
 CREATE TABLE IF NOT EXISTS "cdc_bridge".attempts (
     batch_id      text NOT NULL REFERENCES "cdc_bridge".batches ON DELETE CASCADE,
     attempted_at  timestamptz NOT NULL DEFAULT now(),
@@ -249,7 +256,7 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".replays (
     force       bool NOT NULL
 );
 CREATE INDEX IF NOT EXISTS replays_at ON "cdc_bridge".replays (replayed_at);
--- Failed changes given up on purpose (they move to `delivered` with result 'skipped').
+-- Changes given up (or parked) on purpose by an operator: the audit of `skip` and `park`.
 CREATE TABLE IF NOT EXISTS "cdc_bridge".skips (
     skip_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     change_id  bigint NOT NULL,
@@ -261,6 +268,10 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".skips (
     reason     text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS skips_at ON "cdc_bridge".skips (skipped_at);
+-- skip: given up (the change moves to `delivered` as 'skipped'); park: a pending change
+-- held back on purpose (it moves to `failed`, so its key waits until replay or skip).
+ALTER TABLE "cdc_bridge".skips ADD COLUMN IF NOT EXISTS action text NOT NULL DEFAULT 'skip'
+    CHECK (action IN ('skip', 'park'));
 -- Progress of `cdc-bridge snapshot`: updated in the transaction of each chunk, so
 -- `last_key` is exactly the last row whose upsert is in the outbox.
 CREATE TABLE IF NOT EXISTS "cdc_bridge".snapshots (
@@ -290,8 +301,8 @@ CREATE INDEX IF NOT EXISTS snapshots_table ON "cdc_bridge".snapshots (table_name
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -330,8 +341,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -375,8 +386,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -416,8 +427,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"() IS 'cdc-b
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -446,37 +457,37 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 1702edf68d295e7d';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     FOR EACH ROW
     WHEN ((OLD."id" IS NOT DISTINCT FROM NEW."id") AND (OLD *<> NEW))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 1702edf68d295e7d';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."customers"
     FOR EACH ROW
     WHEN ((OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."customers" IS 'cdc-bridge definition 1702edf68d295e7d';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."customers"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_dfb56e0ba4df7250_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition 1702edf68d295e7d';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 1702edf68d295e7d';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 16c46ed546cc3607';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 1702edf68d295e7d';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, '16c46ed546cc3607',
+SELECT 'public.customers', '"public"."customers"'::regclass, '1702edf68d295e7d',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -524,8 +535,8 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_b2852c9ff2f8f54c"();
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -564,8 +575,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -604,8 +615,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -645,8 +656,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"() IS 'cdc-b
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -677,42 +688,42 @@ CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."products"
     WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."description")::record) *<> (ROW(OLD."description")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'shop', '{"description"}', '', '{"sku"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition b44b76327b9139ce';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."products"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition b44b76327b9139ce';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
     WHEN ((OLD."sku" IS NOT DISTINCT FROM NEW."sku") AND ((ROW(NEW."sku")::record) *<> (ROW(OLD."sku")::record) OR (ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) OR (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition b44b76327b9139ce';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."products"
     FOR EACH ROW
     WHEN ((OLD."sku" IS DISTINCT FROM NEW."sku"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."products" IS 'cdc-bridge definition b44b76327b9139ce';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."products"
     FOR EACH ROW
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_cfb267950e0221ab_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."products" IS 'cdc-bridge definition b44b76327b9139ce';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."products"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.products');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition b44b76327b9139ce';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."products"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.products');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 194d18d9c741b25b';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition b44b76327b9139ce';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.products', '"public"."products"'::regclass, '194d18d9c741b25b',
+SELECT 'public.products', '"public"."products"'::regclass, 'b44b76327b9139ce',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."products"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -736,8 +747,8 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_cfb267950e0221ab"();
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -776,8 +787,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -816,8 +827,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -857,8 +868,8 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"() IS 'cdc-b
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -888,50 +899,50 @@ CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."accounts"
     FOR EACH ROW
     WHEN (coalesce((NEW."status" <> 'draft'), false))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)) AND (OLD."id" IS NOT DISTINCT FROM NEW."id") AND ((ROW(NEW."id")::record) *<> (ROW(OLD."id")::record) OR (ROW(NEW."company_name")::record) *<> (ROW(OLD."company_name")::record) OR (ROW(NEW."address")::record) *<> (ROW(OLD."address")::record) OR (ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_rekey" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)) AND (OLD."id" IS DISTINCT FROM NEW."id"))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"();
-COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_capture_rekey" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."accounts"
     FOR EACH ROW
     WHEN (coalesce((OLD."status" <> 'draft'), false))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_enter" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((NOT coalesce((OLD."status" <> 'draft'), false)) AND (coalesce((NEW."status" <> 'draft'), false)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_enter" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_capture_enter" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_capture_leave" AFTER UPDATE ON "public"."accounts"
     FOR EACH ROW
     WHEN ((coalesce((OLD."status" <> 'draft'), false)) AND (NOT coalesce((NEW."status" <> 'draft'), false)))
     EXECUTE FUNCTION "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_leave" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_capture_leave" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."accounts"
     FOR EACH STATEMENT
     WHEN (pg_catalog.pg_sequence_last_value('"cdc_bridge"."relay_listening"'::regclass) IS DISTINCT FROM 0)
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."accounts";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."accounts"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 512811ac1a59ac44';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 219c847466b4fc68';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.accounts', '"public"."accounts"'::regclass, '512811ac1a59ac44',
+SELECT 'public.accounts', '"public"."accounts"'::regclass, '219c847466b4fc68',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."accounts"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

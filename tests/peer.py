@@ -2,7 +2,8 @@
 
 It verifies Standard Webhooks signatures, applies each idempotency key once, records the
 changes it applied per record, and misbehaves on request: answer 500, time out, be slow,
-refuse connections (stop listening), or reject one record for good. Paths other than the
+refuse connections (stop listening), reject one record for good, or fail with 500 every
+batch that holds a change of a given record. Paths other than the
 batch endpoint are recorded as REST calls and answered from `rest_status`.
 """
 
@@ -50,6 +51,7 @@ class PeerState:
     mode: str = "ok"  # ok | error500 | timeout | slow
     delay_s: float = 0.0  # for timeout and slow
     rejected_records: set[Record] = field(default_factory=set)
+    crash_records: set[Record] = field(default_factory=set)  # a batch holding one: HTTP 500
     applied: dict[Record, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     seen: set[str] = field(default_factory=set)
     deliveries: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -143,6 +145,10 @@ class PeerServer:
         if mode == "timeout":
             return 503, b"too late"
         batch = Batch.model_validate_json(body)
+        with self.lock:
+            crash = self.state.crash_records
+            if any(record_of(c.table, c.key) in crash for c in batch.changes):
+                return 500, b"internal error"
         rejected_here: set[Record] = set()
         with self.lock:
             results = [self._apply(change, rejected_here) for change in batch.changes]

@@ -21,6 +21,7 @@ from typing import Literal
 
 from psycopg import sql
 
+from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableSpec
 
@@ -122,11 +123,11 @@ def _insert_fields(spec: TableSpec) -> sql.Composable:
 
 
 def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
-    def insert(block: str, **parts: sql.Composable) -> sql.Composed:
+    def insert(block: outbox.CaptureBlock, **parts: sql.Composable) -> sql.Composed:
         origin = capture_origin(config)
         schema = sql.Identifier(config.bridge_schema)
         label = sql.Literal(spec.label)
-        return _fragment(block, schema=schema, label=label, origin=origin, **parts)
+        return outbox.capture_insert(block, schema=schema, label=label, origin=origin, **parts)
 
     old_key, new_key = json_object("OLD", spec.key), json_object("NEW", spec.key)
     fields = _insert_fields(spec)

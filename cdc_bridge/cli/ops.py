@@ -22,7 +22,7 @@ from cdc_bridge.ops import reconcile as reconcile_ops
 from cdc_bridge.ops import replay as replay_ops
 from cdc_bridge.ops import snapshot as snapshot_ops
 from cdc_bridge.ops.common import Target, parse_change_id
-from cdc_bridge.ops.skip import skip_change
+from cdc_bridge.ops.skip import park_change, skip_change
 from cdc_bridge.peer import codec
 
 
@@ -204,7 +204,9 @@ def batches_show(ctx: Context, batch_id: str, as_json: bool) -> None:
 @click.option("--reason", required=True, help="Why this change is given up (kept in the audit).")
 @pass_context
 def skip(ctx: Context, change_id: str, reason: str) -> None:
-    """Give up on a failed change on purpose; later changes of its key flow again.
+    """Give up on a failed or pending change on purpose; later changes of its key flow.
+
+    A pending change is never sent (unless a batch holding it is in flight already).
 
     \b
     Example:
@@ -215,6 +217,28 @@ def skip(ctx: Context, change_id: str, reason: str) -> None:
         f"skipped change {done['change_id']} of {done['table_name']} "
         f"{_short(done['key'])} (skip #{done['skip_id']} by {done['db_user']}); its key is "
         "unblocked"
+    )
+
+
+@cli.command()
+@config_option
+@click.argument("change_id")
+@click.option("--reason", required=True, help="Why it is held back (kept in the audit).")
+@pass_context
+def park(ctx: Context, change_id: str, reason: str) -> None:
+    """Hold a pending change back: it becomes failed, and its key and transaction wait.
+
+    Release it later with `replay ID` (send it) or `skip ID` (give it up).
+
+    \b
+    Example:
+      cdc-bridge park 4712 --reason "price looks wrong, checking with sales"
+    """
+    done = park_change(Target.of(ctx.config()), parse_change_id(change_id), reason)
+    click.echo(
+        f"parked change {done['change_id']} of {done['table_name']} "
+        f"{_short(done['key'])} (#{done['skip_id']} by {done['db_user']}); its key waits "
+        "until it is replayed or skipped"
     )
 
 

@@ -1,6 +1,8 @@
 """Apply a peer's batch to the local database: one transaction, origin set to the peer.
 
-A batch goes through three steps:
+A batch carries whole source transactions (changes with the same `txid`, in capture
+order). Each is applied all or none: a change the database refuses rejects its whole
+transaction, with the database's reason, and the rest of the batch is applied. Steps:
 1. plan: each change is checked against the config (table, op, owned fields) and the
    applied idempotency keys. A change that fails here never reaches SQL. Keys stay
    compact: a change whose source transaction is below the sender's watermark (the
@@ -8,9 +10,14 @@ A batch goes through three steps:
    a duplicate without a lookup; only keys above it are kept, and pruned as it rises.
 2. conflicts: `both` fields whose current value is not the sender's `old` are settled by
    the table's policy (see conflicts.py); a field the peer loses is dropped from the change.
-3. write: consecutive changes of one table with the same shape go in one statement inside
-   a savepoint. If the database refuses the statement, its changes are retried one by one,
-   each in its own savepoint, so only the offending change is rejected.
+3. write: deferrable constraints are deferred, and consecutive changes of one table with
+   the same shape go in one statement; the whole batch is tried at once inside a
+   savepoint, its deferred constraints checked at its end. If the database refuses any
+   of it, the batch is written again transaction by transaction, each in a savepoint of
+   its own with its constraints checked at its end, so only the transactions at fault
+   are rejected (their first refused change named, with the database's reason).
+A transaction that touches a key an earlier rejected (or skipped) one touched in this
+batch is skipped whole: the sender keeps it, parked, in order.
 Column names always come from the config or the catalog, never from the payload.
 """
 
@@ -142,20 +149,23 @@ class Applier:
             self._specs[spec.label] = spec
             self._specs.setdefault(spec.name.dotted, spec)
         self._columns: dict[str, frozenset[str]] = {}
+        # Statement text per shape: composing and quoting it again for every run cost a
+        # third of a batch of small transactions (a run per table and transaction).
+        self._statements: dict[tuple[str, bool, tuple[str, ...]], bytes] = {}
 
     # -------------------------------------------------------------- entry point
 
     def apply(self, conn: Connection, batch: Batch) -> BatchResponse:
         plans = [Planned(change) for change in batch.changes]
+        txns = transactions_of(plans)
         with conn.transaction():
             conn.execute(queries.query("inbound_set_origin"), {"origin": self.config.peer.name})
+            conn.execute(queries.query("inbound_defer_constraints"))
             self._plan(conn, plans, batch.source)
+            held = settle_transactions(txns, set())
             self._settle_conflicts(conn, plans)
-            # Planning already skipped what follows its own rejections; this set
-            # collects the database's, in batch order.
-            failed: set[KeyId] = set()
-            for group in statement_runs([p for p in plans if p.result is None]):
-                self._write_group(conn, group, failed)
+            if not self._write_batch(conn, txns):
+                self._write_each(conn, txns, held)
             self._record(conn, plans)
             if batch.settled_below is not None:
                 conn.execute(
@@ -169,22 +179,17 @@ class Applier:
 
     def _plan(self, conn: Connection, plans: list[Planned], source: str) -> None:
         claimed = self._claim_keys(conn, [p.change.idempotency_key for p in plans], source)
-        failed: set[KeyId] = set()
         for plan in plans:
             if plan.change.idempotency_key not in claimed:
                 plan.finish(ResultStatus.DUPLICATE)
                 continue
             claimed.discard(plan.change.idempotency_key)  # a repeat in this batch is a duplicate
-            if plan.key_id in failed:
-                plan.finish(ResultStatus.SKIPPED, "an earlier change of this key was rejected")
-                continue
             try:
                 plan.spec = self._spec(plan.change.table)
                 plan.row = self._checked_row(conn, plan.spec, plan.change)
                 plan.shape = shape_of(plan)
             except Rejected as exc:
                 plan.finish(ResultStatus.REJECTED, str(exc))
-                failed.add(plan.key_id)
 
     def _claim_keys(self, conn: Connection, keys: list[str], source: str) -> set[str]:
         """Record the batch's idempotency keys now; those already there are duplicates.
@@ -336,41 +341,68 @@ class Applier:
 
     # -------------------------------------------------------------- 3. write
 
-    def _write_group(self, conn: Connection, group: list[Planned], failed: set[KeyId]) -> None:
-        todo = []
-        for plan in group:
-            if plan.key_id in failed:
-                plan.finish(ResultStatus.SKIPPED, "an earlier change of this key was rejected")
-            else:
-                todo.append(plan)
-        if not todo:
-            return
-        statement = self._statement(todo[0])
+    def _write_batch(self, conn: Connection, txns: list[list[Planned]]) -> bool:
+        """Write every transaction at once; False (nothing written) if any is refused."""
+        todo = [p for txn in txns for p in txn if p.result is None]
         try:
-            with conn.transaction():
-                conn.execute(statement, {"rows": _json([p.row for p in todo])})
-        except psycopg.OperationalError:
-            raise  # deadlock, lost connection...: the whole batch is retried, not rejected
-        except psycopg.errors.Error:
-            self._write_one_by_one(conn, statement, todo, failed)
-            return
+            # Pipelined: the runs go out without waiting for each answer (a batch of
+            # small transactions over linked tables is hundreds of runs).
+            with conn.transaction(), conn.pipeline():
+                for run in statement_runs(todo):
+                    self._execute(conn, run)
+                conn.execute(queries.query("inbound_check_constraints"))
+        except DATA_ERRORS:
+            return False
         for plan in todo:
             plan.applied()
+        return True
 
-    def _write_one_by_one(
-        self, conn: Connection, statement: sql.Composed, todo: list[Planned], failed: set[KeyId]
-    ) -> None:
-        for plan in todo:
+    def _write_each(self, conn: Connection, txns: list[list[Planned]], held: set[KeyId]) -> None:
+        """Write transaction by transaction; reject those the database refuses."""
+        for txn in txns:
+            if held.intersection(p.key_id for p in txn):
+                settle_transactions([txn], held)
+                continue
+            todo = [p for p in txn if p.result is None]
             try:
                 with conn.transaction():
-                    conn.execute(statement, {"rows": _json([plan.row])})
-            except psycopg.OperationalError:
-                raise
-            except psycopg.errors.Error as exc:
-                plan.finish(ResultStatus.REJECTED, database_reason(exc))
-                failed.add(plan.key_id)
-            else:
+                    for run in statement_runs(todo):
+                        self._execute(conn, run)
+                    conn.execute(queries.query("inbound_check_constraints"))
+                    conn.execute(queries.query("inbound_defer_constraints"))
+            except DATA_ERRORS as exc:
+                self._find_culprit(conn, todo, exc)
+                settle_transactions([txn], held)
+                continue
+            for plan in todo:
                 plan.applied()
+
+    def _find_culprit(self, conn: Connection, todo: list[Planned], error: Exception) -> None:
+        """Name the first change of a refused transaction that the database refuses alone.
+
+        Tried one by one in a savepoint that is rolled back. If each change passes alone
+        (a deferred constraint failed at the end), the first change carries the reason.
+        """
+        culprit, reason = todo[0], data_reason(error)
+        try:
+            with conn.transaction():
+                for plan in todo:
+                    try:
+                        self._execute(conn, [plan])
+                    except DATA_ERRORS as exc:
+                        culprit, reason = plan, data_reason(exc)
+                        break
+                raise _RollBack
+        except _RollBack:
+            pass
+        culprit.finish(ResultStatus.REJECTED, reason)
+
+    def _execute(self, conn: Connection, run: list[Planned]) -> None:
+        statement = self._statements.get(run[0].shape)
+        if statement is None:
+            statement = self._statement(run[0]).as_bytes(conn)
+            self._statements[run[0].shape] = statement
+        conn.execute(statement, {"rows": _json([p.row for p in run])})
 
     def _statement(self, plan: Planned) -> sql.Composed:
         spec = plan.spec
@@ -477,12 +509,98 @@ class Applier:
         )
 
 
+class _RollBack(Exception):
+    """Leaves a savepoint by rolling it back (a trial that must leave no trace)."""
+
+
+# What one change's data can make go wrong: the database refusing it (not a lost
+# connection, deadlock or timeout: those are OperationalError and fail the batch, which
+# the sender retries), or a value that cannot be encoded.
+DATA_ERRORS = (
+    psycopg.errors.IntegrityError,
+    psycopg.errors.DataError,
+    psycopg.errors.ProgrammingError,
+    psycopg.errors.InternalError,
+    psycopg.errors.NotSupportedError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    RecursionError,
+)
+
+
 def database_reason(exc: psycopg.errors.Error) -> str:
     """The database's own message (and detail), which names the constraint at fault."""
     diag = exc.diag
     message = diag.message_primary or str(exc).strip().splitlines()[0]
     detail = f" ({diag.message_detail})" if diag.message_detail else ""
     return f"database refused the change: {message}{detail}"
+
+
+def data_reason(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.errors.Error):
+        return database_reason(exc)
+    return f"the change could not be written: {type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------ transactions
+
+
+SKIPPED_REASON = "an earlier change of this key (or of its transaction's) was rejected"
+
+
+def transactions_of(plans: list[Planned]) -> list[list[Planned]]:
+    """The batch's changes by source transaction, in the batch's order.
+
+    A change without a txid is a transaction of its own.
+    """
+    by_txid: dict[str, list[Planned]] = {}
+    txns: list[list[Planned]] = []
+    for plan in plans:
+        txid = plan.change.txid
+        if txid is None:
+            txns.append([plan])
+            continue
+        if txid not in by_txid:
+            by_txid[txid] = []
+            txns.append(by_txid[txid])
+        by_txid[txid].append(plan)
+    return txns
+
+
+def settle_transactions(txns: list[list[Planned]], held: set[KeyId]) -> set[KeyId]:
+    """Spread each transaction's fate to all of it (pure); returns the held keys.
+
+    A transaction with a rejected change is rejected whole. One that touches a key in
+    `held` (an earlier transaction of the batch was rejected or skipped) is skipped
+    whole: the sender keeps it in order behind the rejected one. Either way its keys
+    are held for the later transactions.
+    """
+    for txn in txns:
+        keys = {p.key_id for p in txn}
+        rejected = next(
+            (p for p in txn if p.result and p.result.status is ResultStatus.REJECTED), None
+        )
+        if not held.isdisjoint(keys):
+            # Not tried at all: a change refused while planning is skipped too.
+            _finish_unapplied(txn, ResultStatus.SKIPPED, SKIPPED_REASON, ResultStatus.REJECTED)
+            held |= keys
+        elif rejected is not None:
+            reason = (
+                f"not applied: change {rejected.change.idempotency_key} of its source "
+                f"transaction was rejected ({rejected.result.reason if rejected.result else ''})"
+            )
+            _finish_unapplied(txn, ResultStatus.REJECTED, reason)
+            held |= keys
+    return held
+
+
+def _finish_unapplied(
+    txn: list[Planned], status: ResultStatus, reason: str, *replaced: ResultStatus
+) -> None:
+    for plan in txn:
+        if plan.result is None or plan.result.status in replaced:
+            plan.finish(status, reason)
 
 
 # ------------------------------------------------------------------ grouping

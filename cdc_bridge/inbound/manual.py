@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from psycopg import sql
 
+from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.db import connection, dict_cursor
@@ -98,7 +99,11 @@ def resolve_conflict(
                 f"{spec.label} row {_json(key)} no longer exists here; nothing to resolve"
             )
         conn.execute(
-            queries.query("inbound_ship_resolution", schema=config.bridge_schema),
+            queries.query(
+                "inbound_ship_resolution",
+                schema=config.bridge_schema,
+                queue=outbox.queue_into(config.bridge_schema),
+            ),
             {
                 "table": spec.label,
                 "key": _json(key),

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 from cdc_bridge.errors import UserError
@@ -222,6 +223,7 @@ def _in_scope(target: Target, spec: TableSpec) -> sql.Composable:
 def _parts(target: Target, spec: TableSpec) -> dict[str, Any]:
     return {
         "schema": target.schema,
+        "queue": outbox.queue_into(target.schema),
         "table": spec.name.identifier,
         "key_object": json_object(spec.key),
         "fields_object": fields_object(spec),

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.config import TableSpec
 from cdc_bridge.db import dict_cursor
@@ -133,7 +134,7 @@ def replay(
         if result.newer and not force:
             raise ProblemsFound(_refusal(result.newer))
         if not dry_run:
-            cur.execute(queries.query("ops_requeue", schema=target.schema), {"ids": result.ids})
+            outbox.requeue(cur, target.schema, result.ids)
         result.replay_id = _audit(cur, target, selection, result, force, reason)
     return result
 

@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from sqlglot import exp
 
+from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.capture.filters import parse_where, referenced_columns
 from cdc_bridge.config import TableMode, TableSpec
@@ -113,6 +114,7 @@ class ChunkQuery:
         return queries.query(
             "ops_snapshot_chunk",
             schema=self.target.schema,
+            queue=outbox.queue_into(self.target.schema),
             table=self.spec.name.identifier,
             key_aliases=sql.SQL(", ").join(
                 sql.SQL("{} AS {}").format(row_column(k), a)

@@ -72,6 +72,7 @@ class Outgoing:
     origin: str
     # The whole change already encoded as protocol v1 JSON (by PostgreSQL): sent as is.
     encoded: str | None = None
+    txid: str | None = None  # the source transaction: the peer applies it whole
 
     def key_values(self) -> dict[str, Any]:
         """The key as a dict (parsed from its jsonb text when the row came encoded)."""
@@ -265,6 +266,7 @@ def batch_body(
 def _change_json(change: Outgoing) -> dict[str, Any]:
     item: dict[str, Any] = {
         "idempotency_key": change.idempotency_key,
+        **({"txid": change.txid} if change.txid is not None else {}),
         "table": change.table,
         "op": Op.from_outbox(change.op).value,
         "key": change.key_values(),

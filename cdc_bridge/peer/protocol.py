@@ -59,6 +59,9 @@ class _Strict(BaseModel):
 
 class Change(_Strict):
     idempotency_key: str = Field(min_length=1, max_length=200)
+    # The source transaction. Changes of one txid are applied all or none, in one
+    # database transaction; a change without one is a transaction of its own.
+    txid: str | None = Field(default=None, min_length=1, max_length=40)
     table: str = Field(min_length=1)
     op: Op
     key: dict[str, Any] = Field(min_length=1)

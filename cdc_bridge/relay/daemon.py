@@ -1,4 +1,4 @@
-"""`cdc-bridge run`: wake, read the outbox head, filter, batch per lane, deliver, record.
+"""`cdc-bridge run`: wake, read whole transactions, filter, batch per lane, deliver, record.
 
 Leadership: one relay per (database, peer) ships. It holds a session advisory lock on a
 dedicated connection, which also LISTENs for the capture triggers' NOTIFY. A second
@@ -6,12 +6,15 @@ relay waits as a hot standby, trying the lock, and takes over when the first die
 If the lock connection drops, shipping stops until the lock is held again. Only the
 leader serves `relay.metrics_listen`, so a standby on the same host with the same config
 binds the port when it takes over (a port held by anything else stops it: exit 2).
+A new leader closes the batches an earlier one left unfinished as `abandoned`.
 
-Order: rows are read in id order (per key, id order is commit order). Up to
-`relay.concurrency` batches are in flight at once over disjoint records: a record with a
-batch in flight gets no new batch until that one is recorded, so each record's changes go
-out in order, one batch at a time. Every read starts from the outbox head again (minus
-the rows in flight), as soon as a batch finishes: reading and sending overlap.
+Order (docs/delivery.md): the outbox head is read as whole source transactions, ordered
+by their last id (relay/transactions.py). A batch carries whole transactions, and the
+peer applies each in one database transaction. Up to `relay.concurrency` batches are in
+flight at once over disjoint tokens (records, or groups of tables linked by foreign
+keys): a transaction whose token has a batch in flight waits until that one is recorded.
+Every read starts from the outbox head again (minus the rows in flight), as soon as a
+batch finishes: reading and sending overlap.
 
 Batching is Nagle-like: with nothing in flight a NOTIFY is shipped at once; while batches
 are in flight, new changes gather until one finishes and go out together, and a free lane
@@ -19,6 +22,11 @@ waits at most `relay.max_wait_ms` for that. NOTIFYs are taken by a listener task
 the lock connection, so they are seen while batches are in flight too. One batch more
 than `relay.concurrency` is read ahead and waits for a lane, so a lane that frees sends
 at once.
+
+A batch the peer keeps answering with HTTP 500 is split after SPLIT_AFTER attempts: the
+first half is retried, the rest goes back to the outbox for the next read, until the
+transaction at fault is alone; after SPLIT_AFTER more attempts it is failed (its keys
+park) and everything else flows.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence, Set
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +46,7 @@ import psycopg
 from psycopg import sql
 
 from cdc_bridge import outbox, retention
-from cdc_bridge.config import BridgeConfig, TableMode
+from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.errors import PortInUse
 from cdc_bridge.outbox import Failure, OutboxRow
@@ -49,6 +57,7 @@ from cdc_bridge.relay.health import Observed, OutboxProbe, report
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
 from cdc_bridge.relay.retry import Outage, backoff_delay
 from cdc_bridge.relay.sor import Drop, decide
+from cdc_bridge.relay.transactions import Token, Txn, families, group, plan_lanes
 from cdc_bridge.relay.wakeup import Wakeup
 from cdc_bridge.sql import query
 
@@ -61,35 +70,14 @@ STANDBY_RETRY_S = 0.5  # how often a standby tries the lock
 READ_AHEAD = 1
 LOCK_CHECK_S = 1.0  # how often a busy leader checks that its lock connection still lives
 WATERMARK_EVERY_S = 1.0  # how often the watermark sent with batches is computed again
+# Attempts answered with HTTP 500 before a batch is split (and, once a transaction is
+# alone, before it is failed): a change the peer cannot take must not stall the others.
+SPLIT_AFTER = 3
 
 
 def lock_name(config: BridgeConfig) -> str:
     """The advisory lock key's source: one relay per (bridge schema, peer) in a database."""
     return f"cdc-bridge relay:{config.bridge_schema}:{config.peer.name}"
-
-
-def lanes_of(
-    changes: Sequence[Outgoing],
-    lanes: int,
-    per_lane: int,
-    busy: Set[tuple[str, str]] = frozenset(),
-) -> list[list[Outgoing]]:
-    """Split changes (in id order) into lanes by record; keep an id-order prefix of each.
-
-    A record's changes always land in the same lane, so cutting a lane short only
-    postpones the tail of some records, never reorders them. Records in `busy` have a
-    batch in flight: all their changes wait for it.
-    """
-    split: list[list[Outgoing]] = [[] for _ in range(lanes)]
-    for change in changes:
-        record = (change.table, change.key_text)
-        if record in busy:
-            continue
-        lane = split[hash(record) % lanes]
-        # Once a lane is full, every later change of it waits for the next round.
-        if len(lane) < per_lane:
-            lane.append(change)
-    return [lane for lane in split if lane]
 
 
 @dataclass
@@ -101,40 +89,46 @@ class _Verdict:
 
 
 class InFlight:
-    """Batches being delivered, with their outbox ids and records (kept out of new batches)."""
+    """Batches being delivered, with their outbox ids and tokens (kept out of new batches)."""
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[None]] = set()
         self.ids: set[int] = set()
-        self.records: set[tuple[str, str]] = set()
+        self.tokens: set[Token] = set()
         # Each batch's ids as bigint[] literal elements, built once per batch: every read
         # sends all in-flight ids (~2000), and rebuilding that text cost ~3 % of the CPU.
-        self._id_texts: dict[asyncio.Task[None], str] = {}
+        self._id_texts: dict[int, str] = {}
         self.finished = asyncio.Event()  # set when a batch ends (cleared before each read)
         self.error: BaseException | None = None
 
     def free(self, concurrency: int) -> int:
         return concurrency - len(self.tasks)
 
-    def start(self, batch: list[Outgoing], work: Coroutine[Any, Any, None]) -> None:
-        ids = {c.id for c in batch}
-        records = {(c.table, c.key_text) for c in batch}
-        self.ids |= ids
-        self.records |= records
+    def start(self, batch: Shipment, work: Coroutine[Any, Any, None]) -> None:
+        self.hold(batch)
         task = asyncio.create_task(work)
         self.tasks.add(task)
-        self._id_texts[task] = ",".join(map(str, ids))
 
         def done(_task: asyncio.Task[None]) -> None:
             self.tasks.discard(task)
-            self._id_texts.pop(task, None)
-            self.ids -= ids
-            self.records -= records
+            self.release(batch)
             if not task.cancelled() and task.exception() is not None and self.error is None:
                 self.error = task.exception()
             self.finished.set()
 
         task.add_done_callback(done)
+
+    def hold(self, batch: Shipment) -> None:
+        ids = batch.ids
+        self.ids |= ids
+        self.tokens |= batch.tokens
+        self._id_texts[id(batch)] = ",".join(map(str, ids))
+
+    def release(self, batch: Shipment) -> None:
+        """`batch` is done, or shrank: what it no longer holds can be read again."""
+        self._id_texts.pop(id(batch), None)
+        self.ids -= batch.ids
+        self.tokens -= batch.tokens
 
     def ids_array(self) -> str:
         """The in-flight ids as a bigint[] literal."""
@@ -159,6 +153,33 @@ class InFlight:
                 raise result
 
 
+@dataclass(slots=True)
+class Part:
+    """One source transaction's changes to send (or one part of a large one)."""
+
+    changes: list[Outgoing]
+    tokens: frozenset[Token]
+
+
+@dataclass(eq=False)
+class Shipment:
+    """Whole transactions (their changes in order) that go to the peer as one batch."""
+
+    parts: list[Part]
+
+    @property
+    def changes(self) -> list[Outgoing]:
+        return [c for part in self.parts for c in part.changes]
+
+    @property
+    def ids(self) -> set[int]:
+        return {c.id for part in self.parts for c in part.changes}
+
+    @property
+    def tokens(self) -> set[Token]:
+        return set().union(*(part.tokens for part in self.parts))
+
+
 class Relay:
     def __init__(self, config: BridgeConfig, client: PeerClient | None = None) -> None:
         self.config = config
@@ -178,6 +199,9 @@ class Relay:
         self._settled_below: int | None = None
         self._settled_read_at = 0.0
         self._slots = self.relay.concurrency + READ_AHEAD
+        self._families: dict[str, str] = {}  # table label -> its group of linked tables
+        self._answered_at = 0.0  # when the peer last answered a batch with 200
+        self._suspects: dict[str, float] = {}  # txid -> when a batch of it first got 500
         self._sending = asyncio.Semaphore(self.relay.concurrency)
         self._probe = OutboxProbe(self._connect, self.schema)
         # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
@@ -280,6 +304,7 @@ class Relay:
         # Reads and acknowledgements use a connection each, so they overlap.
         async with await self._connect() as conn, await self._connect() as record_conn:
             codec.use_exact_json(conn)
+            await self._take_over(conn)
             self.role = "leader"
             self.metrics.leader.set(1)
             log.info("leader: shipping to %s", self.config.peer.name)
@@ -293,6 +318,32 @@ class Relay:
                 for task in keepers:
                     task.cancel()
                 await asyncio.gather(*keepers, return_exceptions=True)
+
+    async def _take_over(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Close what an earlier leader left unfinished; learn the foreign keys."""
+        try:
+            cur = await conn.execute(query("relay_abandon_batches", schema=self.schema))
+        except psycopg.errors.CheckViolation:
+            log.warning(
+                "unfinished batches cannot be closed as abandoned: the bridge schema "
+                "predates it; reinstall (see `triggers status`)"
+            )
+        else:
+            if cur.rowcount:
+                log.info(
+                    "closed %d batches an earlier relay left unfinished as abandoned; "
+                    "their changes go out again",
+                    cur.rowcount,
+                )
+        shipped = [s for s in self.config.table_specs if s.captures]
+        cur = await conn.execute(
+            query("relay_foreign_keys"),
+            {
+                "labels": outbox.text_array(s.label for s in shipped),
+                "relations": outbox.text_array(_quoted(s) for s in shipped),
+            },
+        )
+        self._families = families([(child, parent) for child, parent in await cur.fetchall()])
 
     async def _acquire(self, lock_conn: psycopg.AsyncConnection[Any]) -> bool:
         announced = False
@@ -370,14 +421,25 @@ class Relay:
         self._notified.clear()
         # Only this loop uses `conn` (batches record on record_conn): no lock needed.
         rows = await outbox.fetch_pending(
-            conn, self.schema, limit, flight.ids_array(),
-            system=self.config.system, whole_tables=self._encoded_tables,
+            conn,
+            self.schema,
+            limit,
+            flight.ids_array(),
+            system=self.config.system,
+            whole_tables=self._encoded_tables,
+            max_txn=self.relay.max_transaction_changes,
         )
         await self._read_watermark(conn)
-        outgoing = await self._filter(conn, rows)
-        for batch in lanes_of(outgoing, free, self.relay.batch_size, flight.records):
-            flight.start(batch, self._deliver_batch(record_conn, client, batch))
-        return len(rows) < limit
+        txns = group(rows, self._families, self.relay.max_transaction_changes)
+        lanes = plan_lanes(txns, free, self.relay.batch_size, flight.tokens)
+        started = False
+        for lane in lanes:
+            shipment = await self._filter(conn, lane)
+            if shipment.parts:
+                flight.start(shipment, self._deliver_batch(record_conn, client, shipment, flight))
+                started = True
+        # A full read that could start nothing (all of it waits) waits like a caught-up one.
+        return not rows or rows[0].txn_rows is None or not started
 
     async def _read_watermark(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Read the watermark again if it is older than WATERMARK_EVERY_S.
@@ -437,8 +499,11 @@ class Relay:
                     # Their space is reused at once, with or without autovacuum.
                     await retention.vacuum_async(conn, self.schema, pruned)
             except psycopg.Error as exc:
-                log.warning("retention prune failed, next try in %.0f s: %s",
-                            self.relay.retention_interval_s, _first_line(exc))
+                log.warning(
+                    "retention prune failed, next try in %.0f s: %s",
+                    self.relay.retention_interval_s,
+                    _first_line(exc),
+                )
             else:
                 removed = ", ".join(f"{table} {n}" for table, n in counts.items() if n)
                 if removed:
@@ -466,30 +531,41 @@ class Relay:
                             _first_line(exc))
             await self._sleep(every)
 
-    async def _filter(
-        self, conn: psycopg.AsyncConnection[Any], rows: list[OutboxRow]
-    ) -> list[Outgoing]:
-        system = self.config.system
+    async def _filter(self, conn: psycopg.AsyncConnection[Any], lane: list[Txn]) -> Shipment:
+        """The lane's transactions as they ship: each row through the SOR filter."""
         dropped: dict[int, str] = {}
-        outgoing: list[Outgoing] = []
-        for row in rows:
-            if row.change_json is not None:
-                # PostgreSQL encoded it: this side's own change of a whole-row table, which
-                # the SOR filter would ship whole.
-                outgoing.append(outgoing_of(row, system, None, None))
-                continue
-            decision = decide(row, self.specs.get(row.table_name), system)
-            if isinstance(decision, Drop):
-                dropped[row.id] = outbox.FILTERED
-                if decision.diverges:
-                    self._report_divergent(row, decision.reason)
-                continue
-            outgoing.append(outgoing_of(row, system, decision.fields, decision.old))
+        parts: list[Part] = []
+        for txn in lane:
+            if txn.large:
+                log.warning(
+                    "source transaction %s has more than %d changes "
+                    "(relay.max_transaction_changes): it ships in parts, each applied "
+                    "at once, so the peer can see part of it",
+                    txn.txid,
+                    self.relay.max_transaction_changes,
+                )
+            changes = [c for c in (self._outgoing(r, dropped) for r in txn.rows) if c]
+            if changes:
+                parts.append(Part(changes, txn.tokens))
         if dropped:
             async with conn.transaction():
                 await outbox.acknowledge(conn, self.schema, None, dropped)
             self.metrics.changes.labels(outbox.FILTERED).inc(len(dropped))
-        return outgoing
+        return Shipment(parts)
+
+    def _outgoing(self, row: OutboxRow, dropped: dict[int, str]) -> Outgoing | None:
+        system = self.config.system
+        if row.change_json is not None:
+            # PostgreSQL encoded it: this side's own change of a whole-row table, which
+            # the SOR filter would ship whole.
+            return outgoing_of(row, system, None, None)
+        decision = decide(row, self.specs.get(row.table_name), system)
+        if isinstance(decision, Drop):
+            dropped[row.id] = outbox.FILTERED
+            if decision.diverges:
+                self._report_divergent(row, decision.reason)
+            return None
+        return outgoing_of(row, system, decision.fields, decision.old)
 
     def _report_divergent(self, row: OutboxRow, reason: str) -> None:
         """A change of this side's own that is not shipped: the peer may now differ."""
@@ -501,18 +577,31 @@ class Relay:
         )
 
     async def _deliver_batch(
-        self, conn: psycopg.AsyncConnection[Any], client: PeerClient, changes: list[Outgoing]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        client: PeerClient,
+        shipment: Shipment,
+        flight: InFlight,
     ) -> None:
-        batch_id = f"{self.config.system}-{uuid.uuid4().hex}"
-        pending = changes
-        attempt = 0
+        batch_id = self._batch_id()
+        pending = shipment.changes
+        attempt = errors = 0
         while pending:
             async with self._sending:  # read-ahead batches wait here for a lane
                 if self.stopping.is_set() and attempt == 0:
                     return  # never sent: released, the rows are still in the outbox
                 with self.metrics.batch_seconds.time():
                     delivery = await client.deliver(batch_id, pending, self._settled_below)
+            if delivery.http_status == 200:
+                self._answered_at = time.monotonic()
+            crashed = delivery.http_status == 500
+            errors = errors + 1 if crashed else 0
+            since = self._suspect(pending, crashed)
             verdict = judge(delivery, pending, self.specs_with_handoff)
+            # Alone, and other batches went through since it first failed: the fault is
+            # this one's. (A peer failing every batch is retried, never blamed on a change.)
+            if errors >= SPLIT_AFTER and len(shipment.parts) == 1 and self._answered_at > since:
+                verdict = _give_up(verdict, pending, delivery)
             log_refusals(batch_id, pending, delivery, verdict)
             await self._record(conn, batch_id, pending, delivery, verdict)
             if not verdict.retry:
@@ -521,14 +610,78 @@ class Relay:
             self._peer_outage.failed(delivery.error or "no answer")
             if self.stopping.is_set():
                 return  # released: the rows are still in the outbox
+            if errors >= SPLIT_AFTER and len(shipment.parts) > 1:
+                batch_id = await self._split(conn, batch_id, shipment, flight, verdict.retry)
+                attempt = errors = 0
+                pending = shipment.changes
+                continue
             await self._sleep(
                 backoff_delay(
-                    attempt, self.relay.retry_initial_s, self.relay.retry_max_s,
+                    attempt,
+                    self.relay.retry_initial_s,
+                    self.relay.retry_max_s,
                     delivery.retry_after_s,
                 )
             )
             attempt += 1
             pending = verdict.retry
+
+    async def _split(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch_id: str,
+        shipment: Shipment,
+        flight: InFlight,
+        unanswered: list[Outgoing],
+    ) -> str:
+        """Keep the first half of what is still unanswered; the rest goes back to the outbox.
+
+        Returns the new batch's id. The rest is read again by the next pass, so changes
+        independent of the half kept flow at once; dependent ones wait for it.
+        """
+        left = {c.id for c in unanswered}
+        parts = [
+            Part([c for c in p.changes if c.id in left], p.tokens)
+            for p in shipment.parts
+            if any(c.id in left for c in p.changes)
+        ]
+        kept = parts[: max(1, len(parts) // 2)]
+        flight.release(shipment)
+        shipment.parts = kept
+        flight.hold(shipment)
+        # (a bridge schema from before 'split' keeps the batch 'pending')
+        async with self._record_lock:
+            with contextlib.suppress(psycopg.errors.CheckViolation):
+                await conn.execute(
+                    query("relay_close_batch", schema=self.schema),
+                    {"batch_id": batch_id, "status": "split"},
+                )
+        log.warning(
+            "batch %s failed %d times with HTTP 500: retrying %d of its %d transactions "
+            "alone to find the change at fault",
+            batch_id,
+            SPLIT_AFTER,
+            len(kept),
+            len(parts),
+        )
+        flight.finished.set()  # the rest can be read again now
+        return self._batch_id()
+
+    def _suspect(self, sent: list[Outgoing], crashed: bool) -> float:
+        """When the peer first failed (HTTP 500) a batch holding these transactions.
+
+        Kept per transaction across splits and new batches, until one is answered.
+        """
+        txids = {c.txid or "" for c in sent}
+        if not crashed:
+            for txid in txids:
+                self._suspects.pop(txid, None)
+            return time.monotonic()
+        now = time.monotonic()
+        return min(self._suspects.setdefault(txid, now) for txid in txids)
+
+    def _batch_id(self) -> str:
+        return f"{self.config.system}-{uuid.uuid4().hex}"
 
     @property
     def specs_with_handoff(self) -> frozenset[str]:
@@ -596,6 +749,7 @@ def outgoing_of(
         committed_at=row.captured_at,
         origin=row.origin,
         encoded=row.change_json,
+        txid=row.txid,
     )
 
 
@@ -627,9 +781,9 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
 
     - acknowledged results leave the outbox for `delivered`;
     - a per-change `rejected` goes to `failed`, parking its key; `skipped` stays parked;
-    - a whole batch refused for good (4xx other than 408/429): per key, the FIRST change
-      goes to `failed` and the later ones stay in the outbox, parked behind it, so a
-      replay of the failed change lets the rest follow in order;
+    - a whole batch refused for good (4xx other than 408/429): every change without a
+      result goes to `failed` (a transaction never half-fails), parking its keys; a
+      replay of the failed changes sends them again, whole and in order;
     - transient: what has no result is retried after a backoff.
     """
     acked: dict[int, str] = {}
@@ -651,7 +805,7 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
                 Failure(change.id, result.reason or "rejected by the peer", status, body)
             )
     if delivery.permanent:
-        failures.extend(_first_per_record(sent, delivery))
+        failures.extend(_all_unanswered(sent, delivery))
         return _Verdict(acked, failures, handoffs, retry=[])
     retry = [c for c in sent if c.id not in delivery.results] if delivery.transient else []
     return _Verdict(acked, failures, handoffs, retry)
@@ -667,8 +821,8 @@ def log_refusals(
     where = {"event": "refused", "batch_id": batch_id, "http_status": delivery.http_status}
     if delivery.permanent:
         log.warning(
-            "peer refused batch %s of %d change(s): %s; the first change of each key is "
-            "failed and parks the key (cdc-bridge batches show %s)",
+            "peer refused batch %s of %d change(s): %s; its changes are failed and park "
+            "their keys (cdc-bridge batches show %s)",
             batch_id, len(sent), delivery.error, batch_id, extra=where,
         )
         return
@@ -687,18 +841,34 @@ def log_refusals(
         )
 
 
-def _first_per_record(sent: list[Outgoing], delivery: Delivery) -> list[Failure]:
-    seen: set[tuple[str, str]] = set()
-    failures = []
+def _give_up(verdict: _Verdict, sent: list[Outgoing], delivery: Delivery) -> _Verdict:
+    """A transaction alone in its batch that the peer keeps failing: fail it, park its keys."""
+    reason = (
+        f"the peer failed this transaction {SPLIT_AFTER} times with HTTP "
+        f"{delivery.http_status} while it was alone in its batch"
+    )
+    failures = [
+        Failure(c.id, reason, delivery.http_status, delivery.response_body)
+        for c in sent
+        if c.id not in delivery.results
+    ]
+    return _Verdict(verdict.acked, [*verdict.failures, *failures], verdict.handoffs, retry=[])
+
+
+def _quoted(spec: TableSpec) -> str:
+    """The table's name as text that `to_regclass` resolves exactly."""
+    return ".".join(
+        '"' + p.replace('"', '""') + '"' for p in (spec.name.schema_name, spec.name.table)
+    )
+
+
+def _all_unanswered(sent: list[Outgoing], delivery: Delivery) -> list[Failure]:
     reason = f"the peer refused the whole batch: {delivery.error or 'HTTP error'}"
-    for change in sent:
-        record = (change.table, change.key_text)
-        if record not in seen and change.id not in delivery.results:
-            seen.add(record)
-            failures.append(
-                Failure(change.id, reason, delivery.http_status, delivery.response_body)
-            )
-    return failures
+    return [
+        Failure(c.id, reason, delivery.http_status, delivery.response_body)
+        for c in sent
+        if c.id not in delivery.results
+    ]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,25 +5,6 @@
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS {schema};
 
--- name: create_outbox
--- One row per captured change, written in the same transaction as the change.
--- Rows leave when the peer has acknowledged them (no read cursor, so a transaction
--- that commits late is never skipped).
-CREATE TABLE IF NOT EXISTS {schema}.outbox (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    table_name  text NOT NULL,
-    op          text NOT NULL CHECK (op IN ('I', 'U', 'D')),
-    key         jsonb NOT NULL,
-    fields      jsonb,
-    old         jsonb,
-    changed     text[],
-    origin      text NOT NULL,
-    captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE {schema}.outbox IS
-    'cdc-bridge: changes waiting to be acknowledged by the peer. fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
-
 -- name: create_installed_tables
 -- What `triggers status` compares against: the definition hash and the columns the
 -- table had when its triggers were installed.
@@ -86,8 +67,8 @@ REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- An AFTER trigger's return value is ignored; returning the row variable (not NULL) skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the blocks after it (they are
--- fragments, not queries):
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -116,31 +97,6 @@ END
 -- name: capture_origin
 CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM {peer} THEN {system} WHEN pg_catalog.pg_has_role(session_user, {role}, 'MEMBER') THEN {peer} ELSE {system} END
 
--- name: capture_insert
-INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-    VALUES ({label}, 'I', {new_key}, {fields}, {origin})
-
--- name: capture_delete
-INSERT INTO {schema}.outbox (table_name, op, key, origin)
-    VALUES ({label}, 'D', {old_key}, {origin})
-
--- name: capture_rekey
-INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-    VALUES ({label}, 'D', {old_key}, NULL, {origin}),
-           ({label}, 'I', {new_key}, {fields}, {origin})
-
--- name: capture_update
-INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ({label}, 'U', {new_key}, {fields}, {old}, {changed}, {origin})
-
--- name: capture_update_whole_row
-INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
-    SELECT {label}, 'U', {new_key}, r.new_row, NULL,
-           ARRAY(SELECT c.key FROM pg_catalog.jsonb_each(r.new_row) AS c
-                 WHERE c.value IS DISTINCT FROM r.old_row -> c.key
-                 ORDER BY c.key COLLATE "C"),
-           {origin}
-    FROM (SELECT pg_catalog.to_jsonb(NEW) AS new_row, pg_catalog.to_jsonb(OLD) AS old_row) AS r
 
 -- name: drop_table_capture_function
 DROP FUNCTION IF EXISTS {function}();

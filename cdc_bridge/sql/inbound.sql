@@ -190,7 +190,7 @@ WHERE ({key}) = (SELECT {key} FROM jsonb_populate_record(NULL::{table}, %(values
 -- name: inbound_ship_resolution
 -- The resolution travels as an ordinary update whose `old` is the peer's value, so the
 -- peer sees no new conflict and applies it.
-INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+{queue}
 VALUES (%(table)s, 'U', %(key)s, %(fields)s, %(old)s, ARRAY[%(field)s], %(origin)s);
 
 -- name: inbound_close_conflict
@@ -215,3 +215,15 @@ INSERT INTO {table} AS t ({columns})
 SELECT {columns} FROM incoming AS i
 WHERE NOT EXISTS (SELECT FROM updated AS u WHERE {seen})
 ON CONFLICT ({key}) DO {action};
+
+-- name: inbound_defer_constraints
+-- Deferrable constraints wait for the end of the batch (or of each source transaction,
+-- see inbound_check_constraints): a source transaction may legally have written a child
+-- before its parent. Constraints that are not deferrable are met by applying changes in
+-- the source's capture order.
+SET CONSTRAINTS ALL DEFERRED;
+
+-- name: inbound_check_constraints
+-- Checks the deferred constraints now, inside the savepoint, so a refusal names the
+-- source transaction at fault instead of failing the whole batch at COMMIT.
+SET CONSTRAINTS ALL IMMEDIATE;

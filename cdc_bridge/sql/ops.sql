@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS {schema}.replays (
 CREATE INDEX IF NOT EXISTS replays_at ON {schema}.replays (replayed_at);
 
 -- name: ops_create_skips
--- Failed changes given up on purpose (they move to `delivered` with result 'skipped').
+-- Changes given up (or parked) on purpose by an operator: the audit of `skip` and `park`.
 CREATE TABLE IF NOT EXISTS {schema}.skips (
     skip_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     change_id  bigint NOT NULL,
@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS {schema}.skips (
     reason     text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS skips_at ON {schema}.skips (skipped_at);
+-- skip: given up (the change moves to `delivered` as 'skipped'); park: a pending change
+-- held back on purpose (it moves to `failed`, so its key waits until replay or skip).
+ALTER TABLE {schema}.skips ADD COLUMN IF NOT EXISTS action text NOT NULL DEFAULT 'skip'
+    CHECK (action IN ('skip', 'park'));
 
 -- name: ops_create_snapshots
 -- Progress of `cdc-bridge snapshot`: updated in the transaction of each chunk, so
@@ -102,24 +106,6 @@ SELECT 'delivered', id, table_name, key FROM {schema}.delivered WHERE id = %(id)
 UNION ALL
 SELECT 'outbox', id, table_name, key FROM {schema}.outbox WHERE id = %(id)s;
 
--- name: ops_skip_failed
--- Moves a failed change to `delivered` as 'skipped'; its key's parked changes flow again.
-WITH gone AS (
-    DELETE FROM {schema}.failed WHERE id = %(id)s
-    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id
-), kept AS (
-    INSERT INTO {schema}.delivered
-        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-         batch_id, result)
-    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
-           batch_id, 'skipped'
-    FROM gone
-    RETURNING id, table_name, key
-)
-INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason)
-SELECT id, table_name, key, %(os_user)s, %(reason)s FROM kept
-RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
-
 -- name: ops_select_changes
 -- Candidate changes for a replay, from `failed` and `delivered`, in per-key commit order.
 SELECT 'failed' AS place, id, txid::text AS txid, table_name, op, key, captured_at, batch_id
@@ -154,30 +140,6 @@ JOIN {schema}.delivered d
  AND d.result NOT IN ('skipped', 'filtered') AND NOT d.id = ANY(%(ids)s)
 GROUP BY s.id, s.table_name, s.key
 ORDER BY s.id;
-
--- name: ops_requeue
--- Puts changes back into the outbox under their ORIGINAL id: same place in per-key order.
--- A change the peer acknowledged keeps its txid too, so its idempotency key: the peer
--- answers `duplicate`. A change the peer never applied (failed, or skipped) takes this
--- transaction's txid: a new key, above the watermark the relay has sent (protocol
--- `settled_below`), so the peer applies it. They leave `failed`/`delivered` in the same
--- transaction, so each change is in exactly one of outbox, delivered, failed.
-WITH from_failed AS (
-    DELETE FROM {schema}.failed WHERE id = ANY(%(ids)s)
-    RETURNING id, pg_current_xact_id() AS txid, table_name, op, key, fields, old, changed,
-              origin, captured_at
-), from_delivered AS (
-    DELETE FROM {schema}.delivered WHERE id = ANY(%(ids)s)
-    RETURNING id,
-              CASE WHEN result = 'skipped' THEN pg_current_xact_id() ELSE txid END AS txid,
-              table_name, op, key, fields, old, changed, origin, captured_at
-)
-INSERT INTO {schema}.outbox
-    (id, txid, table_name, op, key, fields, old, changed, origin, captured_at)
-OVERRIDING SYSTEM VALUE
-SELECT * FROM (SELECT * FROM from_failed UNION ALL SELECT * FROM from_delivered) c
-ORDER BY id
-RETURNING id;
 
 -- name: ops_record_replay
 INSERT INTO {schema}.replays (os_user, selection, change_ids, reason, dry_run, force)
@@ -230,8 +192,8 @@ WITH chunk AS (
     LIMIT %(chunk)s
     FOR SHARE OF t
 ), queued AS (
-    INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-    SELECT %(label)s, 'U', key, fields, %(origin)s FROM chunk ORDER BY {alias_order}
+    {queue}
+    SELECT %(label)s, 'U', key, fields, NULL, NULL, %(origin)s FROM chunk ORDER BY {alias_order}
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM queued) AS rows,

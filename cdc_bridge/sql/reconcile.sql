@@ -25,8 +25,8 @@ WITH fixed AS (
     ORDER BY {key_columns}
     FOR SHARE OF t
 ), queued AS (
-    INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-    SELECT %(label)s, 'U', key, fields, %(origin)s FROM fixed
+    {queue}
+    SELECT %(label)s, 'U', key, fields, NULL, NULL, %(origin)s FROM fixed
     RETURNING 1
 )
 SELECT count(*) FROM queued;
@@ -34,8 +34,8 @@ SELECT count(*) FROM queued;
 -- name: reconcile_queue_deletes
 -- Rows only the peer has: deletes, for keys that still do not exist here.
 WITH queued AS (
-    INSERT INTO {schema}.outbox (table_name, op, key, origin)
-    SELECT %(label)s, 'D', k.key, %(origin)s
+    {queue}
+    SELECT %(label)s, 'D', k.key, NULL, NULL, NULL, %(origin)s
     FROM jsonb_array_elements(%(keys)s::jsonb) WITH ORDINALITY AS k(key, n)
     WHERE NOT EXISTS (
         SELECT 1 FROM {table} AS t

@@ -5,7 +5,7 @@
 -- name: relay_create_batches
 CREATE TABLE IF NOT EXISTS {schema}.batches (
     batch_id     text PRIMARY KEY,          -- the webhook-id sent to the peer
-    status       text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    status       text NOT NULL,
     change_count int NOT NULL,
     first_id     bigint NOT NULL,           -- outbox ids covered (for listing)
     last_id      bigint NOT NULL,
@@ -14,6 +14,11 @@ CREATE TABLE IF NOT EXISTS {schema}.batches (
     finished_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS batches_status_created ON {schema}.batches (status, created_at);
+-- split: retried in smaller batches to find a change the peer keeps failing on;
+-- abandoned: left unfinished by a relay that stopped or died (its changes went out again).
+ALTER TABLE {schema}.batches DROP CONSTRAINT IF EXISTS batches_status_check;
+ALTER TABLE {schema}.batches ADD CONSTRAINT batches_status_check
+    CHECK (status IN ('pending', 'delivered', 'failed', 'split', 'abandoned'));
 
 -- name: relay_create_attempts
 CREATE TABLE IF NOT EXISTS {schema}.attempts (
@@ -76,9 +81,16 @@ CREATE TABLE IF NOT EXISTS {schema}.failed (
 CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 
 -- name: relay_fetch_pending
--- The head of the outbox: no cursor, so a transaction that committed late (lower id,
--- later commit) is simply still here on the next read. Keys with a failed change are
--- parked: their later changes wait.
+-- Whole source transactions from the head of the outbox. No cursor: a transaction that
+-- committed late (lower ids, later commit) is simply still here on the next read.
+-- `head` is the oldest %(limit)s rows not in flight. When it is full, rows of its
+-- transactions may lie past it: `txns` counts each transaction's pending rows and finds
+-- its last id (index outbox_txid), and `tail` reads the rows past the head, at most
+-- %(max_txn)s in all, so memory stays bounded. When the head is not full it holds every
+-- visible pending row, and nothing more is looked up (txn_rows is NULL: complete).
+-- Rows whose key has a failed change are parked (left out); `txn_parked` says that
+-- another row of the transaction is, so all of it waits (looked up only while `failed`
+-- holds anything).
 -- Rows of %(whole_tables)s (tables that ship whole rows unchanged) come with their
 -- protocol v1 change already encoded by PostgreSQL (change_json) and no parsed key, fields
 -- or old: the relay embeds that text in the batch as is. Other rows come parsed, to be
@@ -86,6 +98,49 @@ CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 -- change_json is concatenated text, not jsonb_build_object(...)::text: building a jsonb
 -- and printing it took twice the time (13 us a row, half of this query's cost). Every
 -- piece is JSON already: to_json() quotes strings and times, jsonb prints as JSON.
+WITH head AS MATERIALIZED (
+    SELECT o.* FROM {schema}.outbox o
+    -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
+    WHERE o.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
+      AND NOT EXISTS (
+          SELECT FROM {schema}.failed f WHERE f.table_name = o.table_name AND f.key = o.key)
+    ORDER BY o.id
+    LIMIT %(limit)s
+), bound AS MATERIALIZED (
+    SELECT count(*) >= %(limit)s AS full, max(id) AS upto,
+           EXISTS (SELECT FROM {schema}.failed) AS failures
+    FROM head
+), txns AS MATERIALIZED (
+    SELECT h.txid, s.txn_rows, s.txn_last_id,
+           -- Another row of the transaction waits behind a failed change: all of it waits.
+           b.failures AND EXISTS (
+               SELECT FROM {schema}.outbox x
+               JOIN {schema}.failed f ON f.table_name = x.table_name AND f.key = x.key
+               WHERE b.failures AND x.txid = h.txid) AS txn_parked
+    FROM (SELECT DISTINCT txid FROM head) h
+    CROSS JOIN bound b
+    -- Only when the head is full (b.full gates the scan; HAVING yields no row else).
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS txn_rows, max(x.id) AS txn_last_id
+        FROM {schema}.outbox x
+        WHERE b.full AND x.txid = h.txid
+          AND x.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
+        HAVING b.full
+    ) s ON true
+), tail AS (
+    -- Only the transactions that go on past the head are looked up (index outbox_txid).
+    SELECT x.* FROM txns t
+    CROSS JOIN bound b
+    CROSS JOIN LATERAL (
+        SELECT x.* FROM {schema}.outbox x
+        WHERE x.txid = t.txid AND x.id > b.upto
+        ORDER BY x.id
+        LIMIT %(max_txn)s
+    ) x
+    WHERE t.txn_last_id > b.upto
+    ORDER BY x.id
+    LIMIT %(max_txn)s
+)
 SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
        CASE WHEN w.whole THEN NULL ELSE o.key END AS key, o.key::text AS key_text,
        CASE WHEN w.whole THEN NULL ELSE o.fields END AS fields,
@@ -94,6 +149,7 @@ SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
        CASE WHEN w.whole THEN
            '{{"idempotency_key":'
            || to_json(%(system)s || ':' || o.txid::text || ':' || o.id::text)::text
+           || ',"txid":"' || o.txid::text || '"'
            || ',"table":' || to_json(o.table_name)::text
            || ',"op":' || CASE o.op WHEN 'I' THEN '"insert"' WHEN 'U' THEN '"update"'
                                     ELSE '"delete"' END
@@ -103,17 +159,38 @@ SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
            || coalesce(',"fields":' || o.fields::text, '')
            || coalesce(',"old":' || o.old::text, '')
            || '}}'
-       END AS change_json
-FROM {schema}.outbox o
+       END AS change_json,
+       t.txn_rows, t.txn_last_id, t.txn_parked
+FROM (SELECT * FROM head UNION ALL SELECT * FROM tail) o
+JOIN txns t ON t.txid = o.txid
 CROSS JOIN LATERAL (
     SELECT o.origin = %(system)s AND o.table_name = ANY(%(whole_tables)s::text[]) AS whole
 ) w
-WHERE NOT EXISTS (
-    SELECT FROM {schema}.failed f WHERE f.table_name = o.table_name AND f.key = o.key)
-  -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
-  AND o.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
-ORDER BY o.id
-LIMIT %(limit)s;
+ORDER BY o.id;
+
+-- name: relay_foreign_keys
+-- Foreign keys between tables this side ships (source side): the relay keeps the
+-- transactions that touch one group of linked tables in order, on one lane at a time.
+-- Relations come as quoted names (to_regclass: a table missing here is just left out).
+WITH synced AS (
+    SELECT t.label, to_regclass(t.relation) AS oid
+    FROM unnest(%(labels)s::text[], %(relations)s::text[]) AS t(label, relation)
+)
+SELECT child.label AS child, parent.label AS parent
+FROM pg_catalog.pg_constraint c
+JOIN synced child ON child.oid = c.conrelid
+JOIN synced parent ON parent.oid = c.confrelid
+WHERE c.contype = 'f';
+
+-- name: relay_abandon_batches
+-- A new leader closes the batches an earlier relay left unfinished (killed or stopped
+-- mid-retry): their changes are still in the outbox and go out again in new batches.
+UPDATE {schema}.batches SET status = 'abandoned', finished_at = now()
+WHERE status = 'pending';
+
+-- name: relay_close_batch
+UPDATE {schema}.batches SET status = %(status)s, finished_at = now()
+WHERE batch_id = %(batch_id)s;
 
 -- name: relay_oldest_pending
 -- Seconds since the oldest undelivered change was captured (NULL: the outbox is empty).

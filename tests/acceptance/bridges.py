@@ -165,11 +165,11 @@ def bridge_pair(
         # Relays start once both peers listen; otherwise their first batch meets a refused
         # connection and waits out a retry backoff.
         for name in ("erp", "shop"):
-            wait_until(f"{name} serve", _listening(ports[name][0]), bridges)
+            wait_until(f"{name} serve", listening(ports[name][0]), bridges)
         for bridge in bridges:
             bridge.start("run")
         for name in ("erp", "shop"):
-            wait_until(f"{name} relay metrics", _listening(ports[name][1]), bridges)
+            wait_until(f"{name} relay metrics", listening(ports[name][1]), bridges)
         yield bridges[0], bridges[1]
     finally:
         for bridge in bridges:
@@ -178,7 +178,7 @@ def bridge_pair(
             pg_server.drop_database(database)
 
 
-def _listening(port: int) -> Callable[[], bool]:
+def listening(port: int) -> Callable[[], bool]:
     def check() -> bool:
         with socket.socket() as sock:
             sock.settimeout(0.2)

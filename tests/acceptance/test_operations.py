@@ -146,7 +146,9 @@ def failed_batches(erp: Side) -> list[dict[str, Any]]:
 def test_rejected_change_parks_its_key_and_replay_delivers_in_order(pair: Pair) -> None:
     erp, shop = pair.erp, pair.shop
     shop.sql(PEER_CHECK)  # the shop has a rule the ERP lacks
-    erp.sql("INSERT INTO customers VALUES (1, 'Ann'), (2, 'Bartholomew Long'), (3, 'Cy')")
+    erp.sql("INSERT INTO customers VALUES (1, 'Ann')")  # a transaction each
+    erp.sql("INSERT INTO customers VALUES (2, 'Bartholomew Long')")
+    erp.sql("INSERT INTO customers VALUES (3, 'Cy')")
     failed = "SELECT 1 FROM cdc_bridge.failed"
     wait_until(lambda: bool(erp.rows(failed)), 60, "the rejected change to be failed")
     erp.sql("UPDATE customers SET name = 'Bart' WHERE id = 2")  # same key: must wait

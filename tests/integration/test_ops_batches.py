@@ -81,12 +81,16 @@ def test_skip_moves_failed_to_delivered_audits_and_unblocks_key(bridge: Bridge) 
     assert [c["state"] for c in json.loads(out)["changes"]] == ["skipped"]
 
 
-def test_skip_refuses_what_is_not_failed(bridge: Bridge) -> None:
-    _first, second, later = _one_failed_one_parked(bridge)
+def test_skip_and_park_refuse_what_is_done_or_unknown(bridge: Bridge) -> None:
+    first, second, _later = _one_failed_one_parked(bridge)
     code, _, err = bridge.cli("skip", str(second), "--reason", "x")
     assert code == 2 and "already delivered" in err
-    code, _, err = bridge.cli("skip", str(later), "--reason", "x")
-    assert code == 2 and "still pending" in err
+    code, _, err = bridge.cli("park", str(second), "--reason", "x")
+    assert code == 2 and "already delivered" in err
+    code, _, err = bridge.cli("park", str(first), "--reason", "x")
+    assert code == 2 and "parked already" in err
+    code, _, err = bridge.cli("park", "999999", "--reason", "x")
+    assert code == 2 and "no change 999999" in err
     code, _, err = bridge.cli("skip", "999999", "--reason", "x")
     assert code == 2 and "no change 999999" in err
     code, _, err = bridge.cli("skip", "abc", "--reason", "x")
@@ -159,3 +163,27 @@ def test_batches_show_written_to_a_file_keeps_keys_whole(bridge: Bridge) -> None
         text = shown.read()
     assert "…" not in text and "\x1b[" not in text
     assert f'{{"sku":"{sku}"}}' in text
+
+
+def test_a_pending_change_can_be_skipped_or_parked_and_both_are_audited(bridge: Bridge) -> None:
+    with bridge.connect() as conn:
+        conn.execute("INSERT INTO customers VALUES (5, 'Eve', 'e@x', NULL)")
+        conn.execute("INSERT INTO customers VALUES (6, 'Fay', 'f@x', NULL)")
+        conn.execute("UPDATE customers SET email = 'fay@x' WHERE id = 6")
+    eve, fay, fay_later = outbox_ids(bridge)
+    code, out, _ = bridge.cli("skip", str(eve), "--reason", "test row, never to ship")
+    assert code == 0 and f"skipped change {eve}" in out
+    code, out, _ = bridge.cli("park", str(fay), "--reason", "checking the address")
+    assert code == 0 and f"parked change {fay}" in out
+    assert outbox_ids(bridge) == [fay_later]  # still pending, parked behind `fay`
+    assert bridge.rows("SELECT id, result FROM cdc_bridge.delivered") == [(eve, "skipped")]
+    assert bridge.rows("SELECT id, reason FROM cdc_bridge.failed") == [
+        (fay, "parked by an operator: checking the address")
+    ]
+    audit = bridge.rows(
+        "SELECT change_id, action, reason, os_user <> '' FROM cdc_bridge.skips ORDER BY skip_id"
+    )
+    assert audit == [
+        (eve, "skip", "test row, never to ship", True),
+        (fay, "park", "checking the address", True),
+    ]

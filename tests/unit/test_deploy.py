@@ -38,6 +38,7 @@ PRODUCT_COMMANDS = {
     "batches": {"list", "show"},
     "replay": set(),
     "skip": set(),
+    "park": set(),
     "snapshot": set(),
     "reconcile": set(),
     "cleanup": set(),

@@ -21,7 +21,7 @@ from cdc_bridge.peer.client import (
     retry_after_seconds,
 )
 from cdc_bridge.peer.protocol import Batch, ResultStatus
-from cdc_bridge.relay.daemon import judge, lanes_of
+from cdc_bridge.relay.daemon import judge
 from cdc_bridge.relay.retry import backoff_delay
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -39,28 +39,12 @@ def change(id_: int, key: int, table: str = "public.t") -> Outgoing:
         old=None,
         committed_at=NOW,
         origin="erp",
+        txid="9",
     )
 
 
 def result(c: Outgoing, status: ResultStatus) -> Answer:
     return Answer(status)
-
-
-def test_lanes_keep_each_record_in_one_lane_in_id_order() -> None:
-    changes = [change(i, key=i % 7) for i in range(1, 200)]
-    lanes = lanes_of(changes, lanes=4, per_lane=1000)
-    assert sorted(c.id for lane in lanes for c in lane) == list(range(1, 200))
-    for lane in lanes:
-        assert [c.id for c in lane] == sorted(c.id for c in lane)
-    lane_of_key = {c.key_text: i for i, lane in enumerate(lanes) for c in lane}
-    for i, lane in enumerate(lanes):
-        assert all(lane_of_key[c.key_text] == i for c in lane)
-
-
-def test_a_full_lane_postpones_a_suffix_never_a_middle_change() -> None:
-    changes = [change(i, key=i % 3) for i in range(1, 31)]
-    lanes = lanes_of(changes, lanes=1, per_lane=10)
-    assert [c.id for c in lanes[0]] == list(range(1, 11))
 
 
 def test_per_change_rejection_fails_that_change_and_leaves_skipped_ones() -> None:
@@ -79,11 +63,11 @@ def test_per_change_rejection_fails_that_change_and_leaves_skipped_ones() -> Non
     assert verdict.retry == []
 
 
-def test_permanent_http_failure_fails_the_first_change_of_each_record() -> None:
+def test_permanent_http_failure_fails_every_change_so_no_transaction_half_fails() -> None:
     sent = [change(1, 1), change(2, 2), change(3, 1)]
     delivery = Delivery(http_status=422, error="HTTP 422", permanent=True)
     verdict = judge(delivery, sent, frozenset())
-    assert [f.id for f in verdict.failures] == [1, 2]
+    assert [f.id for f in verdict.failures] == [1, 2, 3]
     assert verdict.retry == [] and verdict.acked == {}
 
 
@@ -129,13 +113,7 @@ def test_batch_body_is_a_valid_protocol_batch() -> None:
     assert batch.changes[0].idempotency_key == "erp:9:1"
     assert batch.changes[0].op.value == "update"
     assert batch.changes[0].committed_at == NOW
-
-
-def test_records_with_a_batch_in_flight_get_no_new_batch() -> None:
-    changes = [change(1, 1), change(2, 2), change(3, 1)]
-    busy = {("public.t", '{"id": 1}')}
-    lanes = lanes_of(changes, lanes=2, per_lane=10, busy=busy)
-    assert [c.id for lane in lanes for c in lane] == [2]
+    assert batch.changes[0].txid == "9"
 
 
 def _answer(body: object) -> Delivery:

@@ -1,0 +1,127 @@
+-- The outbox: its shape and every statement that writes it. Only cdc_bridge/outbox.py
+-- uses these blocks; capture, snapshot, reconcile, replay, skip and conflict resolution
+-- write the outbox through it (the relay's reads, acknowledgements and failures are in
+-- relay.sql, also used only by outbox.py).
+-- The capture_* blocks are the INSERT each generated capture function runs (fragments,
+-- see capture.sql: create_table_capture_function). Their text is part of the hash that
+-- `triggers status` compares: changing it makes every install outdated.
+
+-- name: create_outbox
+-- One row per captured change, written in the same transaction as the change.
+-- Rows leave when the peer has acknowledged them (no read cursor, so a transaction
+-- that commits late is never skipped).
+CREATE TABLE IF NOT EXISTS {schema}.outbox (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    table_name  text NOT NULL,
+    op          text NOT NULL CHECK (op IN ('I', 'U', 'D')),
+    key         jsonb NOT NULL,
+    fields      jsonb,
+    old         jsonb,
+    changed     text[],
+    origin      text NOT NULL,
+    captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- The relay reads whole source transactions: their rows are found by txid.
+CREATE INDEX IF NOT EXISTS outbox_txid ON {schema}.outbox (txid, id);
+COMMENT ON TABLE {schema}.outbox IS
+    'cdc-bridge: changes waiting to be acknowledged by the peer. fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
+
+-- name: capture_insert
+INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
+    VALUES ({label}, 'I', {new_key}, {fields}, {origin})
+
+-- name: capture_delete
+INSERT INTO {schema}.outbox (table_name, op, key, origin)
+    VALUES ({label}, 'D', {old_key}, {origin})
+
+-- name: capture_rekey
+INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
+    VALUES ({label}, 'D', {old_key}, NULL, {origin}),
+           ({label}, 'I', {new_key}, {fields}, {origin})
+
+-- name: capture_update
+INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+    VALUES ({label}, 'U', {new_key}, {fields}, {old}, {changed}, {origin})
+
+-- name: capture_update_whole_row
+INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+    SELECT {label}, 'U', {new_key}, r.new_row, NULL,
+           ARRAY(SELECT c.key FROM pg_catalog.jsonb_each(r.new_row) AS c
+                 WHERE c.value IS DISTINCT FROM r.old_row -> c.key
+                 ORDER BY c.key COLLATE "C"),
+           {origin}
+    FROM (SELECT pg_catalog.to_jsonb(NEW) AS new_row, pg_catalog.to_jsonb(OLD) AS old_row) AS r
+
+-- name: outbox_queue
+-- The head of every INSERT that queues changes from outside a trigger (snapshot,
+-- reconcile fixes, conflict resolutions): the statement supplies these columns in this
+-- order, by VALUES or SELECT. id, txid and captured_at come from the defaults.
+INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+
+-- name: outbox_requeue
+-- Puts changes back into the outbox under their ORIGINAL id: same place in per-key order.
+-- A change the peer acknowledged keeps its txid too, so its idempotency key: the peer
+-- answers `duplicate`. A change the peer never applied (failed, or skipped) takes this
+-- transaction's txid: a new key, above the watermark the relay has sent (protocol
+-- `settled_below`), so the peer applies it; changes replayed together travel as one
+-- source transaction. They leave `failed`/`delivered` in the same transaction, so each
+-- change is in exactly one of outbox, delivered, failed.
+WITH from_failed AS (
+    DELETE FROM {schema}.failed WHERE id = ANY(%(ids)s)
+    RETURNING id, pg_current_xact_id() AS txid, table_name, op, key, fields, old, changed,
+              origin, captured_at
+), from_delivered AS (
+    DELETE FROM {schema}.delivered WHERE id = ANY(%(ids)s)
+    RETURNING id,
+              CASE WHEN result = 'skipped' THEN pg_current_xact_id() ELSE txid END AS txid,
+              table_name, op, key, fields, old, changed, origin, captured_at
+)
+INSERT INTO {schema}.outbox
+    (id, txid, table_name, op, key, fields, old, changed, origin, captured_at)
+OVERRIDING SYSTEM VALUE
+SELECT * FROM (SELECT * FROM from_failed UNION ALL SELECT * FROM from_delivered) c
+ORDER BY id
+RETURNING id;
+
+-- name: outbox_skip
+-- Gives up on a failed or still-pending change: it moves to `delivered` as 'skipped',
+-- and its key's parked changes flow again. A pending change in a batch in flight may
+-- still reach the peer.
+WITH from_failed AS (
+    DELETE FROM {schema}.failed WHERE id = %(id)s
+    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at, batch_id
+), from_outbox AS (
+    DELETE FROM {schema}.outbox WHERE id = %(id)s
+    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+              NULL::text AS batch_id
+), kept AS (
+    INSERT INTO {schema}.delivered
+        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+         batch_id, result)
+    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+           batch_id, 'skipped'
+    FROM (SELECT * FROM from_failed UNION ALL SELECT * FROM from_outbox) AS gone
+    RETURNING id, table_name, key
+)
+INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason, action)
+SELECT id, table_name, key, %(os_user)s, %(reason)s, 'skip' FROM kept
+RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
+
+-- name: outbox_park_pending
+-- A change still in the outbox, held back on purpose: it moves to `failed` (its key and
+-- its transaction wait), to be replayed or skipped later like any failed change.
+WITH gone AS (
+    DELETE FROM {schema}.outbox WHERE id = %(id)s
+    RETURNING id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+), kept AS (
+    INSERT INTO {schema}.failed
+        (id, txid, table_name, op, key, fields, old, changed, origin, captured_at, reason)
+    SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at,
+           'parked by an operator: ' || %(reason)s
+    FROM gone
+    RETURNING id, table_name, key
+)
+INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason, action)
+SELECT id, table_name, key, %(os_user)s, %(reason)s, 'park' FROM kept
+RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
