@@ -204,6 +204,7 @@ class Relay:
         self._suspects: dict[str, float] = {}  # txid -> when a batch of it first got 500
         self._sending = asyncio.Semaphore(self.relay.concurrency)
         self._probe = OutboxProbe(self._connect, self.schema)
+        self._outage_server: asyncio.Server | None = None  # /healthz while the database is down
         # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
         # unchanged. The REST adapter builds its own bodies from the parsed fields.
         self._encoded_tables = (
@@ -256,16 +257,35 @@ class Relay:
 
     async def _lead_forever(self, client: PeerClient) -> None:
         attempt = 0
-        while not self.stopping.is_set():
-            try:
-                await self._lead(client)
-                attempt = 0
-            except psycopg.OperationalError as exc:
-                self._db_outage.failed(_first_line(exc))
-                self.metrics.leader.set(0)
-                self.role = "reconnecting"
-                await self._sleep(backoff_delay(attempt, 0.2, self.relay.retry_max_s))
-                attempt += 1
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await self._lead(client)
+                    attempt = 0
+                except psycopg.OperationalError as exc:
+                    self._db_outage.failed(_first_line(exc))
+                    self.metrics.leader.set(0)
+                    self.role = "reconnecting"
+                    await self._serve_outage()
+                    await self._sleep(backoff_delay(attempt, 0.2, self.relay.retry_max_s))
+                    attempt += 1
+        finally:
+            await self._end_outage_serving()
+
+    async def _serve_outage(self) -> None:
+        """While the database does not answer, nobody can tell who leads: serve /healthz
+        (503, database unreachable) if the port is free, so the outage is seen. A relay
+        on this host that already serves it is left to answer."""
+        listen = self.relay.metrics_listen
+        if listen and self._outage_server is None:
+            with contextlib.suppress(OSError):
+                self._outage_server = await serve_metrics(listen, self.metrics, self.health)
+
+    async def _end_outage_serving(self) -> None:
+        server, self._outage_server = self._outage_server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
@@ -275,6 +295,7 @@ class Relay:
     async def _lead(self, client: PeerClient) -> None:
         async with await self._connect() as lock_conn:
             self._db_outage.recovered()
+            await self._end_outage_serving()  # the leader serves it from now on
             if not await self._acquire(lock_conn):
                 return
             async with self._metrics_served():
