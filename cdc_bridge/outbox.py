@@ -263,9 +263,8 @@ def queue_into(schema: str) -> sql.Composed:
 CaptureBlock = Literal[
     "capture_insert",
     "capture_delete",
-    "capture_rekey",
     "capture_update",
-    "capture_update_whole_row",
+    "capture_update_filtered",
 ]
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cdc_bridge.capture.render import render_install
+from cdc_bridge import sql as queries
+from cdc_bridge.capture.render import listening_key, render_install
 from cdc_bridge.config import BridgeConfig, parse_config
 from tests.pg import TestServer
 
@@ -65,3 +66,39 @@ def drop_role(server: TestServer, dsn: str, name: str) -> None:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
     with server.admin() as admin:
         admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+# ------------------------------------------------------------------ NOTIFY, as the relay sees it
+
+CHANNEL = "cdc_bridge"  # the example configs' bridge schema, which names the channel
+SENTINEL = "end of the changes under test"
+
+
+def listening_pid(dsn: str, schema: str = CHANNEL) -> int | None:
+    """The session holding the listening key, as a relay does while idle (None: nobody)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        query = queries.query("relay_listening_holder")
+        row = conn.execute(query, {"key": listening_key(schema)}).fetchone()
+    return None if row is None else int(row[0])
+
+
+def listen_as_relay(conn: psycopg.Connection[Any], schema: str = CHANNEL) -> None:
+    """LISTEN and hold the listening key on `conn` (autocommit), as an idle relay does."""
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(schema)))
+    conn.execute(queries.query("relay_listen"), {"key": listening_key(schema), "timeout": "5s"})
+
+
+def notifications_sent(listener: psycopg.Connection[Any], dsn: str) -> list[str]:
+    """Payloads `listener` received on the channel, up to a sentinel sent now.
+
+    Notifications arrive in commit order, so any NOTIFY of a transaction that committed
+    before this call arrives before the sentinel: no waiting for an absence.
+    """
+    with psycopg.connect(dsn, autocommit=True) as sender:
+        sender.execute("SELECT pg_notify(%s, %s)", (CHANNEL, SENTINEL))
+    payloads = []
+    for notification in listener.notifies(timeout=30):
+        if notification.payload == SENTINEL:
+            return payloads
+        payloads.append(notification.payload)
+    raise AssertionError("the sentinel NOTIFY never arrived")

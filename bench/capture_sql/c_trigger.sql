@@ -1,5 +1,5 @@
 -- Benchmark floor for the update workload only, not a working capture: it writes nothing.
--- Applied after the install and relay_busy.sql: the capture insert and delete triggers are
+-- Applied after the install: the capture insert and delete triggers are
 -- dropped and the update trigger calls PostgreSQL's built-in C function
 -- suppress_redundant_updates_trigger() instead (it returns NEW when the row changed).
 -- Measures what calling a C-language row trigger costs, next to the PL/pgSQL floors.

@@ -1,5 +1,5 @@
 -- Benchmark floor, not a working capture: every change writes the same constant outbox row.
--- Applied after the install and relay_busy.sql, then floor_triggers.sql points the three
+-- Applied after the install, then floor_triggers.sql points the three
 -- capture row triggers at this function. Measures PL/pgSQL plus one outbox row per change
 -- with no data work at all: the floor for any design that writes one outbox row per change
 -- from a PL/pgSQL row trigger.

@@ -97,8 +97,8 @@ def referenced_columns(tree: Any) -> list[str]:
     return sorted({check_identifier(col.name) for col in tree.find_all(exp.Column)})
 
 
-def for_trigger(text: str, row: Literal["NEW", "OLD"]) -> str:
-    """The filter with each column bound to NEW or OLD, as PostgreSQL SQL text."""
+def for_trigger(text: str, row: Literal["NEW", "OLD", "n", "o"]) -> str:
+    """The filter with each column bound to a row (NEW, OLD, or an alias), as SQL text."""
     tree = parse_where(text).copy()
 
     def bind(node: exp.Expression) -> exp.Expression:

@@ -1,16 +1,22 @@
 """Per-table capture functions, generated from the config. Never connects to a database.
 
-A generic function would turn the row into jsonb (`to_jsonb(NEW)`) and look up each
-configured column in it with a query; a generated one names the columns, so PL/pgSQL
-evaluates plain expressions. There is one function per table and kind of change
-(`CaptureKind`), each a single INSERT: the triggers choose the kind with their WHEN
-clauses, so no function branches or keeps a variable (see `create_table_capture_function`
-in capture.sql for why that matters). This module fills in the expressions.
+Capture is statement-level: one AFTER trigger per kind of statement (`CaptureKind`), with
+transition tables, calls a generated function whose body is a single `INSERT ... SELECT`
+over the statement's old and new rows. A statement that touches 100k rows makes one
+set-based insert, not 100k PL/pgSQL calls each starting an executor; a one-row statement
+makes one call, as a row trigger did. The function names the columns, so PostgreSQL
+evaluates plain expressions; this module fills them in.
+
+An update's old and new rows are paired by key. A key that only the old rows hold left
+(a key change, or a row leaving the `where` filter shows as such below), one that only the
+new rows hold arrived: the peer sees the old key go and the new one arrive. Each key thus
+appears at most once per statement, so per-key order is the order of statements.
 
 Whole-row tables (`sor: local`, `handoff`) ship every column the table has *now*, so
-their fields stay `to_jsonb(NEW)` (no column list is known without a database, and an
-added column ships without a reinstall); their updates find the changed columns with one
-sub-select inside the INSERT.
+their fields stay `to_jsonb(n.*)` (no column list is known without a database, and an
+added column ships without a reinstall). Their updates record no `changed` list: the
+relay ships whole rows whatever changed, and only per-field tables' SOR filter and
+conflict rules read it.
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ from psycopg import sql
 
 from cdc_bridge import outbox
 from cdc_bridge import sql as queries
+from cdc_bridge.capture.filters import for_trigger
 from cdc_bridge.config import BridgeConfig, TableSpec
 
 Row = Literal["NEW", "OLD"]
+# Aliases of the transition tables inside a capture function (new rows, old rows).
+Alias = Literal["n", "o"]
+NEW_ROWS = "cdc_bridge_new"
+OLD_ROWS = "cdc_bridge_old"
 
 # jsonb_build_object takes at most 100 arguments (FUNC_MAX_ARGS): 50 name/value pairs.
 _PAIRS_PER_CALL = 50
@@ -35,29 +46,33 @@ _NO_FIELDS = sql.SQL("'{}'::jsonb")
 _SECURITY = sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp")
 
 
-CaptureKind = Literal["ins", "upd", "rekey", "del"]
-CAPTURE_KINDS: tuple[CaptureKind, ...] = ("ins", "upd", "rekey", "del")
+CaptureKind = Literal["ins", "upd", "del"]
+CAPTURE_KINDS: tuple[CaptureKind, ...] = ("ins", "upd", "del")
+# What earlier versions installed: dropped by an install (the row-level `capture_v3_`
+# functions, one per kind, and the single `capture_v2_` function before them).
+_LEGACY_KINDS = ("ins", "upd", "rekey", "del")
 
 
 def capture_function_name(spec: TableSpec, kind: CaptureKind) -> str:
     """Stable per table, short enough for any label (identifiers stop at 63 bytes)."""
-    return f"capture_v3_{_label_digest(spec)}_{kind}"
+    return f"capture_v4_{_label_digest(spec)}_{kind}"
 
 
-def legacy_capture_function_name(spec: TableSpec) -> str:
-    """The single per-table function of earlier installs (replaced by the per-kind ones)."""
-    return f"capture_v2_{_label_digest(spec)}"
+def legacy_capture_function_names(spec: TableSpec) -> list[str]:
+    """The capture functions of earlier installs (replaced by this version's)."""
+    digest = _label_digest(spec)
+    return [f"capture_v3_{digest}_{kind}" for kind in _LEGACY_KINDS] + [f"capture_v2_{digest}"]
 
 
 def _label_digest(spec: TableSpec) -> str:
     return hashlib.sha256(spec.label.encode()).hexdigest()[:16]
 
 
-def column(row: Row, name: str) -> sql.Composable:
+def column(row: Row | Alias, name: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(sql.SQL(row), sql.Identifier(name))
 
 
-def differs(name: str) -> sql.Composable:
+def differs(name: str, new: Row | Alias = "n", old: Row | Alias = "o") -> sql.Composable:
     """The column's stored value changed, byte for byte.
 
     Not `IS DISTINCT FROM`: json, xml and other types have no `=` (installing or
@@ -66,12 +81,12 @@ def differs(name: str) -> sql.Composable:
     stored, for every type, NULLs included.
     """
     return sql.SQL("(ROW({})::record) *<> (ROW({})::record)").format(
-        column("NEW", name), column("OLD", name)
+        column(new, name), column(old, name)
     )
 
 
-def json_object(row: Row, columns: Sequence[str]) -> sql.Composable:
-    """jsonb of the named columns of NEW or OLD, as to_jsonb(row) would give them."""
+def json_object(row: Alias, columns: Sequence[str]) -> sql.Composable:
+    """jsonb of the named columns of a new or old row, as to_jsonb(row) would give them."""
     if not columns:
         return _NO_FIELDS
     calls = []
@@ -84,7 +99,7 @@ def json_object(row: Row, columns: Sequence[str]) -> sql.Composable:
     return sql.SQL(" || ").join(calls)
 
 
-def _when_changed(name: str, row: Row) -> sql.Composable:
+def _when_changed(name: str, row: Alias) -> sql.Composable:
     """`{name: row.name}` when the field changed, else `{}`."""
     return sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(
         differs(name), json_object(row, [name]), _NO_FIELDS
@@ -93,6 +108,8 @@ def _when_changed(name: str, row: Row) -> sql.Composable:
 
 def _changed_columns(spec: TableSpec) -> sql.Composable:
     """The shipped fields an update changed, sorted by name (byte order)."""
+    if spec.ships_whole_rows:
+        return sql.SQL("NULL::text[]")
     names = sorted(spec.shipped_fields, key=lambda n: n.encode())
     cases = (sql.SQL("CASE WHEN {} THEN {} END").format(differs(n), sql.Literal(n)) for n in names)
     return sql.SQL("pg_catalog.array_remove(ARRAY[{}]::text[], NULL)").format(
@@ -102,49 +119,74 @@ def _changed_columns(spec: TableSpec) -> sql.Composable:
 
 def _update_fields(spec: TableSpec) -> sql.Composable:
     """Fields of an update: fields owned by `both` ship only when they changed."""
+    if spec.ships_whole_rows:
+        return _insert_fields(spec)
     both = set(spec.both_fields)
     always = [c for c in (*spec.key, *spec.shipped_fields) if c not in both]
-    parts = [json_object("NEW", always), *(_when_changed(b, "NEW") for b in spec.both_fields)]
+    parts = [json_object("n", always), *(_when_changed(b, "n") for b in spec.both_fields)]
     return sql.SQL(" || ").join(parts)
 
 
 def _update_old(spec: TableSpec) -> sql.Composable:
     """Previous values of the changed `both` fields (conflict detection); NULL if none."""
     if not spec.both_fields:
-        return sql.SQL("NULL")
-    parts = sql.SQL(" || ").join(_when_changed(b, "OLD") for b in spec.both_fields)
+        return sql.SQL("NULL::jsonb")
+    parts = sql.SQL(" || ").join(_when_changed(b, "o") for b in spec.both_fields)
     return sql.SQL("nullif({}, {})").format(parts, _NO_FIELDS)
 
 
 def _insert_fields(spec: TableSpec) -> sql.Composable:
     if spec.ships_whole_rows:
-        return sql.SQL("pg_catalog.to_jsonb(NEW)")
-    return json_object("NEW", [*spec.key, *spec.shipped_fields])
+        return sql.SQL("pg_catalog.to_jsonb(n.*)")  # n.*: a column may be named n
+    return json_object("n", [*spec.key, *spec.shipped_fields])
+
+
+def _any_changed(spec: TableSpec) -> sql.Composable:
+    """Whether an update changed anything that ships (no-op updates ship nothing)."""
+    if spec.ships_whole_rows:
+        # Stored images, not `=`: see `differs` (a json column made every update fail).
+        return sql.SQL("(n.*) *<> (o.*)")
+    return sql.SQL(" OR ").join(differs(c) for c in spec.shipped_fields)
+
+
+def _same_key(spec: TableSpec) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(column("n", c), column("o", c)) for c in spec.key
+    )
+
+
+def in_filter(spec: TableSpec, row: Alias) -> sql.Composable:
+    """Whether the row is inside the table's `where` filter (always, without one)."""
+    if spec.where is None:
+        return sql.SQL("true")
+    return sql.SQL("coalesce(({}), false)").format(sql.SQL(for_trigger(spec.where, row)))
 
 
 def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
-    def insert(block: outbox.CaptureBlock, **parts: sql.Composable) -> sql.Composed:
-        origin = capture_origin(config)
-        schema = sql.Identifier(config.bridge_schema)
-        label = sql.Literal(spec.label)
-        return outbox.capture_insert(block, schema=schema, label=label, origin=origin, **parts)
-
-    old_key, new_key = json_object("OLD", spec.key), json_object("NEW", spec.key)
-    fields = _insert_fields(spec)
+    parts: dict[str, sql.Composable] = {
+        "schema": sql.Identifier(config.bridge_schema),
+        "label": sql.Literal(spec.label),
+        "origin": capture_origin(config),
+        "new_rows": sql.Identifier(NEW_ROWS),
+        "old_rows": sql.Identifier(OLD_ROWS),
+        "old_key": json_object("o", spec.key),
+        "new_key": json_object("n", spec.key),
+        "insert_fields": _insert_fields(spec),
+        "old_in": in_filter(spec, "o"),
+        "new_in": in_filter(spec, "n"),
+    }
     if kind == "del":
-        return insert("capture_delete", old_key=old_key)
+        return outbox.capture_insert("capture_delete", **parts)
     if kind == "ins":
-        return insert("capture_insert", new_key=new_key, fields=fields)
-    if kind == "rekey":
-        return insert("capture_rekey", old_key=old_key, new_key=new_key, fields=fields)
-    if spec.ships_whole_rows:
-        return insert("capture_update_whole_row", new_key=new_key)
-    return insert(
-        "capture_update",
-        new_key=new_key,
-        fields=_update_fields(spec),
+        return outbox.capture_insert("capture_insert", **parts)
+    return outbox.capture_insert(
+        "capture_update" if spec.where is None else "capture_update_filtered",
+        same_key=_same_key(spec),
+        changed_any=_any_changed(spec),
+        update_fields=_update_fields(spec),
         old=_update_old(spec),
         changed=_changed_columns(spec),
+        **parts,
     )
 
 
@@ -165,11 +207,7 @@ def _fragment(name: str, **parts: sql.Composable) -> sql.Composed:
 
 def capture_function_body(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
     """The function's body, exactly as PostgreSQL keeps it (`pg_proc.prosrc`)."""
-    body = _fragment(
-        "capture_function_body",
-        capture=_capture_statement(config, spec, kind),
-        row=sql.SQL("OLD" if kind == "del" else "NEW"),
-    )
+    body = _fragment("capture_function_body", capture=_capture_statement(config, spec, kind))
     return sql.Composed([sql.SQL("\n"), body, sql.SQL("\n")])
 
 
@@ -185,18 +223,13 @@ def create_capture_function(
     )
 
 
-_KIND_TEXT: dict[CaptureKind, str] = {
-    "ins": "inserts",
-    "upd": "updates",
-    "rekey": "updates of the key",
-    "del": "deletes",
-}
+_KIND_TEXT: dict[CaptureKind, str] = {"ins": "inserts", "upd": "updates", "del": "deletes"}
 
 
 def drop_capture_functions(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
     """Every capture function the table may have, this version's and earlier ones."""
     names = [capture_function_name(spec, kind) for kind in CAPTURE_KINDS]
-    names.append(legacy_capture_function_name(spec))
+    names += legacy_capture_function_names(spec)
     return [drop_capture_function(config, name) for name in names]
 
 

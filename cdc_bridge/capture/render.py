@@ -16,19 +16,18 @@ from typing import Literal
 from psycopg import sql
 
 from cdc_bridge import sql as queries
-from cdc_bridge.capture.filters import for_trigger
 from cdc_bridge.capture.function import (
     CAPTURE_KINDS,
+    NEW_ROWS,
+    OLD_ROWS,
     CaptureKind,
-    Row,
     capture_function_body,
     capture_function_name,
-    column,
     create_capture_function,
     differs,
     drop_capture_function,
     drop_capture_functions,
-    legacy_capture_function_name,
+    legacy_capture_function_names,
 )
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 
@@ -38,7 +37,7 @@ BASE_BLOCKS: tuple[str, ...] = (
     "create_outbox",
     "create_installed_tables",
     "create_handoffs",
-    "create_relay_listening",
+    "retire_relay_listening",
     "create_notify_function",
     "create_guard_function",
     "create_truncate_guard_function",
@@ -62,6 +61,9 @@ TRIGGER_PREFIX = "cdc_bridge_"
 STAMP_PREFIX = "cdc-bridge definition "
 
 
+Transition = tuple[Literal["OLD", "NEW"], str]
+
+
 @dataclass(frozen=True)
 class Trigger:
     name: str
@@ -71,6 +73,8 @@ class Trigger:
     function: str
     args: tuple[str, ...]
     when: sql.Composable | None = None
+    # Transition tables of a statement-level trigger: ("OLD", name), ("NEW", name).
+    referencing: tuple[Transition, ...] = ()
 
 
 # ------------------------------------------------------------------ helpers
@@ -93,31 +97,22 @@ def _terminated(text: str) -> str:
 
 
 def _any_changed(columns: Sequence[str]) -> sql.Composable:
-    return sql.SQL(" OR ").join(differs(c) for c in columns)
+    return sql.SQL(" OR ").join(differs(c, "NEW", "OLD") for c in columns)
 
 
-def _key_changed(spec: TableSpec) -> sql.Composable:
-    return sql.SQL(" OR ").join(
-        sql.SQL("{} IS DISTINCT FROM {}").format(column("OLD", c), column("NEW", c))
-        for c in spec.key
-    )
+def listening_key(schema: str) -> int:
+    """The advisory lock key an idle relay holds while it waits for NOTIFY (signed 64-bit).
 
-
-def _key_unchanged(spec: TableSpec) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{} IS NOT DISTINCT FROM {}").format(column("OLD", c), column("NEW", c))
-        for c in spec.key
-    )
-
-
-def listening_sequence(schema: str) -> str:
-    """The quoted name of the sequence that says whether the relay listens (`::regclass`)."""
-    return sql.Identifier(schema, "relay_listening").as_string(None)
+    One per bridge schema, as the NOTIFY channel is. See create_notify_function in
+    capture.sql for the handshake.
+    """
+    digest = hashlib.sha256(f"cdc-bridge listening {schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _relay_listens(config: BridgeConfig) -> sql.Composable:
-    return sql.SQL("pg_catalog.pg_sequence_last_value({}::regclass) IS DISTINCT FROM 0").format(
-        sql.Literal(listening_sequence(config.bridge_schema))
+    return sql.SQL("NOT pg_catalog.pg_try_advisory_xact_lock_shared({}::bigint)").format(
+        sql.Literal(listening_key(config.bridge_schema))
     )
 
 
@@ -126,11 +121,6 @@ def _not_from_peer(config: BridgeConfig) -> sql.Composable:
     return sql.SQL(queries.raw("guard_local_write").strip()).format(
         peer=sql.Literal(config.peer.name), role=sql.Literal(config.database.relay_role)
     )
-
-
-def _filter(spec: TableSpec, row: Row) -> sql.Composable:
-    assert spec.where is not None
-    return sql.SQL("coalesce(({}), false)").format(sql.SQL(for_trigger(spec.where, row)))
 
 
 def _all(*parts: sql.Composable | None) -> sql.Composable | None:
@@ -147,32 +137,16 @@ def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
     if not spec.captures:
         return []
 
-    if spec.ships_whole_rows:
-        # Stored images, not `=`: see `differs` (a json column made every update fail).
-        changed: sql.Composable = sql.SQL("OLD *<> NEW")
-    else:
-        changed = _any_changed(spec.key + spec.shipped_fields)
-    new_in = _filter(spec, "NEW") if spec.where else None
-    old_in = _filter(spec, "OLD") if spec.where else None
-
-    def capture(name: str, events: str, kind: CaptureKind, when: sql.Composable | None) -> Trigger:
+    def capture(kind: CaptureKind, events: str, *tables: Transition) -> Trigger:
         fn = capture_function_name(spec, kind)
-        return Trigger(f"{TRIGGER_PREFIX}capture_{name}", "AFTER", events, "ROW", fn, (), when)
+        name = f"{TRIGGER_PREFIX}capture_{kind}"
+        return Trigger(name, "AFTER", events, "STATEMENT", fn, (), referencing=tables)
 
-    triggers = [
-        capture("ins", "INSERT", "ins", new_in),
-        capture("upd", "UPDATE", "upd", _all(old_in, new_in, _key_unchanged(spec), changed)),
-        # The key itself changed: the peer sees the old row go and the new one arrive.
-        capture("rekey", "UPDATE", "rekey", _all(old_in, new_in, _key_changed(spec))),
-    ]
+    old: Transition = ("OLD", OLD_ROWS)
+    new: Transition = ("NEW", NEW_ROWS)
+    triggers = [capture("ins", "INSERT", new), capture("upd", "UPDATE", old, new)]
     if not spec.key_owned_by_peer:
-        triggers.append(capture("del", "DELETE", "del", old_in))
-    if old_in is not None and new_in is not None:
-        # A row that starts (or stops) matching the filter arrives at (or leaves) the peer.
-        triggers += [
-            capture("enter", "UPDATE", "ins", _all(sql.SQL("NOT {}").format(old_in), new_in)),
-            capture("leave", "UPDATE", "del", _all(old_in, sql.SQL("NOT {}").format(new_in))),
-        ]
+        triggers.append(capture("del", "DELETE", old))
     triggers += [
         Trigger(
             f"{TRIGGER_PREFIX}notify",
@@ -270,8 +244,15 @@ def table_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
 
 def _create_trigger(config: BridgeConfig, spec: TableSpec, trigger: Trigger) -> sql.Composable:
     when = sql.SQL("") if trigger.when is None else sql.SQL("\n    WHEN ({})").format(trigger.when)
+    tables = (
+        sql.SQL("{} TABLE AS {}").format(sql.SQL(side), sql.Identifier(name))
+        for side, name in trigger.referencing
+    )
+    referencing = sql.SQL(" ").join(tables)
+    if trigger.referencing:
+        referencing = sql.SQL("\n    REFERENCING {}").format(referencing)
     return sql.SQL(
-        "CREATE TRIGGER {name} {timing} {events} ON {table}\n"
+        "CREATE TRIGGER {name} {timing} {events} ON {table}{referencing}\n"
         "    FOR EACH {level}{when}\n"
         "    EXECUTE FUNCTION {function}({args})"
     ).format(
@@ -279,6 +260,7 @@ def _create_trigger(config: BridgeConfig, spec: TableSpec, trigger: Trigger) -> 
         timing=sql.SQL(trigger.timing),
         events=sql.SQL(trigger.events),
         table=spec.name.identifier,
+        referencing=referencing,
         level=sql.SQL(trigger.level),
         when=when,
         function=sql.Identifier(config.bridge_schema, trigger.function),
@@ -353,7 +335,7 @@ def _unused_capture(config: BridgeConfig, spec: TableSpec) -> list[sql.Composabl
     statements = [_drop_trigger(spec, n) for n in capture_names if n not in current]
     used = set(_capture_kinds(config, spec))
     names = [capture_function_name(spec, k) for k in CAPTURE_KINDS if k not in used]
-    names.append(legacy_capture_function_name(spec))
+    names += legacy_capture_function_names(spec)
     return statements + [drop_capture_function(config, name) for name in names]
 
 

@@ -29,29 +29,52 @@ COMMENT ON TABLE {schema}.outbox IS
 
 -- name: capture_insert
 INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-    VALUES ({label}, 'I', {new_key}, {fields}, {origin})
+    SELECT {label}, 'I', {new_key}, {insert_fields}, {origin}
+    FROM {new_rows} AS n
+    WHERE {new_in}
 
 -- name: capture_delete
 INSERT INTO {schema}.outbox (table_name, op, key, origin)
-    VALUES ({label}, 'D', {old_key}, {origin})
-
--- name: capture_rekey
-INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
-    VALUES ({label}, 'D', {old_key}, NULL, {origin}),
-           ({label}, 'I', {new_key}, {fields}, {origin})
+    SELECT {label}, 'D', {old_key}, {origin}
+    FROM {old_rows} AS o
+    WHERE {old_in}
 
 -- name: capture_update
 INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
-    VALUES ({label}, 'U', {new_key}, {fields}, {old}, {changed}, {origin})
+    SELECT {label}, 'D', {old_key}, NULL::jsonb, NULL::jsonb, NULL::text[], {origin}
+    FROM {old_rows} AS o
+    WHERE NOT EXISTS (SELECT FROM {new_rows} AS n WHERE {same_key})
+    UNION ALL
+    SELECT {label}, 'U', {new_key}, {update_fields}, {old}, {changed}, {origin}
+    FROM {new_rows} AS n JOIN {old_rows} AS o ON {same_key}
+    WHERE {changed_any}
+    UNION ALL
+    SELECT {label}, 'I', {new_key}, {insert_fields}, NULL, NULL, {origin}
+    FROM {new_rows} AS n
+    WHERE NOT EXISTS (SELECT FROM {old_rows} AS o WHERE {same_key})
 
--- name: capture_update_whole_row
+-- name: capture_update_filtered
 INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
-    SELECT {label}, 'U', {new_key}, r.new_row, NULL,
-           ARRAY(SELECT c.key FROM pg_catalog.jsonb_each(r.new_row) AS c
-                 WHERE c.value IS DISTINCT FROM r.old_row -> c.key
-                 ORDER BY c.key COLLATE "C"),
+    SELECT {label}, 'D', {old_key}, NULL::jsonb, NULL::jsonb, NULL::text[], {origin}
+    FROM {old_rows} AS o
+    WHERE {old_in} AND NOT EXISTS (SELECT FROM {new_rows} AS n WHERE {same_key})
+    UNION ALL
+    SELECT {label}, c.op, CASE c.op WHEN 'D' THEN {old_key} ELSE {new_key} END,
+           CASE c.op WHEN 'U' THEN {update_fields} WHEN 'I' THEN {insert_fields} END,
+           CASE c.op WHEN 'U' THEN {old} END,
+           CASE c.op WHEN 'U' THEN {changed} END,
            {origin}
-    FROM (SELECT pg_catalog.to_jsonb(NEW) AS new_row, pg_catalog.to_jsonb(OLD) AS old_row) AS r
+    FROM {new_rows} AS n JOIN {old_rows} AS o ON {same_key}
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN {old_in} AND {new_in} THEN CASE WHEN {changed_any} THEN 'U' END
+                    WHEN {new_in} THEN 'I'
+                    WHEN {old_in} THEN 'D' END AS op
+        OFFSET 0) AS c
+    WHERE c.op IS NOT NULL
+    UNION ALL
+    SELECT {label}, 'I', {new_key}, {insert_fields}, NULL, NULL, {origin}
+    FROM {new_rows} AS n
+    WHERE {new_in} AND NOT EXISTS (SELECT FROM {old_rows} AS o WHERE {same_key})
 
 -- name: outbox_queue
 -- The head of every INSERT that queues changes from outside a trigger (snapshot,

@@ -328,23 +328,22 @@ WHERE datname = current_database() AND xact_start IS NOT NULL
 ORDER BY xact_start
 LIMIT 1;
 
--- name: relay_set_listening
--- Writers NOTIFY only while the relay listens (see capture.sql: relay_listening).
-SELECT pg_catalog.setval(%(sequence)s::regclass, CASE WHEN %(listening)s THEN 1 ELSE 0 END);
+-- name: relay_listen
+-- The relay is idle: from now on writers notify (see capture.sql: create_notify_function).
+-- Waits for the writers that hold the key shared: they wrote while no relay listened. At
+-- most %(timeout)s: set_config comes first in the target list and is LOCAL, so the limit
+-- holds for this statement's lock wait alone (one round trip, in autocommit).
+SELECT pg_catalog.set_config('lock_timeout', %(timeout)s, true),
+       pg_catalog.pg_advisory_lock(%(key)s::bigint);
 
--- name: relay_snapshot_now
-SELECT pg_current_snapshot()::text;
+-- name: relay_stop_listening
+-- The relay ships and reads again by itself: writers need not notify.
+SELECT pg_catalog.pg_advisory_unlock(%(key)s::bigint);
 
--- name: relay_writers_in_doubt
--- Transactions of this database that were running when the relay started listening
--- again: they may have written the outbox while it said "busy", and so sent no NOTIFY.
--- The snapshot lists the whole cluster's transactions; a long one in another database
--- cannot write this outbox and must not keep the relay re-reading. A transaction's
--- database is that of the locks it holds (pg_locks, unlike pg_stat_activity, shows every
--- session's to an unprivileged role).
-SELECT count(*) FROM pg_snapshot_xip(%(snapshot)s::pg_snapshot) AS x
-WHERE pg_xact_status(x) = 'in progress'
-  AND EXISTS (
-      SELECT FROM pg_locks t JOIN pg_locks l USING (virtualtransaction)
-      WHERE t.locktype = 'transactionid' AND t.transactionid = x::xid
-        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()));
+-- name: relay_listening_holder
+-- The session that listens for this bridge schema (none: writers send no NOTIFY).
+SELECT l.pid
+FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock'
+  AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = %(key)s::bigint;

@@ -8,8 +8,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cdc_bridge.capture.function import legacy_capture_function_name
-from tests.helpers import example_config, fetch, install
+from cdc_bridge.capture.function import legacy_capture_function_names
+from tests.helpers import (
+    example_config,
+    fetch,
+    install,
+    listen_as_relay,
+    notifications_sent,
+)
 
 OUTBOX = (
     "SELECT table_name, op, key, fields, old, changed, origin, txid::text "
@@ -52,7 +58,7 @@ def test_whole_row_table_captures_insert_update_delete_in_one_txid(conn: Any) ->
             {"id": 1},
             {"id": 1, "name": "Ann B", "email": "a@x", "tier": None},
             None,
-            ["name"],
+            None,  # whole rows ship whatever changed: no list of changed columns
             "erp",
             txid,
         ),
@@ -192,7 +198,7 @@ def test_handoff_table_ships_whole_rows_until_handed_off(conn: Any) -> None:
     order = {"id": 10, "customer_id": 1, "total": 5.5}
     assert [r[:7] for r in outbox(conn)] == [
         ("public.orders", "I", {"id": 10}, {**order, "status": "new"}, None, None, "erp"),
-        ("public.orders", "U", {"id": 10}, {**order, "status": "paid"}, None, ["status"], "erp"),
+        ("public.orders", "U", {"id": 10}, {**order, "status": "paid"}, None, None, "erp"),
         ("public.orders", "D", {"id": 10}, None, None, None, "erp"),
     ]
     rows = outbox(conn)
@@ -266,32 +272,30 @@ def test_one_transaction_over_several_tables_shares_a_txid(conn: Any) -> None:
 def test_one_notification_per_table_and_transaction(db: str) -> None:
     install(example_config(db))
     with psycopg.connect(db, autocommit=True) as listener, psycopg.connect(db) as writer:
-        listener.execute('LISTEN "cdc_bridge"')
+        listen_as_relay(listener)
         with writer.transaction():
             for i in range(5):
                 writer.execute("INSERT INTO customers VALUES (%s, 'x', NULL, NULL)", (i,))
             writer.execute("UPDATE customers SET name = 'y'")
             writer.execute("INSERT INTO orders VALUES (1, 1, 1)")
         writer.commit()
-        received = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
-        received += [n.payload for n in listener.notifies(timeout=0.5)]
+        received = notifications_sent(listener, db)
     assert sorted(received) == ["public.customers", "public.orders"]
 
 
-def test_no_notification_while_the_relay_says_it_is_busy(db: str) -> None:
+def test_notification_only_while_a_relay_holds_the_listening_key(db: str) -> None:
     install(example_config(db))
     with psycopg.connect(db, autocommit=True) as listener, psycopg.connect(db) as writer:
-        listener.execute('LISTEN "cdc_bridge"')
-        listener.execute("SELECT setval('cdc_bridge.relay_listening', 0)")
+        listener.execute('LISTEN "cdc_bridge"')  # listening alone is not enough
         with writer.transaction():
             writer.execute("INSERT INTO customers VALUES (1, 'x', NULL, NULL)")
         writer.commit()
-        quiet = [n.payload for n in listener.notifies(timeout=0.5)]
-        listener.execute("SELECT setval('cdc_bridge.relay_listening', 1)")
+        quiet = notifications_sent(listener, db)
+        listen_as_relay(listener)
         with writer.transaction():
             writer.execute("INSERT INTO customers VALUES (2, 'x', NULL, NULL)")
         writer.commit()
-        woken = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+        woken = notifications_sent(listener, db)
     assert quiet == []
     assert woken == ["public.customers"]
     assert [r[0] for r in fetch(db, "SELECT key FROM cdc_bridge.outbox ORDER BY id")] == [
@@ -303,18 +307,23 @@ def test_no_notification_while_the_relay_says_it_is_busy(db: str) -> None:
 def test_install_over_an_earlier_install_leaves_no_old_capture_behind(db: str) -> None:
     config = example_config(db)
     customers = config.table("public.customers")
-    legacy = legacy_capture_function_name(customers)
+    legacy = legacy_capture_function_names(customers)
     install(config)
     with psycopg.connect(db, autocommit=True) as conn:
-        # What an earlier version left: its single capture function, still called by a
+        # What earlier versions left: their capture functions, one still called by a row
         # trigger this config does not create (customers has no `where` filter).
+        for name in legacy:
+            conn.execute(
+                sql.SQL(
+                    "CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
+                    "'BEGIN RETURN NULL; END'"
+                ).format(fn=sql.Identifier("cdc_bridge", name))
+            )
         conn.execute(
             sql.SQL(
-                "CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
-                "'BEGIN RETURN NULL; END';"
                 "CREATE TRIGGER cdc_bridge_capture_leave AFTER UPDATE ON customers "
                 "FOR EACH ROW EXECUTE FUNCTION {fn}()"
-            ).format(fn=sql.Identifier("cdc_bridge", legacy))
+            ).format(fn=sql.Identifier("cdc_bridge", legacy[-1]))
         )
         install(config)
         triggers = conn.execute(
@@ -324,15 +333,17 @@ def test_install_over_an_earlier_install_leaves_no_old_capture_behind(db: str) -
         assert [t[0] for t in triggers] == [
             "cdc_bridge_capture_del",
             "cdc_bridge_capture_ins",
-            "cdc_bridge_capture_rekey",
             "cdc_bridge_capture_upd",
         ]
-        assert conn.execute("SELECT to_regproc(%s)", (f"cdc_bridge.{legacy}",)).fetchone() == (
-            None,
-        )
+        for name in legacy:
+            found = conn.execute("SELECT to_regproc(%s)", (f"cdc_bridge.{name}",)).fetchone()
+            assert found == (None,), name
         conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
         conn.execute("UPDATE customers SET name = 'Bo' WHERE id = 1")
-        assert [(r[1], r[5]) for r in outbox(conn)] == [("I", None), ("U", ["name"])]
+        assert [(r[1], r[3]) for r in outbox(conn)] == [
+            ("I", {"id": 1, "name": "Ann", "email": None, "tier": None}),
+            ("U", {"id": 1, "name": "Bo", "email": None, "tier": None}),
+        ]
 
 
 def test_updates_are_seen_by_stored_value_for_every_type(conn: Any) -> None:
@@ -348,6 +359,6 @@ def test_updates_are_seen_by_stored_value_for_every_type(conn: Any) -> None:
     ).fetchall()
     assert rows == [
         ("I", "1.0", '{"a": 1}', None),
-        ("U", "1.0", '{"a": 2}', ["prefs"]),
-        ("U", "1.00", '{"a": 2}', []),  # jsonb calls 1.0 and 1.00 equal; the row still ships
+        ("U", "1.0", '{"a": 2}', None),  # whole rows: no list of changed columns
+        ("U", "1.00", '{"a": 2}', None),  # jsonb calls 1.0 and 1.00 equal; the row still ships
     ]

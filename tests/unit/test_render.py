@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cdc_bridge.capture.function import capture_function_body
 from cdc_bridge.capture.render import (
     STAMP_PREFIX,
     definition_hash,
@@ -45,13 +46,13 @@ def test_hostile_names_are_quoted_everywhere() -> None:
     cfg = config(f"  {HOSTILE_TABLE}: {{key: ['Id; x'], sor: {{'Na\"me': local}}}}\n")
     text = render_install(cfg)
     assert 'ON "public"."we""ird; DROP TABLE x --"' in text
-    assert '(ROW(NEW."Na""me")::record) *<> (ROW(OLD."Na""me")::record)' in text
-    assert 'OLD."Id; x" IS DISTINCT FROM NEW."Id; x"' in text
+    assert 'WHERE (ROW(n."Na""me")::record) *<> (ROW(o."Na""me")::record)' in text
+    assert 'JOIN "cdc_bridge_old" AS o ON n."Id; x" = o."Id; x"' in text
     # The generated capture function names each column twice: as a quoted identifier and
     # as the jsonb key, a string literal.
-    assert """jsonb_build_object('Id; x', NEW."Id; x", 'Na"me', NEW."Na""me")""" in text
+    assert """jsonb_build_object('Id; x', n."Id; x", 'Na"me', n."Na""me")""" in text
     assert (
-        """CASE WHEN (ROW(NEW."Na""me")::record) *<> (ROW(OLD."Na""me")::record) """
+        """CASE WHEN (ROW(n."Na""me")::record) *<> (ROW(o."Na""me")::record) """
         """THEN 'Na"me' END"""
     ) in text
     # The only place the raw name appears unquoted is inside literals (labels, stamps).
@@ -82,16 +83,14 @@ def test_hash_is_stable_and_tracks_only_its_own_table() -> None:
     assert render_install(first) == render_install(again)
 
 
-def test_updates_of_unshipped_fields_are_skipped_in_the_when_clause() -> None:
-    text = render_install(example())
-    upd = re.search(
-        r'CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."products"'
-        r"\n    FOR EACH ROW\n    WHEN \((.*)\)",
-        text,
-    )
-    assert upd is not None
-    when = upd.group(1)
-    assert '"name"' in when and '"sku"' in when and '"description"' not in when
+def test_updates_of_unshipped_fields_ship_nothing() -> None:
+    cfg = example()
+    products = cfg.table("public.products")
+    body = capture_function_body(cfg, products, "upd").as_string(None)
+    changed = re.search(r"JOIN .* AS o ON .*\n    WHERE (.*)\n", body)
+    assert changed is not None
+    condition = changed.group(1)
+    assert '"name"' in condition and '"description"' not in condition
 
 
 def test_render_needs_no_database() -> None:
