@@ -548,6 +548,64 @@ class LoggingConfig(_Frozen):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+_ENTITY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}")
+
+
+def _entity_name(value: str) -> str:
+    if not _ENTITY_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an entity name; fix: use letters, digits, '_', '-' or '.' "
+            "(e.g. product), the same at both sides"
+        )
+    return value
+
+
+EntityName = Annotated[str, AfterValidator(_entity_name)]
+
+
+class FieldRule(_Frozen):
+    """How this side holds one field of the entity: a column (renamed, its values mapped),
+    a value computed from the row (shipped only), or a reference to another entity."""
+
+    column: str | None = None
+    # This side's value -> the entity's value; received values go through its inverse.
+    map: dict[Any, Any] | None = None
+    expr: str | None = None
+    ref: EntityName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_as_text(cls, data: Any) -> Any:
+        return {"column": data} if isinstance(data, str) else data
+
+    @field_validator("column")
+    @classmethod
+    def _column(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldRule:
+        if (self.column is None) == (self.expr is None):
+            raise ValueError(
+                "a field is a column or an expression; fix: write `name: description`, "
+                "{column: status, map: {A: true, I: false}} or {expr: \"round(price * 1.2, 2)\"}"
+            )
+        if self.expr is not None and (self.map is not None or self.ref is not None):
+            raise ValueError(
+                "a computed field takes no `map` or `ref`; fix: compute the entity's value "
+                "in `expr` itself"
+            )
+        if self.map is not None:
+            values = list(self.map.values())
+            twice = sorted({repr(v) for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(
+                    f"map gives {', '.join(twice)} for more than one value, so a received "
+                    "value could not be mapped back; fix: map each value to its own one"
+                )
+        return self
+
+
 class TableConfig(_Frozen):
     """One entry of `tables:`, as written by the user."""
 
@@ -557,6 +615,36 @@ class TableConfig(_Frozen):
     where: str | None = None
     guard: bool = True
     rest: RestTableMapping | None = None
+    # The shared record this table holds (the name on the wire; default: the table's name).
+    entity: EntityName | None = None
+    # Entity field -> how this side holds it; without it every column is a field of its name.
+    fields: dict[str, FieldRule] | None = None
+    # The entity's key, when this side generates its own key instead (e.g. a bigserial
+    # id): the bridge keeps entity key <-> local key in its cross-reference.
+    xref: tuple[str, ...] | None = None
+    # Values for columns the entity does not carry but an insert here needs.
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, value: dict[str, FieldRule] | None) -> dict[str, FieldRule] | None:
+        for name in value or {}:
+            check_identifier(name)
+        return value
+
+    @field_validator("xref")
+    @classmethod
+    def _xref_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("names no field; fix: list the entity's key field, e.g. [number]")
+        return None if value is None else tuple(check_identifier(v) for v in value)
+
+    @field_validator("defaults")
+    @classmethod
+    def _default_columns(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for column in value:
+            check_identifier(column)
+        return value
 
     @field_validator("key")
     @classmethod
@@ -603,7 +691,60 @@ class TableConfig(_Frozen):
                 "`where` filters what this side ships, and this table is only received; "
                 "fix: remove `where`"
             )
+        problem = self._mapping_problem()
+        if problem:
+            raise ValueError(problem)
         return self
+
+    def _mapping_problem(self) -> str | None:
+        """What is wrong with `fields`/`xref`, as a message naming the fix, or None."""
+        fields = self.fields
+        if fields is None:
+            if self.xref is not None:
+                return "`xref` needs `fields` (the entity's other fields); fix: add fields"
+            return None
+        xref = self.xref or ()
+        if xref and (len(xref) != 1 or len(self.key) != 1):
+            return (
+                "`xref` keeps a one-field entity key for a one-column generated key; fix: "
+                "name one field in `xref` and one column in `key`"
+            )
+        clash = sorted(set(xref) & set(fields))
+        if clash:
+            return (
+                f"{', '.join(clash)} is the entity key kept in the cross-reference, so no "
+                "column holds it; fix: remove it from `fields`"
+            )
+        columns = [r.column for r in fields.values() if r.column is not None]
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:
+            return f"column(s) {', '.join(twice)} hold two fields; fix: map each column once"
+        unmapped = [k for k in self.key if k not in columns]
+        if unmapped and not xref:
+            return (
+                f"key column(s) {', '.join(unmapped)} are not mapped to a field; fix: map "
+                "them in `fields`, or name the entity's key in `xref` if this side "
+                "generates its own key"
+            )
+        computed = sorted(n for n, r in fields.items() if r.expr is not None)
+        received = self.sor in (TableMode.PEER, TableMode.ADOPT)
+        if isinstance(self.sor, dict):
+            known = set(fields) | set(xref)
+            strange = sorted(set(self.sor) - known)
+            if strange:
+                return (
+                    f"sor names {', '.join(strange)}, which `fields` does not map; fix: "
+                    "write sor per entity field"
+                )
+            received = False
+            computed = [n for n in computed if self.sor.get(n, Owner.LOCAL) is not Owner.LOCAL]
+        if computed and (received or isinstance(self.sor, dict)):
+            return (
+                f"computed field(s) {', '.join(computed)} are shipped only (one-way), but "
+                "the config has this side receive them; fix: make them `local` in sor, "
+                "or map a column instead of `expr`"
+            )
+        return None
 
 
 class BridgeConfig(_Frozen):
@@ -672,23 +813,66 @@ class BridgeConfig(_Frozen):
         spec = next((s for s in self.table_specs if route.table in (s.label, s.name.dotted)), None)
         if spec is None:
             return f"{where}.table {route.table!r} is not in `tables`; fix: configure it there"
-        received = set(spec.received_fields)
+        received = set(spec.field_names(spec.received_fields))
         if not (spec.receives_whole_rows or received):
             return (
                 f"{where}.table {spec.label} receives nothing from the peer "
                 f"(sor: {spec.mode.value}); fix: point the webhook at a table the peer owns"
             )
-        missing = [k for k in spec.key if k not in route.fields]
+        missing = [k for k in spec.entity_key if k not in route.fields]
         if missing:
-            return f"{where}.fields lacks key column(s) {', '.join(missing)}; fix: map them"
+            return f"{where}.fields lacks key field(s) {', '.join(missing)}; fix: map them"
         unowned = [] if spec.receives_whole_rows else sorted(
-            set(route.fields) - received - set(spec.key)
+            set(route.fields) - received - set(spec.entity_key)
         )
         if unowned:
             return (
                 f"{where}.fields maps {', '.join(unowned)}, which this side owns; "
                 "fix: map only fields the peer owns"
             )
+        return None
+
+    @model_validator(mode="after")
+    def _entities_resolve(self) -> BridgeConfig:
+        problems: list[str] = []
+        by_entity: dict[str, list[TableSpec]] = {}
+        for spec in self.table_specs:
+            by_entity.setdefault(spec.entity, []).append(spec)
+        for entity, specs in by_entity.items():
+            if len(specs) > 1:
+                problems.append(
+                    f"tables {', '.join(s.label for s in specs)} all hold entity {entity!r}; "
+                    "fix: give each table its own `entity`"
+                )
+        for spec in self.table_specs:
+            for name, rule in (spec.fields or {}).items():
+                if rule.ref is None:
+                    continue
+                target = by_entity.get(rule.ref)
+                where = f'tables."{spec.label}".fields.{name}.ref'
+                if target is None:
+                    problems.append(
+                        f"{where}: no table holds entity {rule.ref!r}; fix: configure the "
+                        "referenced table too (its key translates the reference)"
+                    )
+                elif len(target[0].entity_key) != 1:
+                    problems.append(
+                        f"{where}: entity {rule.ref!r} has a key of "
+                        f"{len(target[0].entity_key)} fields; fix: reference an entity with "
+                        "a one-field key"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def spec_of_entity(self, entity: str) -> TableSpec | None:
+        """The table holding an entity (or a table of that name: a twin's entity)."""
+        for spec in self.table_specs:
+            if spec.entity == entity:
+                return spec
+        for spec in self.table_specs:
+            if spec.fields is None and spec.name.dotted == entity:
+                return spec
         return None
 
     @model_validator(mode="after")
@@ -727,11 +911,15 @@ class TableSpec(_Frozen):
     where: str | None
     guard: bool
     rest: RestTableMapping | None
+    entity: str
+    fields: dict[str, FieldRule] | None  # None: every column is a field of its own name
+    xref: tuple[str, ...] | None
+    defaults: dict[str, Any]
 
     @classmethod
     def build(cls, label: str, table: TableConfig) -> TableSpec:
         if isinstance(table.sor, dict):
-            mode, owners = TableMode.FIELDS, dict(table.sor)
+            mode, owners = TableMode.FIELDS, _column_owners(table, table.sor)
         else:
             mode, owners = table.sor, {}
         return cls(
@@ -744,7 +932,38 @@ class TableSpec(_Frozen):
             where=table.where,
             guard=table.guard,
             rest=table.rest,
+            entity=table.entity or label,
+            fields=table.fields,
+            xref=table.xref,
+            defaults=table.defaults,
         )
+
+    @property
+    def mapped(self) -> bool:
+        """The entity's names or values differ from this table's (else it ships as is)."""
+        return self.fields is not None or self.entity != self.label
+
+    @property
+    def entity_key(self) -> tuple[str, ...]:
+        """The entity's key fields (this table's key columns, by their field names)."""
+        if self.xref is not None:
+            return self.xref
+        if self.fields is None:
+            return self.key
+        field_of = {r.column: n for n, r in self.fields.items() if r.column is not None}
+        return tuple(field_of[k] for k in self.key)
+
+    def field_names(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+        """The entity fields these columns hold (columns no field maps are left out)."""
+        if self.fields is None:
+            return columns
+        field_of = {r.column: n for n, r in self.fields.items() if r.column is not None}
+        return tuple(field_of[c] for c in columns if c in field_of)
+
+    @property
+    def computed(self) -> dict[str, str]:
+        """Fields computed from the row (shipped only): field -> SQL expression."""
+        return {n: r.expr for n, r in (self.fields or {}).items() if r.expr is not None}
 
     @property
     def ships_whole_rows(self) -> bool:
@@ -793,6 +1012,22 @@ class TableSpec(_Frozen):
         if self.mode is not TableMode.FIELDS:
             return None
         return self.key + tuple(f for f in self.owners if f not in self.key)
+
+
+def _column_owners(table: TableConfig, owners: Mapping[str, Owner]) -> dict[str, Owner]:
+    """`sor` per entity field, as owners per column (computed fields have no column)."""
+    if table.fields is None:
+        return dict(owners)
+    column_of = {n: r.column for n, r in table.fields.items() if r.column is not None}
+    result: dict[str, Owner] = {}
+    for name, owner in owners.items():
+        column = column_of.get(name)
+        if column is not None:
+            result[column] = owner
+        elif name in (table.xref or ()):
+            for key_column in table.key:
+                result[key_column] = owner
+    return result
 
 
 # ---------------------------------------------------------------- loading
@@ -918,6 +1153,9 @@ def _describe(error: Any) -> str:
     message = str(error["msg"])
     if kind == "value_error":
         message = message.removeprefix("Value error, ")
+        # Checks across the whole file may name their keys themselves.
+        if not loc and message.startswith(("tables.", "inbound.", "peer.")):
+            return message
         return f"{_dotted(loc)}: {message}"
     if kind == "literal_error" or kind == "enum":
         expected = error.get("ctx", {}).get("expected", "")

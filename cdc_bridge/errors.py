@@ -79,3 +79,18 @@ class Refused(BridgeError):
 
 class PollError(BridgeError):
     """Reading the peer application's list endpoint failed."""
+
+
+class Unmapped(BridgeError):
+    """A value that a field's value map does not cover: never guessed, refused."""
+
+    def __init__(self, entity: str, field: str, value: object, where: str) -> None:
+        self.entity, self.field, self.value = entity, field, value
+        super().__init__(
+            f"{entity}.{field}: value {value!r} has no mapping {where}; fix: add it to the "
+            "field's `map`"
+        )
+
+
+class Unresolved(BridgeError):
+    """A reference to a record that has not arrived here (it is never applied dangling)."""

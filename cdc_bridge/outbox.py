@@ -216,7 +216,7 @@ async def acknowledge(
 async def fail(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
-    batch_id: str,
+    batch_id: str | None,
     failures: Sequence[Failure],
 ) -> None:
     """Move refused changes to `failed`: their keys are parked from now on."""

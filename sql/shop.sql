@@ -248,6 +248,17 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".xref (
     learned_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (table_name, key)
 );
+-- One row per record of such a table that has crossed the bridge: filled by `serve` when
+-- it first applies a record (the key it generates here) and by the relay when it first
+-- ships a record born here (the key it mints for it: `<system>-<local key>`).
+CREATE TABLE IF NOT EXISTS "cdc_bridge".entity_xref (
+    entity      text NOT NULL,
+    entity_key  jsonb NOT NULL,
+    local_key   jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (entity, entity_key),
+    UNIQUE (entity, local_key)
+);
 -- One row per `cdc-bridge replay` run, dry runs included: who, when, what and why.
 CREATE TABLE IF NOT EXISTS "cdc_bridge".replays (
     replay_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -93,14 +93,59 @@ def parse_where(text: str) -> Any:
     return tree
 
 
+# Computed fields (config `fields.<name>.expr`) may also round, join text and pick.
+_EXPRESSION_NODES: tuple[type[exp.Expression], ...] = (
+    *_ALLOWED_NODES,
+    exp.Round,
+    exp.Concat,
+    exp.Greatest,
+    exp.Least,
+    exp.Case,
+    exp.If,
+    exp.Nullif,
+    exp.Floor,
+    exp.Ceil,
+)
+
+
+def parse_expression(text: str) -> Any:
+    """Parse and check a computed field's expression over the row's own columns."""
+    try:
+        statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise FilterError(
+            f"cannot parse the expression ({_first_error(exc)}); fix: correct the SQL"
+        ) from None
+    if "\x00" in text or len(statements) != 1:
+        raise FilterError("write one expression over the row's columns, e.g. round(price * 1.2, 2)")
+    tree: Any = statements[0]
+    for node in tree.walk():
+        if not isinstance(node, _EXPRESSION_NODES) or (
+            isinstance(node, exp.Column) and node.table
+        ):
+            raise FilterError(
+                f"{_describe(node)} is not allowed in an expression; fix: use the row's own "
+                "columns, constants, arithmetic, round, concat, coalesce, case, "
+                "greatest and least"
+            )
+    return tree
+
+
+def expression_for_row(text: str, row: str) -> str:
+    """A computed field's expression with each column bound to `row`, as SQL text."""
+    return _bound(parse_expression(text).copy(), row)
+
+
 def referenced_columns(tree: Any) -> list[str]:
     return sorted({check_identifier(col.name) for col in tree.find_all(exp.Column)})
 
 
 def for_trigger(text: str, row: Literal["NEW", "OLD", "n", "o"]) -> str:
     """The filter with each column bound to a row (NEW, OLD, or an alias), as SQL text."""
-    tree = parse_where(text).copy()
+    return _bound(parse_where(text).copy(), row)
 
+
+def _bound(tree: Any, row: str) -> str:
     def bind(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Column):
             return exp.Column(

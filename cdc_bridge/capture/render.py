@@ -52,6 +52,7 @@ EXTRA_BASE_BLOCKS: list[str] = [
     "inbound_create_conflicts",
     "inbound_create_poll_cursors",
     "peer_create_xref",
+    "entity_create_xref",
     "ops_create_replays",
     "ops_create_skips",
     "ops_create_snapshots",

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import psycopg
 
 from cdc_bridge import __version__
 from cdc_bridge.config import CONFIG_ENV, BridgeConfig, load_config, resolve_config_path
+from cdc_bridge.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,6 +23,25 @@ class Context:
 
     def config(self) -> BridgeConfig:
         return load_config(self.config_path)
+
+    def daemon_config(self) -> BridgeConfig:
+        """The config, with its entity mappings checked against the database (exit 2 when
+        one does not fit). A database that does not answer yet is the daemon's to wait for."""
+        config = self.config()
+        if not any(s.fields is not None or s.defaults for s in config.table_specs):
+            return config
+        from cdc_bridge.capture.check import mapping_preflight
+
+        try:
+            with psycopg.connect(
+                config.database.url.get_secret_value(), connect_timeout=5, autocommit=True
+            ) as conn:
+                problems = mapping_preflight(config, conn)
+        except psycopg.OperationalError:
+            return config
+        if problems:
+            raise ConfigError(str(self.shown_config_path), problems)
+        return config
 
     @property
     def shown_config_path(self) -> Path:

@@ -32,7 +32,7 @@ def serve(ctx: Context, listen: str | None) -> None:
             f"{listen!r} is not HOST:PORT; fix: write it like 127.0.0.1:8082",
             param_hint="--listen",
         )
-    config = ctx.config()
+    config = ctx.daemon_config()
     configure_logging(config.logging, "uvicorn")
     run_server(config, listen)
 

@@ -29,7 +29,7 @@ def run(ctx: Context) -> None:
     Example:
       cdc-bridge --config erp.yaml run
     """
-    config = ctx.config()
+    config = ctx.daemon_config()
     configure_logging(config.logging)
     # Everything loaded so far (modules, config) lives as long as the process: frozen, the
     # garbage collector stops walking it each time the relay's per-row objects trigger a

@@ -156,11 +156,11 @@ class Inbound:
         batch = change_of(hooks, headers, body, self.config.peer.name)
         result = (await run_in_threadpool(self.apply_batch, batch)).results[0]
         if not result.status.acknowledged:
-            raise Refused(422, f"{batch.changes[0].table}: {result.reason}")
+            raise Refused(422, f"{batch.changes[0].entity}: {result.reason}")
         return codec.dumps({"status": result.status.value})
 
     def read(self, request: ReadRequest) -> bytes:
-        spec = self._readable(request.table)
+        spec = self._readable(request.entity)
         with self.pool.connection() as conn:
             columns = self._read_columns(conn, spec)
             query = queries.query(
@@ -172,12 +172,18 @@ class Inbound:
             after = None if request.after is None else codec.dumps_text(request.after)
             rows = [r[0] for r in conn.execute(query, {"after": after, "limit": request.limit + 1})]
         more = len(rows) > request.limit
-        return dumps(ReadResponse(rows=rows[: request.limit], more=more))
+        return dumps(ReadResponse(protocol=request.protocol, rows=rows[: request.limit], more=more))
 
-    def _readable(self, table: str) -> TableSpec:
-        spec = next((s for s in self.config.table_specs if table in (s.label, s.name.dotted)), None)
+    def _readable(self, entity: str) -> TableSpec:
+        spec = self.config.spec_of_entity(entity)
         if spec is None:
-            raise Refused(400, f"table {table!r} is not configured on this side")
+            raise Refused(400, f"entity {entity!r} is not configured on this side")
+        if spec.mapped:
+            raise Refused(
+                400,
+                f"{spec.label} maps entity {entity!r} to other names: reading it for "
+                "reconcile is not supported yet",
+            )
         if not (spec.receives_whole_rows or spec.received_fields):
             raise Refused(400, f"{spec.label} holds nothing this side receives from the peer")
         return spec

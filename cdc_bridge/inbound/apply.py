@@ -34,7 +34,9 @@ from psycopg import sql
 from cdc_bridge import retention
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
+from cdc_bridge.entity import Entities
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
+from cdc_bridge.inbound.entities import LocalChange, Translator
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import (
     Batch,
@@ -47,6 +49,8 @@ from cdc_bridge.peer.protocol import (
 
 Connection = psycopg.Connection[Any]
 KeyId = tuple[str, bytes]  # (table label, canonical key JSON)
+# A statement's shape: table, delete or not, columns, columns filled by defaults.
+Shape = tuple[str, bool, tuple[str, ...], tuple[str, ...]]
 
 _UPSERT_OPS = frozenset({Op.INSERT, Op.UPDATE})
 _ALL_OPS = frozenset(Op)
@@ -67,12 +71,17 @@ class Planned:
     row: dict[str, Any] = field(default_factory=dict)
     result: ChangeResult | None = None
     decisions: list[Decision] = field(default_factory=list)
+    # The change in this side's terms (its table's key and columns), once translated.
+    key: dict[str, Any] = field(init=False)
+    fields: dict[str, Any] | None = field(init=False)
+    old: dict[str, Any] | None = field(init=False)
 
     key_id: KeyId = field(init=False)
-    shape: tuple[str, bool, tuple[str, ...]] = field(init=False, default=("", False, ()))
+    shape: Shape = field(init=False, default=("", False, (), ()))
 
     def __post_init__(self) -> None:
-        self.key_id = key_id(self.change.table, self.change.key)
+        self.key, self.fields, self.old = self.change.key, self.change.fields, self.change.old
+        self.key_id = key_id(self.change.entity, self.change.key)
 
     def finish(self, status: ResultStatus, reason: str | None = None) -> None:
         self.result = ChangeResult(
@@ -149,9 +158,11 @@ class Applier:
             self._specs[spec.label] = spec
             self._specs.setdefault(spec.name.dotted, spec)
         self._columns: dict[str, frozenset[str]] = {}
+        self.entities = Entities(config)
+        self._translator = Translator(self.entities, self.schema)
         # Statement text per shape: composing and quoting it again for every run cost a
         # third of a batch of small transactions (a run per table and transaction).
-        self._statements: dict[tuple[str, bool, tuple[str, ...]], bytes] = {}
+        self._statements: dict[Shape, bytes] = {}
 
     # -------------------------------------------------------------- entry point
 
@@ -173,23 +184,43 @@ class Applier:
                     {"source": batch.source, "settled_below": batch.settled_below},
                 )
         results = [p.result for p in plans if p.result is not None]
-        return BatchResponse(results=results)
+        return BatchResponse(protocol=batch.protocol, results=results)
 
     # -------------------------------------------------------------- 1. plan
 
     def _plan(self, conn: Connection, plans: list[Planned], source: str) -> None:
         claimed = self._claim_keys(conn, [p.change.idempotency_key for p in plans], source)
+        todo: list[Planned] = []
         for plan in plans:
             if plan.change.idempotency_key not in claimed:
                 plan.finish(ResultStatus.DUPLICATE)
                 continue
             claimed.discard(plan.change.idempotency_key)  # a repeat in this batch is a duplicate
+            todo.append(plan)
+        local = self._translator.translate(conn, [p.change for p in todo])
+        for plan, change in zip(todo, local, strict=True):
             try:
-                plan.spec = self._spec(plan.change.table)
-                plan.row = self._checked_row(conn, plan.spec, plan.change)
+                self._localize(plan, change)
+                if plan.result is not None:
+                    continue
+                assert plan.spec is not None
+                plan.row = self._checked_row(conn, plan.spec, plan)
                 plan.shape = shape_of(plan)
             except Rejected as exc:
                 plan.finish(ResultStatus.REJECTED, str(exc))
+
+    def _localize(self, plan: Planned, change: LocalChange) -> None:
+        """Take the change's translation into this side's table, key and columns."""
+        if change.emap is not None:
+            plan.spec = self._specs[change.emap.spec.label]
+        if change.refused is not None:
+            raise Rejected(change.refused)
+        if change.absent:  # a delete of a record that never came here: nothing to do
+            plan.finish(ResultStatus.APPLIED)
+            return
+        assert change.emap is not None and change.key is not None
+        plan.key, plan.fields, plan.old = change.key, change.fields, change.old
+        plan.key_id = key_id(change.emap.spec.label, change.key)
 
     def _claim_keys(self, conn: Connection, keys: list[str], source: str) -> set[str]:
         """Record the batch's idempotency keys now; those already there are duplicates.
@@ -211,33 +242,26 @@ class Applier:
         )
         return {r[0] for r in rows}
 
-    def _spec(self, table: str) -> TableSpec:
-        spec = self._specs.get(table)
-        if spec is None:
-            raise Rejected(f"table {table!r} is not configured on this side")
-        return spec
-
-    def _checked_row(self, conn: Connection, spec: TableSpec, change: Change) -> dict[str, Any]:
-        if change.op not in allowed_ops(spec):
-            raise Rejected(_op_refusal(spec, change.op))
-        if set(change.key) != set(spec.key):
-            raise Rejected(
-                f"key {sorted(change.key)} does not match {spec.label}'s key {list(spec.key)}"
-            )
-        if change.op is Op.DELETE:
-            return dict(change.key)
-        fields = change.fields or {}
+    def _checked_row(self, conn: Connection, spec: TableSpec, plan: Planned) -> dict[str, Any]:
+        op, key = plan.change.op, plan.key
+        if op not in allowed_ops(spec):
+            raise Rejected(_op_refusal(spec, op))
+        if set(key) != set(spec.key):
+            raise Rejected(f"key {sorted(key)} does not match {spec.label}'s key {list(spec.key)}")
+        if op is Op.DELETE:
+            return dict(key)
+        fields = plan.fields or {}
         writable = self.writable_columns(conn, spec, fields)
         foreign = sorted(set(fields) - writable)
         if foreign:
             raise Rejected(f"fields {foreign} of {spec.label} are not the peer's to change")
-        stray_old = sorted(set(change.old or {}) - set(spec.both_fields))
+        stray_old = sorted(set(plan.old or {}) - set(spec.both_fields))
         if stray_old:
             raise Rejected(f"old values {stray_old} given for fields not owned by both sides")
         for name in spec.key:
-            if name in fields and fields[name] != change.key[name]:
+            if name in fields and fields[name] != key[name]:
                 raise Rejected(f"fields.{name} differs from the key; a key change is delete+insert")
-        return {**change.key, **fields}
+        return {**spec.defaults, **key, **fields}
 
     def writable_columns(
         self, conn: Connection, spec: TableSpec, wanted: Iterable[str] = ()
@@ -266,7 +290,7 @@ class Applier:
     # -------------------------------------------------------------- 2. conflicts
 
     def _settle_conflicts(self, conn: Connection, plans: list[Planned]) -> None:
-        contested = [p for p in plans if p.result is None and p.change.old and p.spec]
+        contested = [p for p in plans if p.result is None and p.old and p.spec]
         if not contested:
             return
         current = self._current_values(conn, contested)
@@ -274,7 +298,7 @@ class Applier:
             if plan.result is not None or plan.spec is None or not plan.spec.both_fields:
                 continue
             values = current.get(plan.key_id)
-            if plan.change.old and values is not None:
+            if plan.old and values is not None:
                 self._decide_fields(conn, plan, values)
             # Later changes of this key in the batch compare with what this one leaves.
             if plan.change.op is Op.DELETE:
@@ -299,17 +323,17 @@ class Applier:
                 key_json=_json_object(spec.key),
                 pairs=_json_pairs(spec.both_fields),
             )
-            rows = [p.change.key for p in members]
+            rows = [p.key for p in members]
             for key, values in conn.execute(query, {"rows": _json(rows)}):
                 found[key_id(label, key)] = values
         return found
 
     def _decide_fields(self, conn: Connection, plan: Planned, current: dict[str, Any]) -> None:
-        assert plan.spec is not None and plan.change.old is not None
+        assert plan.spec is not None and plan.old is not None
         for name in plan.spec.both_fields:
-            if name not in plan.change.old or name not in plan.row:
+            if name not in plan.old or name not in plan.row:
                 continue
-            conflict = find_conflict(name, current.get(name), plan.change.old[name], plan.row[name])
+            conflict = find_conflict(name, current.get(name), plan.old[name], plan.row[name])
             if conflict is None:
                 continue
             decision = decide(
@@ -332,7 +356,7 @@ class Applier:
             queries.query("inbound_latest_local_change", schema=self.schema),
             {
                 "table": plan.spec.label,
-                "key": _json(plan.change.key),
+                "key": _json(plan.key),
                 "origin": self.config.system,
                 "field": name,
             },
@@ -413,7 +437,8 @@ class Applier:
             )
             return queries.query("inbound_delete", table=spec.name.identifier, match=match)
         columns = _row_columns(spec, plan.row)
-        updated = [c for c in columns if c not in spec.key]
+        # Configured defaults fill a new row; they never overwrite an existing one.
+        updated = [c for c in columns if c not in spec.key and c not in plan.shape[3]]
         action: sql.Composable = sql.SQL("NOTHING")
         if updated:
             action = sql.SQL("UPDATE SET ") + sql.SQL(", ").join(
@@ -474,7 +499,7 @@ class Applier:
                 {"keys": _json(resolved)},
             )
         settled = [
-            {"table_name": p.spec.label, "key": p.change.key, "field": f, "value": p.row[f]}
+            {"table_name": p.spec.label, "key": p.key, "field": f, "value": p.row[f]}
             for p in done
             if p.spec is not None
             for f in p.spec.both_fields
@@ -497,7 +522,7 @@ class Applier:
             queries.query("inbound_record_conflict", schema=self.schema),
             {
                 "table": plan.spec.label,
-                "key": _json(plan.change.key),
+                "key": _json(plan.key),
                 "field": conflict.field,
                 "local_value": _json(conflict.local_value),
                 "peer_value": _json(conflict.peer_value),
@@ -606,10 +631,15 @@ def _finish_unapplied(
 # ------------------------------------------------------------------ grouping
 
 
-def shape_of(plan: Planned) -> tuple[str, bool, tuple[str, ...]]:
+def shape_of(plan: Planned) -> Shape:
+    """What one statement can write together: the table, delete or not, the columns, and
+    the columns filled by configured defaults (written only into new rows)."""
     assert plan.spec is not None
-    deleting = plan.change.op is Op.DELETE
-    return (plan.spec.label, deleting, () if deleting else tuple(sorted(plan.row)))
+    if plan.change.op is Op.DELETE:
+        return (plan.spec.label, True, (), ())
+    carried = plan.fields or {}
+    defaulted = tuple(sorted(c for c in plan.spec.defaults if c not in carried))
+    return (plan.spec.label, False, tuple(sorted(plan.row)), defaulted)
 
 
 def statement_runs(plans: Iterable[Planned]) -> Iterator[list[Planned]]:

@@ -181,11 +181,11 @@ class Poller:
     def _change(self, source: PollSource, spec: TableSpec, record: Any) -> Change:
         modified = _pointed(record, source.modified_field, "the modification time")
         fields = {c: resolve_pointer(record, p, None) for c, p in source.fields.items()}
-        key = {k: fields[k] for k in spec.key}
+        key = {k: fields[k] for k in spec.entity_key}
         stamp = parse_time(str(modified))
         return Change(
             idempotency_key=f"poll:{source.name}:{codec.dumps_text(key)}:{modified}"[:200],
-            table=spec.label,
+            entity=spec.entity,
             op=Op.UPDATE,
             key=key,
             fields=fields,
@@ -204,7 +204,7 @@ class Poller:
             if result.status in (ResultStatus.REJECTED, ResultStatus.SKIPPED):
                 log.warning(
                     "poll %s: %s %s not applied: %s",
-                    source.name, change.table, codec.dumps_text(change.key), result.reason,
+                    source.name, change.entity, codec.dumps_text(change.key), result.reason,
                 )
             elif result.status is not ResultStatus.DUPLICATE:
                 applied += 1

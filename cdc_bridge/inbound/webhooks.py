@@ -94,19 +94,19 @@ def change_of(hooks: Webhooks, headers: Mapping[str, str], body: bytes, peer: st
         raise Refused(422, "body is not a JSON object")
     route = hooks.route
     fields = {column: _pointed(document, column, ptr) for column, ptr in route.fields.items()}
-    missing = [k for k in hooks.spec.key if fields.get(k, _ABSENT) in (_ABSENT, None)]
+    missing = [k for k in hooks.spec.entity_key if fields.get(k, _ABSENT) in (_ABSENT, None)]
     if missing:
         raise Refused(
             422, f"{hooks.spec.label}: key field(s) {', '.join(missing)} not in the webhook body"
         )
     present = {c: v for c, v in fields.items() if v is not _ABSENT}
     op = _op_of(route, headers)
-    key = {k: present[k] for k in hooks.spec.key}
+    key = {k: present[k] for k in hooks.spec.entity_key}
     delivery = headers.get(route.delivery_id_header.lower()) if route.delivery_id_header else None
     idempotency = f"webhook:{route.path}:{delivery or hashlib.sha256(body).hexdigest()}"
     change = Change(
         idempotency_key=idempotency[:200],
-        table=hooks.spec.label,
+        entity=hooks.spec.entity,
         op=op,
         key=key,
         fields=None if op is Op.DELETE else present,

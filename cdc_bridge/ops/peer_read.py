@@ -85,7 +85,7 @@ class BridgeReader:
         )
 
     def page(self, after: dict[str, Any] | None, limit: int) -> Page:
-        request = ReadRequest(source=self._system, table=self._label, after=after, limit=limit)
+        request = ReadRequest(source=self._system, entity=self._label, after=after, limit=limit)
         body = dumps(request)
         headers = self._signer.headers(f"read-{uuid.uuid4().hex}", body)
         headers["content-type"] = "application/json"

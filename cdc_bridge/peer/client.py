@@ -70,9 +70,12 @@ class Outgoing:
     old: dict[str, Any] | None
     committed_at: datetime
     origin: str
-    # The whole change already encoded as protocol v1 JSON (by PostgreSQL): sent as is.
+    # The whole change already encoded as protocol JSON (by PostgreSQL): sent as is.
     encoded: str | None = None
     txid: str | None = None  # the source transaction: the peer applies it whole
+    # The entity on the wire (the table's own name unless the config maps it); then
+    # `key`, `fields` and `old` are the entity's, and `table`/`key_text` stay this side's.
+    entity: str = ""
 
     def key_values(self) -> dict[str, Any]:
         """The key as a dict (parsed from its jsonb text when the row came encoded)."""
@@ -248,7 +251,7 @@ def _no_answer(exc: Exception, started: float) -> Delivery:
 def batch_body(
     system: str, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None
 ) -> bytes:
-    """The protocol v1 batch as JSON (same shape as `Batch`, built without model overhead)."""
+    """The protocol batch as JSON (same shape as `Batch`, built without model overhead)."""
     body: dict[str, Any] = {
         "protocol": PROTOCOL,
         "source": system,
@@ -267,7 +270,7 @@ def _change_json(change: Outgoing) -> dict[str, Any]:
     item: dict[str, Any] = {
         "idempotency_key": change.idempotency_key,
         **({"txid": change.txid} if change.txid is not None else {}),
-        "table": change.table,
+        "entity": change.entity or change.table,
         "op": Op.from_outbox(change.op).value,
         "key": change.key_values(),
         "committed_at": change.committed_at,

@@ -1,4 +1,8 @@
-"""Bridge batch protocol v1: the public contract between two bridges (docs/protocol.md).
+"""Bridge batch protocol v2: the public contract between two bridges (docs/protocol.md).
+
+v2 carries entities and their fields (`entity`), not table and column names: each side
+maps its own tables to them (cdc_bridge/entity.py). A v1 batch (`table`) is still
+accepted: its table name is read as the entity name, which is what a twin's table is.
 
 A sender POSTs one JSON batch to `<peer url>/v1/batches`, signed with HMAC-SHA256 in the
 Standard Webhooks scheme (headers webhook-id, webhook-timestamp, webhook-signature). The
@@ -16,12 +20,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from standardwebhooks import Webhook
 
 from cdc_bridge.peer import codec
 
-PROTOCOL: Literal["cdc-bridge/1"] = "cdc-bridge/1"
+PROTOCOL: Literal["cdc-bridge/2"] = "cdc-bridge/2"
+PROTOCOL_V1 = "cdc-bridge/1"
+Protocol = Literal["cdc-bridge/2", "cdc-bridge/1"]
 BATCH_PATH = "/v1/batches"
 READ_PATH = "/v1/read"  # reconcile reads the peer's rows through this endpoint
 
@@ -62,23 +68,44 @@ class Change(_Strict):
     # The source transaction. Changes of one txid are applied all or none, in one
     # database transaction; a change without one is a transaction of its own.
     txid: str | None = Field(default=None, min_length=1, max_length=40)
-    table: str = Field(min_length=1)
+    entity: str = Field(min_length=1)
     op: Op
-    key: dict[str, Any] = Field(min_length=1)
-    fields: dict[str, Any] | None = None  # new values (key included); None for delete
+    key: dict[str, Any] = Field(min_length=1)  # the entity's key fields
+    fields: dict[str, Any] | None = None  # new values of entity fields; None for delete
     old: dict[str, Any] | None = None  # previous values of changed fields owned by both sides
     committed_at: datetime  # when the change was made at the source (conflict ordering)
     origin: str  # the system that made the change
 
 
+def _v1_tables_as_entities(data: Any) -> Any:
+    """A v1 message names a table where v2 names an entity: read it as one."""
+    if not isinstance(data, dict) or data.get("protocol") != PROTOCOL_V1:
+        return data
+    data = dict(data)
+    if isinstance(data.get("changes"), list):
+        data["changes"] = [
+            {("entity" if k == "table" else k): v for k, v in c.items()}
+            if isinstance(c, dict) else c
+            for c in data["changes"]
+        ]
+    if "table" in data:
+        data["entity"] = data.pop("table")
+    return data
+
+
 class Batch(_Strict):
-    protocol: Literal["cdc-bridge/1"] = PROTOCOL
+    protocol: Protocol = PROTOCOL
     source: str = Field(min_length=1)  # the sending system's name
     batch_id: str = Field(min_length=1)
     changes: list[Change]
     # The sender's watermark: every change of a source transaction with a lower txid has
     # left its outbox and is never sent again except as a resend of an applied one.
     settled_below: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v1(cls, data: Any) -> Any:
+        return _v1_tables_as_entities(data)
 
 
 class ChangeResult(_Strict):
@@ -90,23 +117,28 @@ class ChangeResult(_Strict):
 
 
 class BatchResponse(_Strict):
-    protocol: Literal["cdc-bridge/1"] = PROTOCOL
+    protocol: Protocol = PROTOCOL
     results: list[ChangeResult]
 
 
 class ReadRequest(_Strict):
-    """Reconcile: ask the peer for its copy of rows (key-ordered pages)."""
+    """Reconcile: ask the peer for its copy of an entity's records (key-ordered pages)."""
 
-    protocol: Literal["cdc-bridge/1"] = PROTOCOL
+    protocol: Protocol = PROTOCOL
     source: str
-    table: str
+    entity: str
     after: dict[str, Any] | None = None  # exclusive lower bound on the key, for paging
     limit: int = Field(default=1000, gt=0, le=10_000)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _v1(cls, data: Any) -> Any:
+        return _v1_tables_as_entities(data)
+
 
 class ReadResponse(_Strict):
-    protocol: Literal["cdc-bridge/1"] = PROTOCOL
-    rows: list[dict[str, Any]]  # the fields the peer would ship for this table, key included
+    protocol: Protocol = PROTOCOL
+    rows: list[dict[str, Any]]  # the fields the peer would ship for this entity, key included
     more: bool
 
 

@@ -48,15 +48,16 @@ from psycopg import sql
 from cdc_bridge import outbox, retention
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 from cdc_bridge.db import mask_dsn
-from cdc_bridge.errors import PortInUse
+from cdc_bridge.errors import PortInUse, Unmapped, Unresolved
 from cdc_bridge.outbox import Failure, OutboxRow
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
 from cdc_bridge.peer.protocol import ResultStatus
+from cdc_bridge.relay.entities import Lookups, Outbound
 from cdc_bridge.relay.health import Observed, OutboxProbe, report
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
 from cdc_bridge.relay.retry import Outage, backoff_delay
-from cdc_bridge.relay.sor import Drop, decide
+from cdc_bridge.relay.sor import Drop, Ship, decide
 from cdc_bridge.relay.transactions import Token, Txn, families, group, plan_lanes
 from cdc_bridge.relay.wakeup import Wakeup
 from cdc_bridge.sql import query
@@ -207,8 +208,13 @@ class Relay:
         self._outage_server: asyncio.Server | None = None  # /healthz while the database is down
         # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
         # unchanged. The REST adapter builds its own bodies from the parsed fields.
+        self.outbound = Outbound(config)
         self._encoded_tables = (
-            [s.label for s in config.table_specs if s.captures and s.ships_whole_rows]
+            [
+                s.label
+                for s in config.table_specs
+                if s.captures and s.ships_whole_rows and not s.mapped
+            ]
             if config.peer.adapter != "rest"
             else []
         )
@@ -553,40 +559,82 @@ class Relay:
             await self._sleep(every)
 
     async def _filter(self, conn: psycopg.AsyncConnection[Any], lane: list[Txn]) -> Shipment:
-        """The lane's transactions as they ship: each row through the SOR filter."""
+        """The lane's transactions as they ship: each row through the SOR filter, then
+        (tables with a mapping) translated to its entity. A transaction with a change that
+        cannot be translated fails whole, each change with its reason."""
         dropped: dict[int, str] = {}
+        decided = [(txn, self._decided(txn, dropped)) for txn in lane]
+        mapped = [row for _, rows in decided for row, _ in rows if self._translated(row)]
+        lookups = await self.outbound.prepare(conn, mapped) if mapped else Lookups()
         parts: list[Part] = []
-        for txn in lane:
-            if txn.large:
-                log.warning(
-                    "source transaction %s has more than %d changes "
-                    "(relay.max_transaction_changes): it ships in parts, each applied "
-                    "at once, so the peer can see part of it",
-                    txn.txid,
-                    self.relay.max_transaction_changes,
-                )
-            changes = [c for c in (self._outgoing(r, dropped) for r in txn.rows) if c]
-            if changes:
+        failures: list[Failure] = []
+        for txn, rows in decided:
+            changes, refused = self._entity_changes(rows, lookups)
+            if refused:
+                failures.extend(_whole_transaction_fails(rows, refused))
+            elif changes:
                 parts.append(Part(changes, txn.tokens))
-        if dropped:
+        if dropped or failures:
             async with conn.transaction():
                 await outbox.acknowledge(conn, self.schema, None, dropped)
+                await outbox.fail(conn, self.schema, None, failures)
             self.metrics.changes.labels(outbox.FILTERED).inc(len(dropped))
+            for failure in failures:
+                log.error("not shipped, parked for replay: outbox id %d: %s",
+                          failure.id, failure.reason)
         return Shipment(parts)
 
-    def _outgoing(self, row: OutboxRow, dropped: dict[int, str]) -> Outgoing | None:
+    def _decided(self, txn: Txn, dropped: dict[int, str]) -> list[tuple[OutboxRow, Ship | None]]:
+        """The rows of a transaction that ship, each with what the SOR filter kept (None:
+        the row came encoded whole)."""
+        if txn.large:
+            log.warning(
+                "source transaction %s has more than %d changes "
+                "(relay.max_transaction_changes): it ships in parts, each applied "
+                "at once, so the peer can see part of it",
+                txn.txid,
+                self.relay.max_transaction_changes,
+            )
+        kept: list[tuple[OutboxRow, Ship | None]] = []
+        for row in txn.rows:
+            if row.change_json is not None:
+                # PostgreSQL encoded it: this side's own change of a whole-row table of
+                # its own name, which the SOR filter would ship whole.
+                kept.append((row, None))
+                continue
+            decision = decide(row, self.specs.get(row.table_name), self.config.system)
+            if isinstance(decision, Drop):
+                dropped[row.id] = outbox.FILTERED
+                if decision.diverges:
+                    self._report_divergent(row, decision.reason)
+                continue
+            kept.append((row, decision))
+        return kept
+
+    def _translated(self, row: OutboxRow) -> bool:
+        return row.change_json is None and self.outbound.mapped(row.table_name)
+
+    def _entity_changes(
+        self, rows: list[tuple[OutboxRow, Ship | None]], lookups: Lookups
+    ) -> tuple[list[Outgoing], dict[int, str]]:
+        changes: list[Outgoing] = []
+        refused: dict[int, str] = {}
         system = self.config.system
-        if row.change_json is not None:
-            # PostgreSQL encoded it: this side's own change of a whole-row table, which
-            # the SOR filter would ship whole.
-            return outgoing_of(row, system, None, None)
-        decision = decide(row, self.specs.get(row.table_name), system)
-        if isinstance(decision, Drop):
-            dropped[row.id] = outbox.FILTERED
-            if decision.diverges:
-                self._report_divergent(row, decision.reason)
-            return None
-        return outgoing_of(row, system, decision.fields, decision.old)
+        for row, ship in rows:
+            if ship is None:
+                changes.append(outgoing_of(row, system, None, None))
+            elif not self._translated(row):
+                changes.append(outgoing_of(row, system, ship.fields, ship.old))
+            else:
+                try:
+                    entity = self.outbound.translate(row, ship.fields, ship.old, lookups)
+                except (Unmapped, Unresolved) as exc:
+                    refused[row.id] = str(exc)
+                    continue
+                change = outgoing_of(row, system, entity.fields, entity.old)
+                change.entity, change.key = entity.entity, entity.key
+                changes.append(change)
+        return changes, refused
 
     def _report_divergent(self, row: OutboxRow, reason: str) -> None:
         """A change of this side's own that is not shipped: the peer may now differ."""
@@ -751,6 +799,22 @@ class Relay:
 _Waitable = asyncio.Event | asyncio.Task[None]
 
 
+def _whole_transaction_fails(
+    rows: list[tuple[OutboxRow, Ship | None]], refused: dict[int, str]
+) -> list[Failure]:
+    """Every change of a transaction with an untranslatable one: it never ships in part."""
+    first = min(refused)
+    return [
+        Failure(
+            row.id,
+            refused.get(row.id)
+            or f"not shipped: change {first} of its source transaction cannot be "
+            f"translated ({refused[first]})",
+        )
+        for row, _ in rows
+    ]
+
+
 def outgoing_of(
     row: outbox.OutboxRow,
     system: str,
@@ -762,6 +826,7 @@ def outgoing_of(
         id=row.id,
         idempotency_key=row.idempotency_key(system),
         table=row.table_name,
+        entity=row.table_name,
         op=row.op,
         key=row.key,
         key_text=row.key_text,

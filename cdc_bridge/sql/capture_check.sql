@@ -68,3 +68,31 @@ FROM unnest(%(relations)s::text[]) AS t(name)
 JOIN pg_catalog.pg_class c ON c.oid = to_regclass(t.name)
 WHERE pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER')
 ORDER BY t.name;
+
+-- name: check_column_facts
+-- Per column, what a mapping needs to know: its type, whether an insert must give it a
+-- value (NOT NULL, no default, not generated), whether the table makes its value (a
+-- sequence, identity or default), an enum's labels, and its one-column CHECK
+-- constraints (their values are read from the definition).
+SELECT a.attname::text AS name,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+       a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+           AS required,
+       a.atthasdef OR a.attidentity <> '' AS generated,
+       CASE WHEN t.typtype = 'e' THEN ARRAY(
+           SELECT e.enumlabel::text FROM pg_catalog.pg_enum e
+           WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder)
+       END AS labels,
+       ARRAY(
+           SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
+           WHERE c.conrelid = a.attrelid AND c.contype = 'c' AND c.conkey = ARRAY[a.attnum]
+       ) AS checks
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = to_regclass(%(relation)s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: check_value_input
+-- A value (as text) read as a column's type ({type}: format_type's own output); fails
+-- when it is not valid input for it (run in a savepoint).
+SELECT CAST(%(value)s AS {type});

@@ -110,8 +110,9 @@ WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 AND NOT a.attisdropped
 
 -- name: inbound_upsert
 -- The incoming rows are typed by the table's own row type, so every value gets the
--- column's type (and its input checks) without naming types here.
-INSERT INTO {table} AS t ({columns})
+-- column's type (and its input checks) without naming types here. The key the peer sent
+-- (or the cross-reference gave) is the row's key, even in a GENERATED ALWAYS column.
+INSERT INTO {table} AS t ({columns}) OVERRIDING SYSTEM VALUE
 SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)
 ON CONFLICT ({key}) DO {action};
 
@@ -211,7 +212,7 @@ WITH incoming AS (
     WHERE {match}
     RETURNING {returning}
 )
-INSERT INTO {table} AS t ({columns})
+INSERT INTO {table} AS t ({columns}) OVERRIDING SYSTEM VALUE
 SELECT {columns} FROM incoming AS i
 WHERE NOT EXISTS (SELECT FROM updated AS u WHERE {seen})
 ON CONFLICT ({key}) DO {action};

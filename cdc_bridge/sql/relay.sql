@@ -92,7 +92,7 @@ CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 -- another row of the transaction is, so all of it waits (looked up only while `failed`
 -- holds anything).
 -- Rows of %(whole_tables)s (tables that ship whole rows unchanged) come with their
--- protocol v1 change already encoded by PostgreSQL (change_json) and no parsed key, fields
+-- protocol change already encoded by PostgreSQL (change_json) and no parsed key, fields
 -- or old: the relay embeds that text in the batch as is. Other rows come parsed, to be
 -- narrowed to the owned fields by the SOR filter.
 -- change_json is concatenated text, not jsonb_build_object(...)::text: building a jsonb
@@ -150,7 +150,7 @@ SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
            '{{"idempotency_key":'
            || to_json(%(system)s || ':' || o.txid::text || ':' || o.id::text)::text
            || ',"txid":"' || o.txid::text || '"'
-           || ',"table":' || to_json(o.table_name)::text
+           || ',"entity":' || to_json(o.table_name)::text
            || ',"op":' || CASE o.op WHEN 'I' THEN '"insert"' WHEN 'U' THEN '"update"'
                                     ELSE '"delete"' END
            || ',"key":' || o.key::text

@@ -109,7 +109,7 @@ def change(
 ) -> Change:
     return Change(
         idempotency_key=idempotency_key or f"test:{next(_counter)}:{uuid.uuid4().hex[:8]}",
-        table=table,
+        entity=table,
         op=Op(op),
         key=key,
         fields=fields,

@@ -147,7 +147,7 @@ def test_changes_the_config_does_not_allow_are_rejected_alone_and_never_reach_sq
     )
     reasons = [r.reason for r in response.results]
     assert statuses(response) == ["rejected"] * 6 + ["applied"]
-    assert reasons[0] == "table 'public.nowhere' is not configured on this side"
+    assert reasons[0] == "entity 'public.nowhere' is not configured on this side"
     assert reasons[1] == "fields ['secret_column'] of public.customers are not the peer's to change"
     assert reasons[2] == "fields ['description'] of public.products are not the peer's to change"
     assert reasons[3] == (
@@ -233,7 +233,7 @@ def test_prune_forgets_keys_older_than_the_retention(shop: Server) -> None:
 
 
 def read(server: Server, table: str, after: dict[str, object] | None, limit: int) -> httpx.Response:
-    body = dumps(ReadRequest(source="erp", table=table, after=after, limit=limit))
+    body = dumps(ReadRequest(source="erp", entity=table, after=after, limit=limit))
     headers = {**Signer(SECRET).headers(uuid.uuid4().hex, body)}
     return httpx.post(server.url + READ_PATH, content=body, headers=headers, timeout=60)
 

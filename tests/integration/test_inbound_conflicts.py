@@ -65,7 +65,7 @@ def ship(source: Server, target: Server) -> list[str]:
         changes = [
             Change(
                 idempotency_key=f"{txid}:{id_}",
-                table=table,
+                entity=table,
                 op=Op.from_outbox(op),
                 key=key,
                 fields=fields,

@@ -20,7 +20,7 @@ CONFIG = parse_config(
 def planned(table: str, op: str, key: dict[str, Any], fields: dict[str, Any] | None) -> Planned:
     change = Change(
         idempotency_key="k",
-        table=table,
+        entity=table,
         op=Op(op),
         key=key,
         fields=fields,

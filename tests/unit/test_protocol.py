@@ -15,7 +15,7 @@ def sample_body() -> bytes:
             "changes": [
                 {
                     "idempotency_key": "erp:1:1",
-                    "table": "public.customers",
+                    "entity": "public.customers",
                     "op": "insert",
                     "key": {"id": 1},
                     "fields": {"id": 1, "name": "Ann"},
@@ -92,3 +92,46 @@ def test_only_applied_duplicate_and_resolved_acknowledge() -> None:
         ResultStatus.DUPLICATE,
         ResultStatus.CONFLICT_RESOLVED,
     }
+
+
+def test_a_v1_batch_names_a_table_and_is_read_as_that_entity() -> None:
+    batch = Batch.model_validate(
+        {
+            "protocol": "cdc-bridge/1",
+            "source": "erp",
+            "batch_id": "b1",
+            "changes": [
+                {
+                    "idempotency_key": "erp:1:1",
+                    "table": "public.customers",
+                    "op": "delete",
+                    "key": {"id": 1},
+                    "committed_at": "2026-01-01T00:00:00Z",
+                    "origin": "erp",
+                }
+            ],
+        }
+    )
+    assert batch.protocol == "cdc-bridge/1"
+    assert [c.entity for c in batch.changes] == ["public.customers"]
+
+
+def test_a_v2_batch_naming_a_table_is_refused() -> None:
+    with pytest.raises(ValueError, match="entity"):
+        Batch.model_validate(
+            {
+                "protocol": "cdc-bridge/2",
+                "source": "erp",
+                "batch_id": "b1",
+                "changes": [
+                    {
+                        "idempotency_key": "erp:1:1",
+                        "table": "public.customers",
+                        "op": "delete",
+                        "key": {"id": 1},
+                        "committed_at": "2026-01-01T00:00:00Z",
+                        "origin": "erp",
+                    }
+                ],
+            }
+        )

@@ -22,7 +22,7 @@ SCHEMA_PATH = Path(__file__).parents[2] / "docs" / "protocol.schema.json"
 def protocol_schema() -> dict[str, Any]:
     _, schema = models_json_schema(
         [(Batch, "validation"), (BatchResponse, "validation")],
-        title="cdc-bridge batch protocol v1",
+        title="cdc-bridge batch protocol v2",
         description="POST /v1/batches: the request is a Batch, the 200 answer a BatchResponse.",
     )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -40,13 +40,13 @@ def test_committed_schema_equals_the_models() -> None:
 def test_schema_accepts_a_batch_and_refuses_a_bad_op() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
     batch = {
-        "protocol": "cdc-bridge/1",
+        "protocol": "cdc-bridge/2",
         "source": "erp",
         "batch_id": "erp-1",
         "changes": [
             {
                 "idempotency_key": "erp:771:42",
-                "table": "public.customers",
+                "entity": "public.customers",
                 "op": "update",
                 "key": {"id": 7},
                 "fields": {"id": 7, "name": "Ann"},

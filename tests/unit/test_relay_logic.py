@@ -123,7 +123,7 @@ def _answer(body: object) -> Delivery:
 
 def test_a_plain_answer_is_read_without_the_validator() -> None:
     body = {
-        "protocol": "cdc-bridge/1",
+        "protocol": "cdc-bridge/2",
         "results": [
             {"idempotency_key": "erp:9:1", "status": "applied"},
             {"idempotency_key": "erp:9:2", "status": "rejected", "reason": "too long"},
@@ -140,7 +140,7 @@ def test_a_plain_answer_is_read_without_the_validator() -> None:
 
 def test_an_odd_answer_is_validated_in_full_and_refused() -> None:
     odd: list[object] = [
-        {"protocol": "cdc-bridge/2", "results": []},
+        {"protocol": "cdc-bridge/3", "results": []},
         {"results": [{"idempotency_key": "erp:9:1", "status": "done"}]},
         {"results": [{"idempotency_key": "erp:9:1", "status": "applied", "extra": 1}]},
         {"results": [{"idempotency_key": 1, "status": "applied"}]},

@@ -86,7 +86,7 @@ def route(**changes: Any) -> dict[str, Any]:
     [
         ({"table": "public.customers"}, "inbound.webhooks.0.table public.customers receives"),
         ({"table": "public.nowhere"}, "inbound.webhooks.0.table 'public.nowhere' is not in"),
-        ({"fields": {"amount": "/amount"}}, "inbound.webhooks.0.fields lacks key column(s) id"),
+        ({"fields": {"amount": "/amount"}}, "inbound.webhooks.0.fields lacks key field(s) id"),
         ({"fields": {"id": "id"}}, "is not a JSON pointer"),
         ({"path": "/v1/batches"}, "is not a free route"),
     ],

@@ -1,0 +1,206 @@
+"""Inbound translation: the peer's entity changes as this side's rows.
+
+For each change of a batch: the table holding its entity here, its key (the entity key
+itself, renamed, or the local key the cross-reference holds for it), and its fields as
+columns (renamed, values mapped back, references translated to this side's keys). A
+record new to a table whose key this side generates gets its key now, from the key
+column's own sequence or default, and the cross-reference records it in the batch's
+transaction, so later changes of the batch (and references to it) find it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cdc_bridge.entity import Entities, EntityMap
+from cdc_bridge.errors import Unmapped, Unresolved
+from cdc_bridge.peer import codec
+from cdc_bridge.peer.protocol import Change, Op
+from cdc_bridge.sql import query
+
+Connection = psycopg.Connection[Any]
+
+
+@dataclass(slots=True)
+class LocalChange:
+    """One change of the batch in this side's terms (or why it cannot be applied)."""
+
+    emap: EntityMap | None = None
+    key: dict[str, Any] | None = None
+    fields: dict[str, Any] | None = None
+    old: dict[str, Any] | None = None
+    refused: str | None = None  # the reason it is rejected
+    absent: bool = False  # a delete of a record this side never had: nothing to do
+
+
+class Translator:
+    """Translates batches for one config (caches how each table generates its key)."""
+
+    def __init__(self, entities: Entities, schema: str) -> None:
+        self.entities = entities
+        self.schema = schema
+        self._generated: dict[str, sql.Composable] = {}
+
+    def translate(self, conn: Connection, changes: list[Change]) -> list[LocalChange]:
+        maps = [self.entities.of_entity(c.entity) for c in changes]
+        keys = self._xref_keys(conn, changes, maps)
+        refs = self._references(conn, changes, maps, keys)
+        return [
+            self._one(change, emap, keys, refs)
+            for change, emap in zip(changes, maps, strict=True)
+        ]
+
+    def _one(
+        self,
+        change: Change,
+        emap: EntityMap | None,
+        keys: dict[tuple[str, str], dict[str, Any] | None],
+        refs: dict[tuple[str, Any], Any],
+    ) -> LocalChange:
+        if emap is None:
+            return LocalChange(refused=f"entity {change.entity!r} is not configured on this side")
+        try:
+            if emap.uses_xref:
+                key = keys.get((emap.entity, _text(change.key)))
+                if key is None:
+                    return LocalChange(emap, absent=True)
+            else:
+                key = emap.inbound_key(change.key)
+            fields = None
+            if change.fields is not None:
+                fields = emap.inbound_values(_without(change.fields, emap), refs)
+            old = emap.inbound_values(change.old, refs) if change.old else None
+        except (Unmapped, Unresolved) as exc:
+            return LocalChange(emap, refused=str(exc))
+        return LocalChange(emap, key, fields, old or None)
+
+    # --------------------------------------------------------------- keys
+
+    def _xref_keys(
+        self, conn: Connection, changes: list[Change], maps: list[EntityMap | None]
+    ) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """(entity, key text) -> local key, for tables whose key is generated here; new
+        records (not deletes) get a key now."""
+        wanted: dict[str, dict[str, tuple[dict[str, Any], bool]]] = {}
+        for change, emap in zip(changes, maps, strict=True):
+            if emap is not None and emap.uses_xref:
+                text = _text(change.key)
+                creates = change.op is not Op.DELETE
+                _, before = wanted.setdefault(emap.entity, {}).get(text, (change.key, False))
+                wanted[emap.entity][text] = (change.key, before or creates)
+        found: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for entity, items in wanted.items():
+            emap = self.entities.of_entity(entity)
+            assert emap is not None
+            texts = list(items)
+            local = self._lookup(conn, entity, [items[t][0] for t in texts])
+            new = [t for t, key in zip(texts, local, strict=True) if key is None and items[t][1]]
+            made = dict(zip(new, self._generate(conn, emap, len(new)), strict=True))
+            if made:
+                self._record(conn, entity, [(items[t][0], made[t]) for t in new])
+            for text, key in zip(texts, local, strict=True):
+                found[(entity, text)] = key if key is not None else made.get(text)
+        return found
+
+    def _lookup(
+        self, conn: Connection, entity: str, keys: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | None]:
+        rows = conn.execute(
+            query("entity_local_keys", schema=self.schema),
+            {"entity": entity, "keys": codec.dumps_text(keys)},
+        ).fetchall()
+        return [None if text is None else codec.loads(text) for _, text in rows]
+
+    def _generate(self, conn: Connection, emap: EntityMap, count: int) -> list[dict[str, Any]]:
+        if not count:
+            return []
+        column = emap.spec.key[0]
+        rows = conn.execute(
+            query("entity_next_keys", generated=self._generator(conn, emap)), {"n": count}
+        ).fetchall()
+        return [{column: codec.loads(text)} for (text,) in rows]
+
+    def _generator(self, conn: Connection, emap: EntityMap) -> sql.Composable:
+        label = emap.spec.label
+        if label not in self._generated:
+            relation = emap.spec.name.regclass_literal
+            row = conn.execute(
+                query("entity_key_default", relation=relation), {"column": emap.spec.key[0]}
+            ).fetchone()
+            sequence, default = row if row is not None else (None, None)
+            if sequence is not None:
+                self._generated[label] = sql.SQL("nextval({}::regclass)").format(
+                    sql.Literal(sequence)
+                )
+            elif default is not None:
+                # The table's own DEFAULT, as the catalog prints it (not user input).
+                self._generated[label] = sql.SQL(default)
+            else:
+                raise Unresolved(
+                    f"{label}.{emap.spec.key[0]} has no sequence or default to generate a key "
+                    "for a record new here; fix: give the column one, or map the entity key "
+                    "to a column instead of `xref`"
+                )
+        return self._generated[label]
+
+    def _record(
+        self, conn: Connection, entity: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        conn.execute(
+            query("entity_record_xref", schema=self.schema),
+            {"entity": entity, "pairs": codec.dumps_text([list(p) for p in pairs])},
+        )
+
+    # --------------------------------------------------------- references
+
+    def _references(
+        self,
+        conn: Connection,
+        changes: list[Change],
+        maps: list[EntityMap | None],
+        keys: dict[tuple[str, str], dict[str, Any] | None],
+    ) -> dict[tuple[str, Any], Any]:
+        """(referenced entity, its key value) -> the local key value, for references to
+        tables whose key is generated here; None where the record has not arrived."""
+        wanted: dict[str, set[Any]] = {}
+        for change, emap in zip(changes, maps, strict=True):
+            for ref, value in _references_of(change, emap):
+                target = self.entities.of_entity(ref)
+                if target is not None and target.uses_xref and value is not None:
+                    wanted.setdefault(ref, set()).add(value)
+        refs: dict[tuple[str, Any], Any] = {}
+        for entity, values in wanted.items():
+            target = self.entities.of_entity(entity)
+            assert target is not None and target.spec.xref is not None
+            field = target.spec.xref[0]
+            ordered = list(values)
+            entity_keys = [{field: v} for v in ordered]
+            local = self._lookup(conn, entity, entity_keys)
+            for value, entity_key, key in zip(ordered, entity_keys, local, strict=True):
+                key = key or keys.get((entity, _text(entity_key)))
+                refs[(entity, value)] = None if key is None else next(iter(key.values()))
+        return refs
+
+
+def _references_of(change: Change, emap: EntityMap | None) -> Iterable[tuple[str, Any]]:
+    if emap is None or change.fields is None:
+        return
+    for fmap in emap.references:
+        if fmap.name in change.fields and fmap.ref is not None:
+            yield fmap.ref, change.fields[fmap.name]
+
+
+def _without(fields: dict[str, Any], emap: EntityMap) -> dict[str, Any]:
+    """The entity's fields minus its key kept in the cross-reference (no column holds it)."""
+    if not emap.spec.xref:
+        return fields
+    return {k: v for k, v in fields.items() if k not in emap.spec.xref}
+
+
+def _text(key: dict[str, Any]) -> str:
+    return codec.dumps_text(key, sort_keys=True)

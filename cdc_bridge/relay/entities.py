@@ -1,0 +1,187 @@
+"""Outbound translation: this side's rows as the peer knows them, entity changes.
+
+Tables configured without `fields` ship as they are (their entity is the table). For the
+others the relay renames columns to fields, maps values, computes `expr` fields, and
+translates keys and references through the cross-reference, all for a whole read at
+once: one query for every key the cross-reference holds (minting the missing ones), and
+one per table with computed fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cdc_bridge.capture.filters import expression_for_row
+from cdc_bridge.config import BridgeConfig
+from cdc_bridge.entity import Entities, EntityMap, local_key_value
+from cdc_bridge.errors import ConfigError, FilterError, Unresolved
+from cdc_bridge.outbox import OutboxRow
+from cdc_bridge.peer import codec
+from cdc_bridge.sql import query
+
+
+@dataclass(frozen=True, slots=True)
+class EntityChange:
+    """A change as it ships: the entity's name, key and fields."""
+
+    entity: str
+    key: dict[str, Any]
+    fields: dict[str, Any] | None
+    old: dict[str, Any] | None
+
+
+@dataclass
+class Lookups:
+    """What translating a read needs from the database, looked up once for all of it."""
+
+    # (entity, local key value) -> the entity key (a dict of its fields).
+    keys: dict[tuple[str, Any], dict[str, Any]] = field(default_factory=dict)
+    # (referenced entity, local key value) -> the value of its one key field.
+    refs: dict[tuple[str, Any], Any] = field(default_factory=dict)
+    computed: dict[int, dict[str, Any]] = field(default_factory=dict)  # outbox id -> fields
+
+
+class Outbound:
+    """Turns this side's outbox rows into entity changes for one config."""
+
+    def __init__(self, config: BridgeConfig, source: str = "config") -> None:
+        self.entities = Entities(config)
+        self.system = config.system
+        self.schema = config.bridge_schema
+        self._computed = self._computed_queries(source)
+
+    def mapped(self, label: str) -> bool:
+        emap = self.entities.of_table(label)
+        return emap is not None and emap.spec.mapped
+
+    def _computed_queries(self, source: str) -> dict[str, sql.Composed]:
+        queries: dict[str, sql.Composed] = {}
+        problems: list[str] = []
+        for label, emap in self.entities.maps.items():
+            pairs: list[sql.Composable] = []
+            for name, expr in emap.spec.computed.items():
+                try:
+                    bound = expression_for_row(expr, "t")
+                except FilterError as exc:
+                    problems.append(f'tables."{label}".fields.{name}.expr: {exc}')
+                    continue
+                pairs.append(sql.SQL("{}, {}").format(sql.Literal(name), sql.SQL(bound)))
+            if pairs:
+                queries[label] = query(
+                    "entity_computed",
+                    table=emap.spec.name.identifier,
+                    pairs=sql.SQL(", ").join(pairs),
+                )
+        if problems:
+            raise ConfigError(source, problems)
+        return queries
+
+    # ------------------------------------------------------------- lookups
+
+    async def prepare(
+        self, conn: psycopg.AsyncConnection[Any], rows: Sequence[OutboxRow]
+    ) -> Lookups:
+        """Look up (and mint) the entity keys and computed values `rows` need."""
+        found = Lookups()
+        wanted = list(self._xref_wanted(rows))
+        if wanted:
+            await self._entity_keys(conn, wanted, found)
+        for label, statement in self._computed.items():
+            members = [r for r in rows if r.table_name == label and r.op != "D" and r.fields]
+            if members:
+                cur = await conn.execute(
+                    statement, {"rows": codec.dumps_text([r.fields for r in members])}
+                )
+                for row, (text,) in zip(members, await cur.fetchall(), strict=True):
+                    found.computed[row.id] = codec.loads(text)
+        return found
+
+    def _xref_wanted(self, rows: Iterable[OutboxRow]) -> Iterable[tuple[EntityMap, Any, bool]]:
+        """(map of the keyed table, local key value, is a reference) for each lookup."""
+        for row in rows:
+            emap = self.entities.of_table(row.table_name)
+            if emap is None or not emap.spec.mapped:
+                continue
+            if emap.uses_xref and row.key is not None:
+                yield emap, local_key_value(emap.spec, row.key), False
+            for fmap in emap.references:
+                value = (row.fields or {}).get(fmap.column)
+                target = self.entities.of_entity(fmap.ref or "")
+                if value is not None and target is not None and target.uses_xref:
+                    yield target, value, True
+
+    async def _entity_keys(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        wanted: list[tuple[EntityMap, Any, bool]],
+        found: Lookups,
+    ) -> None:
+        items = [
+            {
+                "entity": emap.entity,
+                "local_key": _local_key(emap, value),
+                "minted": self._minted(emap, value),
+            }
+            for emap, value, _ in wanted
+        ]
+        cur = await conn.execute(
+            query("entity_keys_of_local", schema=self.schema), {"rows": codec.dumps_text(items)}
+        )
+        for (emap, value, _), (_n, text) in zip(wanted, await cur.fetchall(), strict=True):
+            if text is None:
+                continue  # the minted key is another record's: left unresolved, refused
+            entity_key: dict[str, Any] = codec.loads(text)
+            found.keys[(emap.entity, value)] = entity_key
+            if len(entity_key) == 1:
+                found.refs[(emap.entity, value)] = next(iter(entity_key.values()))
+
+    def _minted(self, emap: EntityMap, value: Any) -> dict[str, Any]:
+        """The entity key of a record born here: `<system>-<local key>`."""
+        parts = value if isinstance(value, tuple) else (value,)
+        text = "-".join(str(p) for p in (self.system, *parts))
+        assert emap.spec.xref is not None
+        return dict.fromkeys(emap.spec.xref, text)
+
+    # ----------------------------------------------------------- translate
+
+    def translate(
+        self,
+        row: OutboxRow,
+        fields: Mapping[str, Any] | None,
+        old: Mapping[str, Any] | None,
+        found: Lookups,
+    ) -> EntityChange:
+        """The entity change of one row; Unmapped or Unresolved when it cannot be."""
+        emap = self.entities.of_table(row.table_name)
+        assert emap is not None and row.key is not None
+        for fmap in emap.references:
+            value = (fields or {}).get(fmap.column)
+            target = self.entities.of_entity(fmap.ref or "")
+            if (
+                value is not None
+                and target is not None
+                and target.uses_xref
+                and (target.entity, value) not in found.refs
+            ):
+                raise Unresolved(
+                    f"{emap.entity}.{fmap.name}: {fmap.ref} {value!r} has no entity key "
+                    "(its minted key is taken by another record)"
+                )
+        refs = found.refs
+        key = emap.outbound_key(row.key, found.keys)
+        shipped = emap.outbound_values(fields, refs)
+        if shipped is not None:
+            for name in emap.spec.xref or ():
+                shipped.pop(name, None)
+            shipped.update(found.computed.get(row.id, {}))
+        return EntityChange(emap.entity, key, shipped, emap.outbound_values(old, refs) or None)
+
+
+def _local_key(emap: EntityMap, value: Any) -> dict[str, Any]:
+    parts = value if isinstance(value, tuple) else (value,)
+    return dict(zip(emap.spec.key, parts, strict=True))

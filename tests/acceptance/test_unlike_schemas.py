@@ -1,0 +1,174 @@
+"""Two different applications kept in step: an ERP (natural keys, one-letter codes) and a
+web shop (generated ids, words for codes, other names), mapped by config alone.
+
+Each side's rows are compared as `row(...)::text` of the columns that hold the same
+entity fields, so a rename, a code map, a key translation or a rounding shows as a
+difference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.acceptance.bridges import Bridge, relays_paused, wait_until
+from tests.acceptance.unlike_pair import unlike_pair
+from tests.pg import TestServer
+
+# 30 digits in a jsonb document and in a numeric(38,6): exact or it fails.
+BIG = "123456789012345678901234567890"
+
+ERP_PRODUCTS = """
+SELECT row(item_no, description, unit_price, round(unit_price * 1.2, 2), status = 'A',
+           attributes)::text
+FROM items WHERE status <> 'D' ORDER BY item_no
+"""
+SHOP_PRODUCTS = """
+SELECT row(sku_code, label, net_price, gross_price, visible, specs)::text
+FROM products ORDER BY sku_code
+"""
+# The shop's customers by the ERP's number, through the bridge's cross-reference.
+SHOP_CUSTOMERS = """
+SELECT row(x.entity_key ->> 'number', c.full_name, c.email_address, c.phone)::text
+FROM customers c
+JOIN cdc_bridge.entity_xref x ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', c.id)
+ORDER BY 1
+"""
+ERP_CUSTOMERS = "SELECT row(customer_no, name, email, phone)::text FROM customers ORDER BY 1"
+ERP_ORDERS = """
+SELECT row(order_no, customer_no, state, total, placed_at)::text FROM sales_orders ORDER BY 1
+"""
+SHOP_ORDERS = """
+SELECT row('shop-' || o.id, x.entity_key ->> 'number',
+           CASE o.status WHEN 'open' THEN 'O' WHEN 'shipped' THEN 'S' ELSE 'C' END,
+           o.total, o.created_at)::text
+FROM orders o
+JOIN cdc_bridge.entity_xref x ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', o.customer_id)
+WHERE o.status <> 'cancelled'
+ORDER BY 1
+"""
+
+
+def rows(bridge: Bridge, query: str) -> list[str]:
+    return [r[0] for r in bridge.sql(query)]
+
+
+def equal(erp: Bridge, erp_query: str, shop: Bridge, shop_query: str) -> bool:
+    return rows(erp, erp_query) == rows(shop, shop_query)
+
+
+def failed(bridge: Bridge) -> list[tuple[str, str]]:
+    return [
+        (r[0], r[1]) for r in bridge.sql("SELECT table_name, reason FROM cdc_bridge.failed")
+    ]
+
+
+@pytest.fixture
+def pair(pg_server: TestServer, tmp_path: Path) -> tuple[Bridge, Bridge]:
+    with unlike_pair(pg_server, tmp_path) as bridges:
+        yield bridges  # type: ignore[misc]
+
+
+def test_four_sync_paths_between_two_unlike_schemas(pair: tuple[Bridge, Bridge]) -> None:
+    erp, shop = pair
+    both = [erp, shop]
+    # 1-way, one SOR: ERP items arrive as shop products (renamed, code-mapped, computed,
+    # defaulted), in one source transaction with the customers.
+    with psycopg.connect(erp.dsn) as conn:
+        conn.execute(
+            "INSERT INTO customers VALUES "
+            "('CUST-1042', 'Anna Müller', 'anna@example.com', NULL, %s),"
+            "('CUST-2001', 'Bo Ek', NULL, NULL, 0)",
+            (BIG + ".000001",),
+        )
+        conn.execute(
+            "INSERT INTO items VALUES "
+            "('ITEM-1', 'Drill 🔩', 12345678901234.123456, 'A', %s::jsonb),"
+            "('ITEM-2', 'Saw', 1.10, 'I', NULL)",
+            ('{"weight": ' + BIG + ', "tags": ["tools", "ß"]}',),
+        )
+    wait_until("products at the shop", lambda: len(rows(shop, SHOP_PRODUCTS)) == 2, both)
+    assert rows(shop, SHOP_PRODUCTS) == rows(erp, ERP_PRODUCTS)
+    assert shop.sql("SELECT DISTINCT tax_class FROM products") == [("standard",)]
+    wait_until("customers at the shop", lambda: len(rows(shop, SHOP_CUSTOMERS)) == 2, both)
+    assert rows(shop, SHOP_CUSTOMERS) == rows(erp, ERP_CUSTOMERS)
+    anna = shop.value("SELECT id FROM customers WHERE full_name = 'Anna Müller'")
+
+    # SOR handoff: an order born in the shop, with a change of the shop-owned phone in the
+    # same transaction, arrives with the ERP's customer number and the ERP's state code.
+    with psycopg.connect(shop.dsn) as conn:
+        order = conn.execute(
+            "INSERT INTO orders (customer_id, total, created_at) "
+            "VALUES (%s, 99999999999999.999999, '2026-03-29 01:30:00+01') RETURNING id",
+            (anna,),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE customers SET phone = '+49 30 1234' WHERE id = %s", (anna,))
+    wait_until("the order at the ERP", lambda: equal(erp, ERP_ORDERS, shop, SHOP_ORDERS), both)
+    assert erp.sql("SELECT order_no, customer_no, state FROM sales_orders") == [
+        (f"shop-{order}", "CUST-1042", "O")
+    ]
+    wait_until("the phone at the ERP", lambda: equal(erp, ERP_CUSTOMERS, shop, SHOP_CUSTOMERS), both)
+    wait_until(
+        "the handoff recorded",
+        lambda: shop.value("SELECT count(*) FROM cdc_bridge.handoffs") == 1,
+        both,
+    )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        shop.sql("UPDATE orders SET total = 1 WHERE id = %s", order)
+
+    # The shop's generated ids carried by the cross-reference: the ERP's later update and
+    # delete reach the right shop rows.
+    erp.sql("UPDATE customers SET name = 'Anna Müller-Lüdenscheidt' WHERE customer_no = 'CUST-1042'")
+    erp.sql("DELETE FROM customers WHERE customer_no = 'CUST-2001'")
+    wait_until(
+        "the rename and the delete at the shop",
+        lambda: equal(erp, ERP_CUSTOMERS, shop, SHOP_CUSTOMERS),
+        both,
+    )
+    assert shop.value("SELECT id FROM customers WHERE full_name LIKE 'Anna%'") == anna
+
+    # 2-way, two SORs for a field: both edit the email while the relays are held; newer
+    # wins at both sides.
+    with relays_paused(erp, shop):
+        shop.sql("UPDATE customers SET email_address = 'old@shop.example' WHERE id = %s", anna)
+        erp.sql("UPDATE customers SET email = 'new@erp.example' WHERE customer_no = 'CUST-1042'")
+    wait_until(
+        "the email converged",
+        lambda: equal(erp, ERP_CUSTOMERS, shop, SHOP_CUSTOMERS),
+        both,
+    )
+    assert erp.value("SELECT email FROM customers WHERE customer_no = 'CUST-1042'") == (
+        "new@erp.example"
+    )
+    assert failed(erp) == [] and failed(shop) == []
+
+
+def test_an_unmapped_code_is_refused_with_a_reason_and_blocks_nothing_else(
+    pair: tuple[Bridge, Bridge],
+) -> None:
+    erp, shop = pair
+    both = [erp, shop]
+    # Outbound: the ERP's 'D' (discontinued) has no value in the shop's vocabulary.
+    erp.sql("INSERT INTO items VALUES ('ITEM-9', 'Old saw', 5, 'D', NULL)")
+    erp.sql("INSERT INTO items VALUES ('ITEM-3', 'Hammer', 7.5, 'A', NULL)")
+    wait_until("the good item at the shop", lambda: len(rows(shop, SHOP_PRODUCTS)) == 1, both)
+    assert rows(shop, SHOP_PRODUCTS) == rows(erp, ERP_PRODUCTS)
+    wait_until("the bad item failed", lambda: len(failed(erp)) == 1, both)
+    [(table, reason)] = failed(erp)
+    assert table == "public.items"
+    assert "product.visible" in reason and "'D'" in reason and "map" in reason
+
+    # Inbound: the shop's 'cancelled' has no code at the ERP.
+    erp.sql("INSERT INTO customers VALUES ('CUST-7', 'Cy', NULL, NULL, NULL)")
+    wait_until("the customer at the shop", lambda: len(rows(shop, SHOP_CUSTOMERS)) == 1, both)
+    cy = shop.value("SELECT id FROM customers")
+    shop.sql("INSERT INTO orders (customer_id, status, total) VALUES (%s, 'cancelled', 1)", cy)
+    shop.sql("INSERT INTO orders (customer_id, total) VALUES (%s, 2)", cy)
+    wait_until("the good order at the ERP", lambda: equal(erp, ERP_ORDERS, shop, SHOP_ORDERS), both)
+    assert erp.value("SELECT count(*) FROM sales_orders") == 1
+    wait_until("the bad order failed", lambda: len(failed(shop)) == 1, both)
+    [(table, reason)] = failed(shop)
+    assert table == "public.orders"
+    assert "order.state" in reason and "'cancelled'" in reason
