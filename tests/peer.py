@@ -147,7 +147,7 @@ class PeerServer:
         batch = Batch.model_validate_json(body)
         with self.lock:
             crash = self.state.crash_records
-            if any(record_of(c.table, c.key) in crash for c in batch.changes):
+            if any(record_of(c.entity, c.key) in crash for c in batch.changes):
                 return 500, b"internal error"
         rejected_here: set[Record] = set()
         with self.lock:
@@ -157,7 +157,7 @@ class PeerServer:
     def _apply(self, change: Any, rejected_here: set[Record]) -> ChangeResult:
         state = self.state
         state.deliveries[change.idempotency_key] += 1
-        record = record_of(change.table, change.key)
+        record = record_of(change.entity, change.key)
         if record in state.rejected_records:
             # Protocol: the first change of a refused record is rejected, later ones skipped.
             if record in rejected_here:
