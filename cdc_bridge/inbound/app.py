@@ -31,6 +31,7 @@ from starlette.routing import Route
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, InboundTls, TableSpec
 from cdc_bridge.db import error_line, mask_dsn
+from cdc_bridge.entity.outbound import Outbound
 from cdc_bridge.errors import Refused, UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
 from cdc_bridge.inbound.webhooks import Webhooks, change_of, verify
@@ -69,6 +70,7 @@ class Inbound:
         self.config = config
         self.signer = Signer(config.peer.secrets)
         self.applier = Applier(config)
+        self.outbound = Outbound(config)  # reads this side's rows as entities (reconcile)
         self.webhooks = [
             Webhooks.build(route, config.table(route.table), os.environ)
             for route in config.inbound.webhooks
@@ -171,19 +173,31 @@ class Inbound:
             )
             after = None if request.after is None else codec.dumps_text(request.after)
             rows = [r[0] for r in conn.execute(query, {"after": after, "limit": request.limit + 1})]
-        more = len(rows) > request.limit
-        return dumps(ReadResponse(protocol=request.protocol, rows=rows[: request.limit], more=more))
+            more = len(rows) > request.limit
+            rows = rows[: request.limit]
+            cursor = {k: rows[-1][k] for k in spec.key} if more and rows else None
+            if spec.mapped:
+                rows = self._entity_rows(conn, spec, rows)
+        return dumps(
+            ReadResponse(protocol=request.protocol, rows=rows, more=more, next=cursor)
+        )
+
+    def _entity_rows(
+        self, conn: psycopg.Connection[Any], spec: TableSpec, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """This side's rows as the entity records they hold (reconcile compares those)."""
+        keyed = [({k: r[k] for k in spec.key}, r) for r in rows]
+        entities = []
+        for result in self.outbound.entity_rows(conn, spec.label, keyed):
+            if isinstance(result, Exception):
+                raise Refused(422, f"{spec.label}: a row cannot be read as {spec.entity}: {result}")
+            entities.append({**(result.fields or {}), **result.key})
+        return entities
 
     def _readable(self, entity: str) -> TableSpec:
         spec = self.config.spec_of_entity(entity)
         if spec is None:
             raise Refused(400, f"entity {entity!r} is not configured on this side")
-        if spec.mapped:
-            raise Refused(
-                400,
-                f"{spec.label} maps entity {entity!r} to other names: reading it for "
-                "reconcile is not supported yet",
-            )
         if not (spec.receives_whole_rows or spec.received_fields):
             raise Refused(400, f"{spec.label} holds nothing this side receives from the peer")
         return spec

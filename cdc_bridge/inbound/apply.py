@@ -35,8 +35,8 @@ from cdc_bridge import retention
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
 from cdc_bridge.entity import Entities
+from cdc_bridge.entity.inbound import LocalChange, Translator
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
-from cdc_bridge.inbound.entities import LocalChange, Translator
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import (
     Batch,

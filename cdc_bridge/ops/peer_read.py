@@ -39,6 +39,7 @@ def loads(body: bytes | str) -> Any:
 class Page:
     rows: list[dict[str, Any]]
     more: bool
+    next: dict[str, Any] | None = None  # where the next page starts (pass as `after`)
 
 
 class PagedReader(Protocol):
@@ -78,6 +79,7 @@ class BridgeReader:
             raise UserError("peer.secret is not set; fix: set it to the peer's shared secret")
         self._signer = Signer(config.peer.secrets)
         self._system, self._label, self._url = config.system, spec.label, config.peer.url
+        self._entity = spec.entity
         self._http = httpx.Client(
             base_url=config.peer.url,
             timeout=config.peer.timeout_s,
@@ -85,7 +87,7 @@ class BridgeReader:
         )
 
     def page(self, after: dict[str, Any] | None, limit: int) -> Page:
-        request = ReadRequest(source=self._system, entity=self._label, after=after, limit=limit)
+        request = ReadRequest(source=self._system, entity=self._entity, after=after, limit=limit)
         body = dumps(request)
         headers = self._signer.headers(f"read-{uuid.uuid4().hex}", body)
         headers["content-type"] = "application/json"
@@ -96,7 +98,7 @@ class BridgeReader:
         if response.status_code != 200:
             raise _failure(self._label, self._url, response)
         data = loads(response.content)
-        return Page(rows=list(data["rows"]), more=bool(data["more"]))
+        return Page(rows=list(data["rows"]), more=bool(data["more"]), next=data.get("next"))
 
     def close(self) -> None:
         self._http.close()

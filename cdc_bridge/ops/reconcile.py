@@ -22,6 +22,8 @@ from psycopg.types.json import Jsonb
 from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
+from cdc_bridge.entity import EntityMap
+from cdc_bridge.entity.outbound import Outbound
 from cdc_bridge.errors import UserError
 from cdc_bridge.ops.common import Target
 from cdc_bridge.ops.peer_read import (
@@ -307,25 +309,51 @@ class Reconciler:
         window = Window()
         for key, fields, in_scope in local_rows:
             peer_row = theirs.pop(key_token(key, self.spec.key), None)
-            if not in_scope:
-                continue  # not shipped from here: whatever the peer holds is not ours to judge
-            self.report.compared += 1
-            if peer_row is None:
-                self.report.add_missing(key)
-                if self.may_create:
-                    window.upserts.append(key)
-                else:
-                    self.report.missing_not_ours += 1
-                continue
-            diff = differing_fields(fields, peer_row, exact=self.exact)
-            if diff:
-                self.report.add_different(key, diff)
-                window.upserts.append(key)
+            if in_scope:  # else not shipped from here: not ours to judge
+                self.judge(key, key, fields, peer_row, window)
         for peer_row in theirs.values():
             key = {k: peer_row.get(k) for k in self.spec.key}
             self.report.add_extra(key)
             if self.may_delete:
                 window.deletes.append(key)
+            else:
+                self.report.extra_not_ours += 1
+        return window
+
+    def judge(
+        self,
+        key: Key,
+        shown: Key,
+        fields: dict[str, Any],
+        peer_row: dict[str, Any] | None,
+        window: Window,
+    ) -> None:
+        """Compare one row of this side (its key, the key shown in the report, the fields
+        to compare) with the peer's copy, and queue its fix into `window`."""
+        self.report.compared += 1
+        if peer_row is None:
+            self.report.add_missing(shown)
+            if self.may_create:
+                window.upserts.append(key)
+            else:
+                self.report.missing_not_ours += 1
+            return
+        diff = differing_fields(fields, peer_row, exact=self.exact)
+        if diff:
+            self.report.add_different(shown, diff)
+            window.upserts.append(key)
+
+    def extra_entities(self, peer_rows: list[dict[str, Any]]) -> Window:
+        """Records only the peer has. Deleted there (where this side decides which records
+        exist) when this side's key is the entity's own; with a cross-reference this side
+        has no key for a record it never had, so they are reported only."""
+        window = Window()
+        emap = EntityMap.of(self.spec)
+        for row in peer_rows:
+            key = {k: row.get(k) for k in self.spec.entity_key}
+            self.report.add_extra(key)
+            if self.may_delete and not emap.uses_xref:
+                window.deletes.append(emap.inbound_key(key))
             else:
                 self.report.extra_not_ours += 1
         return window
@@ -355,6 +383,8 @@ def reconcile(
         sides = Sides(reconciler, conn, writer, on_progress)
         if config.peer.adapter == "rest":
             _by_key(sides, RestReader(config, spec))
+        elif spec.mapped:
+            _by_entities(sides, BridgeReader(config, spec), page, Outbound(config))
         else:
             _by_pages(sides, BridgeReader(config, spec), page)
     return reconciler.report
@@ -406,6 +436,51 @@ def _by_pages(sides: Sides, reader: PagedReader, page: int) -> None:
             after = upto
     finally:
         reader.close()
+
+
+def _by_entities(sides: Sides, reader: PagedReader, page: int, outbound: Outbound) -> None:
+    """An entity mapped to other names: the two sides' keys do not sort alike, so the
+    peer's copy is read whole (held in memory, by entity key), then this side's rows are
+    read in key order, translated to the entity and matched by entity key."""
+    reconciler = sides.reconciler
+    spec = reconciler.spec
+    theirs: dict[str, dict[str, Any]] = {}
+    after: dict[str, Any] | None = None
+    try:
+        while True:
+            peer_page = reader.page(after, page)
+            for peer_row in peer_page.rows:
+                theirs[key_token(peer_row, spec.entity_key)] = peer_row
+            if not (peer_page.more and peer_page.rows):
+                break
+            after = peer_page.next or {k: peer_page.rows[-1][k] for k in spec.entity_key}
+    finally:
+        reader.close()
+    rows: list[LocalRow] = []
+    for row in reconciler.local.rows(sides.reader, None, None):
+        rows.append(row)
+        if len(rows) >= DEFAULT_PAGE:
+            sides.settle(_entity_window(sides, outbound, rows, theirs))
+            rows = []
+    sides.settle(_entity_window(sides, outbound, rows, theirs))
+    sides.settle(reconciler.extra_entities(list(theirs.values())))
+
+
+def _entity_window(
+    sides: Sides, outbound: Outbound, rows: list[LocalRow], theirs: dict[str, dict[str, Any]]
+) -> Window:
+    reconciler = sides.reconciler
+    spec = reconciler.spec
+    translated = outbound.entity_rows(sides.reader, spec.label, [(k, f) for k, f, _ in rows])
+    window = Window()
+    for (key, _fields, in_scope), entity in zip(rows, translated, strict=True):
+        if isinstance(entity, Exception):
+            raise UserError(f"{spec.label} row {codec.dumps_text(key)}: {entity}")
+        peer_row = theirs.pop(key_token(entity.key, spec.entity_key), None)
+        if in_scope:
+            reconciler.judge(key, entity.key, {**(entity.fields or {}), **entity.key},
+                             peer_row, window)
+    return window
 
 
 def _by_key(sides: Sides, reader: KeyedReader) -> None:

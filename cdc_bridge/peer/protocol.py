@@ -138,8 +138,11 @@ class ReadRequest(_Strict):
 
 class ReadResponse(_Strict):
     protocol: Protocol = PROTOCOL
-    rows: list[dict[str, Any]]  # the fields the peer would ship for this entity, key included
+    rows: list[dict[str, Any]]  # the entity's fields this side receives, key included
     more: bool
+    # Where the next page starts: pass it as `after`. For an entity mapped to other names
+    # the rows' order is the peer's own key's, so only this cursor pages through them.
+    next: dict[str, Any] | None = None
 
 
 def dumps(model: BaseModel) -> bytes:

@@ -48,12 +48,12 @@ from psycopg import sql
 from cdc_bridge import outbox, retention
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 from cdc_bridge.db import mask_dsn
+from cdc_bridge.entity.outbound import Lookups, Outbound
 from cdc_bridge.errors import PortInUse, Unmapped, Unresolved
 from cdc_bridge.outbox import Failure, OutboxRow
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
 from cdc_bridge.peer.protocol import ResultStatus
-from cdc_bridge.relay.entities import Lookups, Outbound
 from cdc_bridge.relay.health import Observed, OutboxProbe, report
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
 from cdc_bridge.relay.retry import Outage, backoff_delay

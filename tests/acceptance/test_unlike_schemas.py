@@ -8,11 +8,14 @@ difference.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from cdc_bridge.config import load_config
+from cdc_bridge.ops.reconcile import reconcile
 from tests.acceptance.bridges import Bridge, relays_paused, wait_until
 from tests.acceptance.unlike_pair import unlike_pair
 from tests.pg import TestServer
@@ -33,7 +36,8 @@ FROM products ORDER BY sku_code
 SHOP_CUSTOMERS = """
 SELECT row(x.entity_key ->> 'number', c.full_name, c.email_address, c.phone)::text
 FROM customers c
-JOIN cdc_bridge.entity_xref x ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', c.id)
+JOIN cdc_bridge.entity_xref x
+  ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', c.id)
 ORDER BY 1
 """
 ERP_CUSTOMERS = "SELECT row(customer_no, name, email, phone)::text FROM customers ORDER BY 1"
@@ -45,7 +49,8 @@ SELECT row('shop-' || o.id, x.entity_key ->> 'number',
            CASE o.status WHEN 'open' THEN 'O' WHEN 'shipped' THEN 'S' ELSE 'C' END,
            o.total, o.created_at)::text
 FROM orders o
-JOIN cdc_bridge.entity_xref x ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', o.customer_id)
+JOIN cdc_bridge.entity_xref x
+  ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', o.customer_id)
 WHERE o.status <> 'cancelled'
 ORDER BY 1
 """
@@ -109,7 +114,9 @@ def test_four_sync_paths_between_two_unlike_schemas(pair: tuple[Bridge, Bridge])
     assert erp.sql("SELECT order_no, customer_no, state FROM sales_orders") == [
         (f"shop-{order}", "CUST-1042", "O")
     ]
-    wait_until("the phone at the ERP", lambda: equal(erp, ERP_CUSTOMERS, shop, SHOP_CUSTOMERS), both)
+    wait_until(
+        "the phone at the ERP", lambda: equal(erp, ERP_CUSTOMERS, shop, SHOP_CUSTOMERS), both
+    )
     wait_until(
         "the handoff recorded",
         lambda: shop.value("SELECT count(*) FROM cdc_bridge.handoffs") == 1,
@@ -120,7 +127,9 @@ def test_four_sync_paths_between_two_unlike_schemas(pair: tuple[Bridge, Bridge])
 
     # The shop's generated ids carried by the cross-reference: the ERP's later update and
     # delete reach the right shop rows.
-    erp.sql("UPDATE customers SET name = 'Anna Müller-Lüdenscheidt' WHERE customer_no = 'CUST-1042'")
+    erp.sql(
+        "UPDATE customers SET name = 'Anna Müller-Lüdenscheidt' WHERE customer_no = 'CUST-1042'"
+    )
     erp.sql("DELETE FROM customers WHERE customer_no = 'CUST-2001'")
     wait_until(
         "the rename and the delete at the shop",
@@ -172,3 +181,50 @@ def test_an_unmapped_code_is_refused_with_a_reason_and_blocks_nothing_else(
     [(table, reason)] = failed(shop)
     assert table == "public.orders"
     assert "order.state" in reason and "'cancelled'" in reason
+
+
+def as_erp(bridge: Bridge, *statements: str) -> None:
+    """Write at the shop as its bridge would for the ERP: the shop's guard lets it pass."""
+    with psycopg.connect(bridge.dsn, autocommit=True) as conn:
+        conn.execute("SELECT set_config('cdc_bridge.origin', 'erp', false)")
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+def test_reconcile_finds_and_fixes_a_mapped_difference(pair: tuple[Bridge, Bridge]) -> None:
+    erp, shop = pair
+    both = [erp, shop]
+    erp.sql(
+        "INSERT INTO items VALUES ('ITEM-1', 'Drill', 12345678901234.123456, 'A', NULL),"
+        "('ITEM-2', 'Saw', 1.10, 'I', '{\"n\": " + BIG + "}'), ('ITEM-3', 'Vice', 3, 'A', NULL)"
+    )
+    wait_until("products at the shop", lambda: len(rows(shop, SHOP_PRODUCTS)) == 3, both)
+    config = load_config(erp.config)
+    assert reconcile(config, "public.items").in_sync
+
+    # The shop's copy drifts: a rounded price, a flipped code, a lost row and a stray one.
+    as_erp(
+        shop,
+        "UPDATE products SET net_price = 12345678901234.123000 WHERE sku_code = 'ITEM-1'",
+        "UPDATE products SET visible = true WHERE sku_code = 'ITEM-2'",
+        "DELETE FROM products WHERE sku_code = 'ITEM-3'",
+        "INSERT INTO products (sku_code, label, net_price, visible, tax_class) "
+        "VALUES ('ITEM-X', 'Stray', 1, true, 'standard')",
+    )
+    report = reconcile(config, "public.items")
+    assert (report.different, report.missing, report.extra) == (2, 1, 1)
+    by_sku = {d.key["sku"]: d.fields for d in report.differences}
+    assert by_sku["ITEM-1"] == {
+        "price": (Decimal("12345678901234.123456"), Decimal("12345678901234.123000"))
+    }
+    assert by_sku["ITEM-2"] == {"visible": (False, True)}  # compared as the entity's values
+    assert report.missing_keys == [{"sku": "ITEM-3"}]
+    assert report.extra_keys == [{"sku": "ITEM-X"}]
+
+    fixed = reconcile(config, "public.items", fix=True)
+    assert fixed.fixes_queued == 4  # three upserts and the stray one's delete
+    wait_until(
+        "the shop repaired", lambda: rows(shop, SHOP_PRODUCTS) == rows(erp, ERP_PRODUCTS), both
+    )
+    after = reconcile(config, "public.items")
+    assert after.in_sync and after.compared == 3

@@ -18,7 +18,9 @@ from tests.pg import TestServer
 UNLIKE = FIXTURES / "unlike"
 
 
-def unlike_config(side: str, dsn: str, ports: dict[str, tuple[int, int]]) -> tuple[str, BridgeConfig]:
+def unlike_config(
+    side: str, dsn: str, ports: dict[str, tuple[int, int]]
+) -> tuple[str, BridgeConfig]:
     """The fixture config of one side, for these databases and ports, as text and parsed."""
     environ = {
         "ERP_DATABASE_URL": dsn,

@@ -54,7 +54,7 @@ def test_the_example_mappings_fit_their_tables(shop_db: str, pg_server: TestServ
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute((UNLIKE / "erp_schema.sql").read_text().encode())
-        text, config = unlike_config("erp", dsn, PORTS)
+        _, config = unlike_config("erp", dsn, PORTS)
         with psycopg.connect(dsn) as conn:
             assert check_database(config, conn) == []
     finally:

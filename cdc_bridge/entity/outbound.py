@@ -9,8 +9,9 @@ one per table with computed fields.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -19,7 +20,7 @@ from psycopg import sql
 from cdc_bridge.capture.filters import expression_for_row
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.entity import Entities, EntityMap, local_key_value
-from cdc_bridge.errors import ConfigError, FilterError, Unresolved
+from cdc_bridge.errors import ConfigError, FilterError, Unmapped, Unresolved
 from cdc_bridge.outbox import OutboxRow
 from cdc_bridge.peer import codec
 from cdc_bridge.sql import query
@@ -88,18 +89,77 @@ class Outbound:
     ) -> Lookups:
         """Look up (and mint) the entity keys and computed values `rows` need."""
         found = Lookups()
+        for statement, params, absorb in self._lookups(rows, found):
+            cur = await conn.execute(statement, params)
+            absorb(await cur.fetchall())
+        return found
+
+    def prepare_sync(self, conn: psycopg.Connection[Any], rows: Sequence[OutboxRow]) -> Lookups:
+        """`prepare` on a blocking connection (reconcile, the read endpoint)."""
+        found = Lookups()
+        for statement, params, absorb in self._lookups(rows, found):
+            absorb(conn.execute(statement, params).fetchall())
+        return found
+
+    def _lookups(
+        self, rows: Sequence[OutboxRow], found: Lookups
+    ) -> Iterator[tuple[sql.Composed, dict[str, Any], Callable[[list[Any]], None]]]:
+        """The queries `rows` need, each with what takes its answer into `found`."""
         wanted = list(self._xref_wanted(rows))
         if wanted:
-            await self._entity_keys(conn, wanted, found)
+            items = [
+                {
+                    "entity": emap.entity,
+                    "local_key": _local_key(emap, value),
+                    "minted": self._minted(emap, value),
+                }
+                for emap, value, _ in wanted
+            ]
+
+            def keys(answer: list[Any]) -> None:
+                for (emap, value, _), (_n, text) in zip(wanted, answer, strict=True):
+                    if text is None:
+                        continue  # the minted key is another record's: unresolved, refused
+                    entity_key: dict[str, Any] = codec.loads(text)
+                    found.keys[(emap.entity, value)] = entity_key
+                    if len(entity_key) == 1:
+                        found.refs[(emap.entity, value)] = next(iter(entity_key.values()))
+
+            yield (
+                query("entity_keys_of_local", schema=self.schema),
+                {"rows": codec.dumps_text(items)},
+                keys,
+            )
         for label, statement in self._computed.items():
             members = [r for r in rows if r.table_name == label and r.op != "D" and r.fields]
             if members:
-                cur = await conn.execute(
-                    statement, {"rows": codec.dumps_text([r.fields for r in members])}
+                yield (
+                    statement,
+                    {"rows": codec.dumps_text([r.fields for r in members])},
+                    _computed_into(found, members),
                 )
-                for row, (text,) in zip(members, await cur.fetchall(), strict=True):
-                    found.computed[row.id] = codec.loads(text)
-        return found
+
+    def entity_rows(
+        self,
+        conn: psycopg.Connection[Any],
+        label: str,
+        rows: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> list[EntityChange | Unmapped | Unresolved]:
+        """Rows of a table (key, fields) as the entity records they are, or why not: what
+        reconcile compares, and what the read endpoint answers."""
+        now = datetime.now(UTC)
+        outbox_rows = [
+            OutboxRow(i, "0", label, "U", key, "", fields, None, None, self.system, now)
+            for i, (key, fields) in enumerate(rows)
+        ]
+        found = self.prepare_sync(conn, outbox_rows)
+        results: list[EntityChange | Unmapped | Unresolved] = []
+        for row in outbox_rows:
+            try:
+                results.append(self.translate(row, row.fields, None, found))
+            except (Unmapped, Unresolved) as exc:
+                results.append(exc)
+        return results
 
     def _xref_wanted(self, rows: Iterable[OutboxRow]) -> Iterable[tuple[EntityMap, Any, bool]]:
         """(map of the keyed table, local key value, is a reference) for each lookup."""
@@ -114,31 +174,6 @@ class Outbound:
                 target = self.entities.of_entity(fmap.ref or "")
                 if value is not None and target is not None and target.uses_xref:
                     yield target, value, True
-
-    async def _entity_keys(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        wanted: list[tuple[EntityMap, Any, bool]],
-        found: Lookups,
-    ) -> None:
-        items = [
-            {
-                "entity": emap.entity,
-                "local_key": _local_key(emap, value),
-                "minted": self._minted(emap, value),
-            }
-            for emap, value, _ in wanted
-        ]
-        cur = await conn.execute(
-            query("entity_keys_of_local", schema=self.schema), {"rows": codec.dumps_text(items)}
-        )
-        for (emap, value, _), (_n, text) in zip(wanted, await cur.fetchall(), strict=True):
-            if text is None:
-                continue  # the minted key is another record's: left unresolved, refused
-            entity_key: dict[str, Any] = codec.loads(text)
-            found.keys[(emap.entity, value)] = entity_key
-            if len(entity_key) == 1:
-                found.refs[(emap.entity, value)] = next(iter(entity_key.values()))
 
     def _minted(self, emap: EntityMap, value: Any) -> dict[str, Any]:
         """The entity key of a record born here: `<system>-<local key>`."""
@@ -180,6 +215,16 @@ class Outbound:
                 shipped.pop(name, None)
             shipped.update(found.computed.get(row.id, {}))
         return EntityChange(emap.entity, key, shipped, emap.outbound_values(old, refs) or None)
+
+
+def _computed_into(
+    found: Lookups, members: list[OutboxRow]
+) -> Callable[[list[Any]], None]:
+    def absorb(answer: list[Any]) -> None:
+        for row, (text,) in zip(members, answer, strict=True):
+            found.computed[row.id] = codec.loads(text)
+
+    return absorb
 
 
 def _local_key(emap: EntityMap, value: Any) -> dict[str, Any]:

@@ -6,8 +6,10 @@ into entity changes (`outbound_*`), and `serve` turns the peer's entity changes 
 side's rows (`inbound_*`). A table configured without `fields` is its own entity: its
 columns are the fields, and nothing is translated.
 
-Everything here is pure. What needs the database (the cross-reference of generated keys,
-and references through it) is looked up by the caller and handed in as `Lookup`s.
+Everything in this module is pure. What needs the database (the cross-reference of
+generated keys, references through it, computed fields) is looked up in bulk by
+`outbound.py` (the relay, and reconcile and the read endpoint, which compare entities) and
+`inbound.py` (`serve`), and handed in as `Lookup`s.
 """
 
 from __future__ import annotations
