@@ -624,6 +624,16 @@ class TableConfig(_Frozen):
     xref: tuple[str, ...] | None = None
     # Values for columns the entity does not carry but an insert here needs.
     defaults: dict[str, Any] = Field(default_factory=dict)
+    # A 1:1 side table of the entity's main table: its `key` columns hold the main table's
+    # key (in the same order), and its fields are more fields of the same entity.
+    part_of: str | None = None
+
+    @field_validator("part_of")
+    @classmethod
+    def _part_of_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_table_name(value)
+        return value
 
     @field_validator("fields")
     @classmethod
@@ -704,23 +714,23 @@ class TableConfig(_Frozen):
                 return "`xref` needs `fields` (the entity's other fields); fix: add fields"
             return None
         xref = self.xref or ()
+        if self.part_of is not None and (self.entity is None or xref):
+            return (
+                "a side table (`part_of`) names its entity and has no `xref` of its own "
+                "(its key is the main table's); fix: set `entity` as on the main table, "
+                "and remove `xref`"
+            )
         if xref and (len(xref) != 1 or len(self.key) != 1):
             return (
                 "`xref` keeps a one-field entity key for a one-column generated key; fix: "
                 "name one field in `xref` and one column in `key`"
-            )
-        clash = sorted(set(xref) & set(fields))
-        if clash:
-            return (
-                f"{', '.join(clash)} is the entity key kept in the cross-reference, so no "
-                "column holds it; fix: remove it from `fields`"
             )
         columns = [r.column for r in fields.values() if r.column is not None]
         twice = sorted({c for c in columns if columns.count(c) > 1})
         if twice:
             return f"column(s) {', '.join(twice)} hold two fields; fix: map each column once"
         unmapped = [k for k in self.key if k not in columns]
-        if unmapped and not xref:
+        if unmapped and not xref and self.part_of is None:
             return (
                 f"key column(s) {', '.join(unmapped)} are not mapped to a field; fix: map "
                 "them in `fields`, or name the entity's key in `xref` if this side "
@@ -810,7 +820,9 @@ class BridgeConfig(_Frozen):
 
     def _source_problem(self, where: str, route: WebhookRoute | PollSource) -> str | None:
         """Why a webhook route or poll cannot feed its table, or None."""
-        spec = next((s for s in self.table_specs if route.table in (s.label, s.name.dotted)), None)
+        # Built here, not through `table_specs`: a cached value would survive model_copy.
+        specs = (TableSpec.build(label, table) for label, table in self.tables.items())
+        spec = next((s for s in specs if route.table in (s.label, s.name.dotted)), None)
         if spec is None:
             return f"{where}.table {route.table!r} is not in `tables`; fix: configure it there"
         received = set(spec.field_names(spec.received_fields))
@@ -835,16 +847,21 @@ class BridgeConfig(_Frozen):
     @model_validator(mode="after")
     def _entities_resolve(self) -> BridgeConfig:
         problems: list[str] = []
+        # Built here, not through `table_specs`: a cached value would survive model_copy.
+        specs = [TableSpec.build(label, table) for label, table in self.tables.items()]
         by_entity: dict[str, list[TableSpec]] = {}
-        for spec in self.table_specs:
-            by_entity.setdefault(spec.entity, []).append(spec)
+        for spec in specs:
+            if spec.part_of is None:
+                by_entity.setdefault(spec.entity, []).append(spec)
+            else:
+                problems += _part_problems(spec, specs)
         for entity, specs in by_entity.items():
             if len(specs) > 1:
                 problems.append(
                     f"tables {', '.join(s.label for s in specs)} all hold entity {entity!r}; "
                     "fix: give each table its own `entity`"
                 )
-        for spec in self.table_specs:
+        for spec in specs:
             for name, rule in (spec.fields or {}).items():
                 if rule.ref is None:
                     continue
@@ -866,9 +883,9 @@ class BridgeConfig(_Frozen):
         return self
 
     def spec_of_entity(self, entity: str) -> TableSpec | None:
-        """The table holding an entity (or a table of that name: a twin's entity)."""
+        """The main table holding an entity (or a table of that name: a twin's entity)."""
         for spec in self.table_specs:
-            if spec.entity == entity:
+            if spec.entity == entity and spec.part_of is None:
                 return spec
         for spec in self.table_specs:
             if spec.fields is None and spec.name.dotted == entity:
@@ -915,6 +932,7 @@ class TableSpec(_Frozen):
     fields: dict[str, FieldRule] | None  # None: every column is a field of its own name
     xref: tuple[str, ...] | None
     defaults: dict[str, Any]
+    part_of: str | None
 
     @classmethod
     def build(cls, label: str, table: TableConfig) -> TableSpec:
@@ -936,6 +954,7 @@ class TableSpec(_Frozen):
             fields=table.fields,
             xref=table.xref,
             defaults=table.defaults,
+            part_of=table.part_of,
         )
 
     @property
@@ -945,7 +964,10 @@ class TableSpec(_Frozen):
 
     @property
     def entity_key(self) -> tuple[str, ...]:
-        """The entity's key fields (this table's key columns, by their field names)."""
+        """The entity's key fields (this table's key columns, by their field names; a side
+        table's key is its main table's, known to the entity layer)."""
+        if self.part_of is not None:
+            return ()
         if self.xref is not None:
             return self.xref
         if self.fields is None:
@@ -1012,6 +1034,29 @@ class TableSpec(_Frozen):
         if self.mode is not TableMode.FIELDS:
             return None
         return self.key + tuple(f for f in self.owners if f not in self.key)
+
+
+def _part_problems(part: TableSpec, specs: list[TableSpec]) -> list[str]:
+    where = f'tables."{part.label}".part_of'
+    main = next(
+        (s for s in specs if part.part_of in (s.label, s.name.dotted)), None
+    )
+    if main is None or main.part_of is not None:
+        return [
+            f"{where}: {part.part_of!r} is not a main table in `tables`; fix: name the "
+            "configured table whose key this table's key holds"
+        ]
+    if main.entity != part.entity or len(main.key) != len(part.key):
+        return [
+            f"{where}: a side table holds the same entity as {main.label} ({main.entity}) "
+            f"and a key of as many columns ({len(main.key)}); fix: set entity: "
+            f"{main.entity} and a key holding {main.label}'s key"
+        ]
+    clash = sorted(set(part.fields or {}) & set(main.fields or {}))
+    if clash:
+        return [f"{where}: field(s) {', '.join(clash)} are held by {main.label} too; "
+                "fix: map each field in one table"]
+    return []
 
 
 def _column_owners(table: TableConfig, owners: Mapping[str, Owner]) -> dict[str, Owner]:

@@ -250,7 +250,8 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".xref (
 );
 -- One row per record of such a table that has crossed the bridge: filled by `serve` when
 -- it first applies a record (the key it generates here) and by the relay when it first
--- ships a record born here (the key it mints for it: `<system>-<local key>`).
+-- ships a record born here (the key it mints for it: the value of the column mapped to
+-- the entity key where there is one, else `<system>-<local key>`).
 CREATE TABLE IF NOT EXISTS "cdc_bridge".entity_xref (
     entity      text NOT NULL,
     entity_key  jsonb NOT NULL,

@@ -184,7 +184,11 @@ class Entities:
 
     def __init__(self, config: BridgeConfig) -> None:
         self.maps = {spec.label: EntityMap.of(spec) for spec in config.table_specs}
-        self._by_entity = {m.entity: m for m in self.maps.values()}
+        self._by_entity = {m.entity: m for m in self.maps.values() if m.spec.part_of is None}
+        self._parts: dict[str, list[EntityMap]] = {}
+        for m in self.maps.values():
+            if m.spec.part_of is not None:
+                self._parts.setdefault(m.entity, []).append(m)
         # A twin peer names tables by their dotted name too.
         for m in list(self.maps.values()):
             if m.identity:
@@ -194,7 +198,16 @@ class Entities:
         return self.maps.get(label)
 
     def of_entity(self, entity: str) -> EntityMap | None:
+        """The entity's main table (its side tables: `parts_of`)."""
         return self._by_entity.get(entity)
+
+    def parts_of(self, entity: str) -> list[EntityMap]:
+        return self._parts.get(entity, [])
+
+    def main_of(self, part: EntityMap) -> EntityMap:
+        main = self._by_entity.get(part.entity)
+        assert main is not None  # the config insists on it
+        return main
 
     @property
     def any_mapped(self) -> bool:

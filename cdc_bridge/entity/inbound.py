@@ -11,7 +11,7 @@ transaction, so later changes of the batch (and references to it) find it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -36,6 +36,7 @@ class LocalChange:
     old: dict[str, Any] | None = None
     refused: str | None = None  # the reason it is rejected
     absent: bool = False  # a delete of a record this side never had: nothing to do
+    parts: list[LocalChange] = field(default_factory=list)  # its 1:1 side tables' rows
 
 
 class Translator:
@@ -73,11 +74,31 @@ class Translator:
                 key = emap.inbound_key(change.key)
             fields = None
             if change.fields is not None:
-                fields = emap.inbound_values(_without(change.fields, emap), refs)
+                fields = emap.inbound_values(change.fields, refs)
             old = emap.inbound_values(change.old, refs) if change.old else None
+            parts = list(self._parts(change, emap, key, refs))
         except (Unmapped, Unresolved) as exc:
             return LocalChange(emap, refused=str(exc))
-        return LocalChange(emap, key, fields, old or None)
+        return LocalChange(emap, key, fields, old or None, parts=parts)
+
+    def _parts(
+        self,
+        change: Change,
+        emap: EntityMap,
+        key: dict[str, Any],
+        refs: dict[tuple[str, Any], Any],
+    ) -> Iterable[LocalChange]:
+        """The change's rows of the entity's 1:1 side tables: keyed by the main row's key;
+        an insert or update only where it carries some of their fields."""
+        for part in self.entities.parts_of(emap.entity):
+            part_key = dict(zip(part.spec.key, (key[c] for c in emap.spec.key), strict=True))
+            fields = None
+            if change.fields is not None:
+                fields = part.inbound_values(change.fields, refs)
+                if not fields:
+                    continue
+            old = part.inbound_values(change.old, refs) if change.old else None
+            yield LocalChange(part, part_key, fields, old or None)
 
     # --------------------------------------------------------------- keys
 
@@ -193,13 +214,6 @@ def _references_of(change: Change, emap: EntityMap | None) -> Iterable[tuple[str
     for fmap in emap.references:
         if fmap.name in change.fields and fmap.ref is not None:
             yield fmap.ref, change.fields[fmap.name]
-
-
-def _without(fields: dict[str, Any], emap: EntityMap) -> dict[str, Any]:
-    """The entity's fields minus its key kept in the cross-reference (no column holds it)."""
-    if not emap.spec.xref:
-        return fields
-    return {k: v for k, v in fields.items() if k not in emap.spec.xref}
 
 
 def _text(key: dict[str, Any]) -> str:

@@ -111,9 +111,9 @@ class Outbound:
                 {
                     "entity": emap.entity,
                     "local_key": _local_key(emap, value),
-                    "minted": self._minted(emap, value),
+                    "minted": self._minted(emap, value, fields),
                 }
-                for emap, value, _ in wanted
+                for emap, value, fields in wanted
             ]
 
             def keys(answer: list[Any]) -> None:
@@ -161,26 +161,47 @@ class Outbound:
                 results.append(exc)
         return results
 
-    def _xref_wanted(self, rows: Iterable[OutboxRow]) -> Iterable[tuple[EntityMap, Any, bool]]:
-        """(map of the keyed table, local key value, is a reference) for each lookup."""
+    def _xref_wanted(
+        self, rows: Iterable[OutboxRow]
+    ) -> Iterable[tuple[EntityMap, Any, Mapping[str, Any] | None]]:
+        """(map of the keyed table, local key value, the row's fields if it is that
+        table's own row) for each lookup."""
         for row in rows:
             emap = self.entities.of_table(row.table_name)
-            if emap is None or not emap.spec.mapped:
+            if emap is None or not emap.spec.mapped or row.key is None:
                 continue
-            if emap.uses_xref and row.key is not None:
-                yield emap, local_key_value(emap.spec, row.key), False
+            keyed, key = self._keyed_by(emap, row.key)
+            if keyed.uses_xref:
+                yield keyed, local_key_value(keyed.spec, key), row.fields if keyed is emap else None
             for fmap in emap.references:
                 value = (row.fields or {}).get(fmap.column)
                 target = self.entities.of_entity(fmap.ref or "")
                 if value is not None and target is not None and target.uses_xref:
-                    yield target, value, True
+                    yield target, value, None
 
-    def _minted(self, emap: EntityMap, value: Any) -> dict[str, Any]:
-        """The entity key of a record born here: `<system>-<local key>`."""
-        parts = value if isinstance(value, tuple) else (value,)
-        text = "-".join(str(p) for p in (self.system, *parts))
+    def _keyed_by(
+        self, emap: EntityMap, key: Mapping[str, Any]
+    ) -> tuple[EntityMap, dict[str, Any]]:
+        """The table whose key names the record, and that key: a 1:1 side table's row is
+        named by its main table's key, which its own key holds."""
+        if emap.spec.part_of is None:
+            return emap, dict(key)
+        main = self.entities.main_of(emap)
+        return main, dict(zip(main.spec.key, (key[c] for c in emap.spec.key), strict=True))
+
+    def _minted(
+        self, emap: EntityMap, value: Any, fields: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The entity key of a record born here: the column holding it where one does,
+        else `<system>-<local key>`."""
         assert emap.spec.xref is not None
-        return dict.fromkeys(emap.spec.xref, text)
+        name = emap.spec.xref[0]
+        fmap = emap.by_field.get(name)
+        if fmap is not None and fields is not None and fields.get(fmap.column) is not None:
+            shipped = emap.outbound_values({fmap.column: fields[fmap.column]}, {}) or {}
+            return {name: shipped[name]}
+        parts = value if isinstance(value, tuple) else (value,)
+        return {name: "-".join(str(p) for p in (self.system, *parts))}
 
     # ----------------------------------------------------------- translate
 
@@ -208,11 +229,10 @@ class Outbound:
                     "(its minted key is taken by another record)"
                 )
         refs = found.refs
-        key = emap.outbound_key(row.key, found.keys)
+        keyed, local_key = self._keyed_by(emap, row.key)
+        key = keyed.outbound_key(local_key, found.keys)
         shipped = emap.outbound_values(fields, refs)
         if shipped is not None:
-            for name in emap.spec.xref or ():
-                shipped.pop(name, None)
             shipped.update(found.computed.get(row.id, {}))
         return EntityChange(emap.entity, key, shipped, emap.outbound_values(old, refs) or None)
 

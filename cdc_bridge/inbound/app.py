@@ -192,7 +192,33 @@ class Inbound:
             if isinstance(result, Exception):
                 raise Refused(422, f"{spec.label}: a row cannot be read as {spec.entity}: {result}")
             entities.append({**(result.fields or {}), **result.key})
+        for part in self.applier.entities.parts_of(spec.entity):
+            found = self._part_rows(conn, part.spec, spec, [k for k, _ in keyed])
+            for (key, _), entity in zip(keyed, entities, strict=True):
+                entity.update(part.outbound_values(found.get(_token(key, spec.key), {}), {}) or {})
         return entities
+
+    def _part_rows(
+        self,
+        conn: psycopg.Connection[Any],
+        part: TableSpec,
+        main: TableSpec,
+        keys: list[dict[str, Any]],
+    ) -> dict[str, dict[str, Any]]:
+        """A side table's rows of these main keys, by the main key's text."""
+        if not keys:
+            return {}
+        query = queries.query(
+            "inbound_read_part_rows",
+            table=part.name.identifier,
+            key=sql.SQL(", ").join(sql.Identifier(c) for c in part.key),
+        )
+        renamed = [dict(zip(part.key, (k[c] for c in main.key), strict=True)) for k in keys]
+        rows = conn.execute(query, {"keys": codec.dumps_text(renamed)})
+        return {
+            _token({c: row[p] for p, c in zip(part.key, main.key, strict=True)}, main.key): row
+            for (row,) in rows
+        }
 
     def _readable(self, entity: str) -> TableSpec:
         spec = self.config.spec_of_entity(entity)
@@ -341,3 +367,7 @@ def serve(config: BridgeConfig, listen: str | None = None) -> None:
         access_log=False,
         **tls_options(config.inbound.tls),
     )
+
+
+def _token(key: dict[str, Any], columns: tuple[str, ...]) -> str:
+    return codec.dumps_text([key[c] for c in columns])

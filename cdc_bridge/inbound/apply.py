@@ -78,6 +78,7 @@ class Planned:
 
     key_id: KeyId = field(init=False)
     shape: Shape = field(init=False, default=("", False, (), ()))
+    parts: list[Planned] = field(init=False, default_factory=list)  # of 1:1 side tables
 
     def __post_init__(self) -> None:
         self.key, self.fields, self.old = self.change.key, self.change.fields, self.change.old
@@ -87,6 +88,18 @@ class Planned:
         self.result = ChangeResult(
             idempotency_key=self.change.idempotency_key, status=status, reason=reason
         )
+
+    def absorb_parts(self) -> None:
+        """The change's one result, from its own and its side tables' plans: the first
+        refusal, else a resolved conflict, else what the main plan got."""
+        for part in self.parts:
+            if part.result is None or self.result is None:
+                continue
+            mine, theirs = self.result.status, part.result.status
+            refused = theirs in _UNAPPLIED and mine not in _UNAPPLIED
+            resolved = theirs is ResultStatus.CONFLICT_RESOLVED and mine is ResultStatus.APPLIED
+            if refused or resolved:
+                self.result = part.result
 
     def applied(self) -> None:
         if not self.decisions:
@@ -168,16 +181,20 @@ class Applier:
 
     def apply(self, conn: Connection, batch: Batch) -> BatchResponse:
         plans = [Planned(change) for change in batch.changes]
-        txns = transactions_of(plans)
         with conn.transaction():
             conn.execute(queries.query("inbound_set_origin"), {"origin": self.config.peer.name})
             conn.execute(queries.query("inbound_defer_constraints"))
-            self._plan(conn, plans, batch.source)
+            # One change of an entity held in a main table and 1:1 side tables is a plan
+            # per table; they share the change, its transaction and its result.
+            work = self._plan(conn, plans, batch.source)
+            txns = transactions_of(work)
             held = settle_transactions(txns, set())
-            self._settle_conflicts(conn, plans)
+            self._settle_conflicts(conn, work)
             if not self._write_batch(conn, txns):
                 self._write_each(conn, txns, held)
-            self._record(conn, plans)
+            self._record(conn, work)
+            for plan in plans:
+                plan.absorb_parts()
             if batch.settled_below is not None:
                 conn.execute(
                     queries.query("inbound_raise_watermark", schema=self.schema),
@@ -188,7 +205,8 @@ class Applier:
 
     # -------------------------------------------------------------- 1. plan
 
-    def _plan(self, conn: Connection, plans: list[Planned], source: str) -> None:
+    def _plan(self, conn: Connection, plans: list[Planned], source: str) -> list[Planned]:
+        """Plan each change; returns the plans to write (side tables' next to theirs)."""
         claimed = self._claim_keys(conn, [p.change.idempotency_key for p in plans], source)
         todo: list[Planned] = []
         for plan in plans:
@@ -199,15 +217,29 @@ class Applier:
             todo.append(plan)
         local = self._translator.translate(conn, [p.change for p in todo])
         for plan, change in zip(todo, local, strict=True):
-            try:
-                self._localize(plan, change)
-                if plan.result is not None:
-                    continue
-                assert plan.spec is not None
-                plan.row = self._checked_row(conn, plan.spec, plan)
-                plan.shape = shape_of(plan)
-            except Rejected as exc:
-                plan.finish(ResultStatus.REJECTED, str(exc))
+            self._check(conn, plan, change)
+            for part in change.parts:
+                plan.parts.append(Planned(plan.change))
+                self._check(conn, plan.parts[-1], part)
+        work: list[Planned] = []
+        for plan in plans:
+            # A side table's row goes in after its main row, and out before it.
+            if plan.change.op is Op.DELETE:
+                work += [*plan.parts, plan]
+            else:
+                work += [plan, *plan.parts]
+        return work
+
+    def _check(self, conn: Connection, plan: Planned, change: LocalChange) -> None:
+        try:
+            self._localize(plan, change)
+            if plan.result is not None:
+                return
+            assert plan.spec is not None
+            plan.row = self._checked_row(conn, plan.spec, plan)
+            plan.shape = shape_of(plan)
+        except Rejected as exc:
+            plan.finish(ResultStatus.REJECTED, str(exc))
 
     def _localize(self, plan: Planned, change: LocalChange) -> None:
         """Take the change's translation into this side's table, key and columns."""
@@ -444,7 +476,9 @@ class Applier:
             action = sql.SQL("UPDATE SET ") + sql.SQL(", ").join(
                 sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updated
             )
-        if updated and not spec.receives_whole_rows:
+        # An entity mapped to a table may arrive in parts (a side table's fields at the
+        # peer), so like a per-field table it is updated where it exists.
+        if updated and (spec.mapped or not spec.receives_whole_rows):
             return self._update_then_insert(spec, columns, updated, action)
         return queries.query(
             "inbound_upsert",
@@ -579,13 +613,11 @@ def transactions_of(plans: list[Planned]) -> list[list[Planned]]:
 
     A change without a txid is a transaction of its own.
     """
-    by_txid: dict[str, list[Planned]] = {}
+    by_txid: dict[str | int, list[Planned]] = {}
     txns: list[list[Planned]] = []
     for plan in plans:
-        txid = plan.change.txid
-        if txid is None:
-            txns.append([plan])
-            continue
+        # Plans of one change (a main table's and its side tables') are one transaction.
+        txid = plan.change.txid if plan.change.txid is not None else id(plan.change)
         if txid not in by_txid:
             by_txid[txid] = []
             txns.append(by_txid[txid])

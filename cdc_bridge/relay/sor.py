@@ -52,6 +52,12 @@ def decide(row: OutboxRow, spec: TableSpec | None, system: str) -> Decision:
     whole = spec.ships_whole_rows  # (once: this runs for every change)
     if not (whole or spec.shipped_fields):
         return Drop(f"{spec.label} is not shipped by this side (sor: {spec.mode.value})")
+    if row.op == "D" and spec.part_of is not None:
+        return Drop(
+            f"a delete of a row of a 1:1 side table of {spec.part_of} is not shipped: the "
+            f"record is deleted through {spec.part_of}; a row deleted alone keeps its fields "
+            "at the peer"
+        )
     if whole or row.op == "D":
         return Ship(fields=row.fields, old=row.old)
     return _owned_fields_only(row, spec)

@@ -4,7 +4,8 @@
 -- name: entity_create_xref
 -- One row per record of such a table that has crossed the bridge: filled by `serve` when
 -- it first applies a record (the key it generates here) and by the relay when it first
--- ships a record born here (the key it mints for it: `<system>-<local key>`).
+-- ships a record born here (the key it mints for it: the value of the column mapped to
+-- the entity key where there is one, else `<system>-<local key>`).
 CREATE TABLE IF NOT EXISTS {schema}.entity_xref (
     entity      text NOT NULL,
     entity_key  jsonb NOT NULL,
@@ -25,7 +26,10 @@ WITH wanted AS (
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(v, n)
 ), added AS (
     INSERT INTO {schema}.entity_xref (entity, entity_key, local_key)
+    -- A record's own row comes before references to it (it was written first): its
+    -- minted key (from the column holding the entity key, if any) is the one kept.
     SELECT DISTINCT ON (entity, local_key) entity, minted, local_key FROM wanted
+    ORDER BY entity, local_key, n
     ON CONFLICT DO NOTHING
     RETURNING entity, local_key, entity_key
 )

@@ -228,3 +228,9 @@ SET CONSTRAINTS ALL DEFERRED;
 -- Checks the deferred constraints now, inside the savepoint, so a refusal names the
 -- source transaction at fault instead of failing the whole batch at COMMIT.
 SET CONSTRAINTS ALL IMMEDIATE;
+
+-- name: inbound_read_part_rows
+-- Rows of an entity's 1:1 side table by the main rows' keys (the read endpoint answers
+-- the entity whole).
+SELECT to_jsonb(t) FROM {table} AS t
+WHERE ({key}) IN (SELECT {key} FROM jsonb_populate_recordset(NULL::{table}, %(keys)s::jsonb));

@@ -29,8 +29,8 @@ SELECT row(item_no, description, unit_price, round(unit_price * 1.2, 2), status 
 FROM items WHERE status <> 'D' ORDER BY item_no
 """
 SHOP_PRODUCTS = """
-SELECT row(sku_code, label, net_price, gross_price, visible, specs)::text
-FROM products ORDER BY sku_code
+SELECT row(p.sku_code, p.label, pp.net_price, p.gross_price, p.visible, p.specs)::text
+FROM products p JOIN product_prices pp ON pp.product_id = p.id ORDER BY p.sku_code
 """
 # The shop's customers by the ERP's number, through the bridge's cross-reference.
 SHOP_CUSTOMERS = """
@@ -205,11 +205,12 @@ def test_reconcile_finds_and_fixes_a_mapped_difference(pair: tuple[Bridge, Bridg
     # The shop's copy drifts: a rounded price, a flipped code, a lost row and a stray one.
     as_erp(
         shop,
-        "UPDATE products SET net_price = 12345678901234.123000 WHERE sku_code = 'ITEM-1'",
+        "UPDATE product_prices SET net_price = 12345678901234.123000 "
+        "WHERE product_id = (SELECT id FROM products WHERE sku_code = 'ITEM-1')",
         "UPDATE products SET visible = true WHERE sku_code = 'ITEM-2'",
         "DELETE FROM products WHERE sku_code = 'ITEM-3'",
-        "INSERT INTO products (sku_code, label, net_price, visible, tax_class) "
-        "VALUES ('ITEM-X', 'Stray', 1, true, 'standard')",
+        "INSERT INTO products (sku_code, label, visible, tax_class) "
+        "VALUES ('ITEM-X', 'Stray', true, 'standard')",
     )
     report = reconcile(config, "public.items")
     assert (report.different, report.missing, report.extra) == (2, 1, 1)
