@@ -219,6 +219,8 @@ class Applier:
         for plan, change in zip(todo, local, strict=True):
             self._check(conn, plan, change)
             for part in change.parts:
+                if self._part_untouched(plan.change.op, part):
+                    continue
                 plan.parts.append(Planned(plan.change))
                 self._check(conn, plan.parts[-1], part)
         work: list[Planned] = []
@@ -229,6 +231,12 @@ class Applier:
             else:
                 work += [plan, *plan.parts]
         return work
+
+    def _part_untouched(self, op: Op, part: LocalChange) -> bool:
+        """A side table the peer may not delete from (this side owns its rows) is left to
+        the database when the record goes: its foreign key's ON DELETE decides."""
+        spec = None if part.emap is None else self._specs[part.emap.spec.label]
+        return op is Op.DELETE and spec is not None and Op.DELETE not in allowed_ops(spec)
 
     def _check(self, conn: Connection, plan: Planned, change: LocalChange) -> None:
         try:

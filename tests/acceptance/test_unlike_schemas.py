@@ -34,13 +34,16 @@ FROM products p JOIN product_prices pp ON pp.product_id = p.id ORDER BY p.sku_co
 """
 # The shop's customers by the ERP's number, through the bridge's cross-reference.
 SHOP_CUSTOMERS = """
-SELECT row(x.entity_key ->> 'number', c.full_name, c.email_address, c.phone)::text
+SELECT row(x.entity_key ->> 'number', c.full_name, c.email_address, c.phone, p.tier)::text
 FROM customers c
+LEFT JOIN customer_profiles p ON p.customer_id = c.id
 JOIN cdc_bridge.entity_xref x
   ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', c.id)
 ORDER BY 1
 """
-ERP_CUSTOMERS = "SELECT row(customer_no, name, email, phone)::text FROM customers ORDER BY 1"
+ERP_CUSTOMERS = """
+SELECT row(customer_no, name, email, phone, loyalty)::text FROM customers ORDER BY 1
+"""
 ERP_ORDERS = """
 SELECT row(order_no, customer_no, state, total, placed_at)::text FROM sales_orders ORDER BY 1
 """
@@ -110,6 +113,8 @@ def test_four_sync_paths_between_two_unlike_schemas(pair: tuple[Bridge, Bridge])
             (anna,),
         ).fetchone()[0]  # type: ignore[index]
         conn.execute("UPDATE customers SET phone = '+49 30 1234' WHERE id = %s", (anna,))
+        # A row of the customers' 1:1 side table ships as a change of the customer.
+        conn.execute("INSERT INTO customer_profiles VALUES (%s, 'gold')", (anna,))
     wait_until("the order at the ERP", lambda: equal(erp, ERP_ORDERS, shop, SHOP_ORDERS), both)
     assert erp.sql("SELECT order_no, customer_no, state FROM sales_orders") == [
         (f"shop-{order}", "CUST-1042", "O")
@@ -137,6 +142,11 @@ def test_four_sync_paths_between_two_unlike_schemas(pair: tuple[Bridge, Bridge])
         both,
     )
     assert shop.value("SELECT id FROM customers WHERE full_name LIKE 'Anna%'") == anna
+    shop.sql("UPDATE customer_profiles SET tier = 'platinum' WHERE customer_id = %s", anna)
+    wait_until("the tier at the ERP", lambda: equal(erp, ERP_CUSTOMERS, shop, SHOP_CUSTOMERS), both)
+    assert erp.value("SELECT loyalty FROM customers WHERE customer_no = 'CUST-1042'") == (
+        "platinum"
+    )
 
     # 2-way, two SORs for a field: both edit the email while the relays are held; newer
     # wins at both sides.
@@ -196,7 +206,8 @@ def test_reconcile_finds_and_fixes_a_mapped_difference(pair: tuple[Bridge, Bridg
     both = [erp, shop]
     erp.sql(
         "INSERT INTO items VALUES ('ITEM-1', 'Drill', 12345678901234.123456, 'A', NULL),"
-        "('ITEM-2', 'Saw', 1.10, 'I', '{\"n\": " + BIG + "}'), ('ITEM-3', 'Vice', 3, 'A', NULL)"
+        "('ITEM-2', 'Saw', 1.10, 'I', %s::jsonb), ('ITEM-3', 'Vice', 3, 'A', NULL)",
+        '{"n": ' + BIG + "}",
     )
     wait_until("products at the shop", lambda: len(rows(shop, SHOP_PRODUCTS)) == 3, both)
     config = load_config(erp.config)

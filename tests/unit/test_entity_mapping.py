@@ -144,3 +144,45 @@ def test_a_reference_that_has_not_arrived_is_refused_never_applied_dangling() ->
     }
     with pytest.raises(Unresolved, match="refers to customer 'C-1', which has not arrived"):
         emap.inbound_values({"customer": "C-1"}, {("customer", "C-1"): None})
+
+
+PRICES: dict[str, Any] = {
+    "entity": "product",
+    "part_of": "public.items",
+    "key": ["item_no"],
+    "sor": "local",
+    "fields": {"price": "unit_price"},
+}
+
+
+@pytest.mark.parametrize(
+    ("prices", "expected"),
+    [
+        ({**PRICES, "part_of": "public.nowhere"}, "'public.nowhere' is not a main table"),
+        ({**PRICES, "entity": "price"}, "a side table holds the same entity as public.items"),
+        ({**PRICES, "key": ["item_no", "line"]}, "a key of as many columns (1)"),
+        ({**PRICES, "fields": {"name": "label"}}, "field(s) name are held by public.items too"),
+        ({**PRICES, "xref": ["sku"]}, "has no `xref` of its own"),
+    ],
+)
+def test_a_bad_side_table_is_refused(prices: dict[str, Any], expected: str) -> None:
+    problems = problems_of({"public.items": ITEMS, "public.item_prices": prices})
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_side_table_row_deleted_alone_is_not_shipped_and_says_so() -> None:
+    from datetime import UTC, datetime
+
+    from cdc_bridge.outbox import OutboxRow
+    from cdc_bridge.relay.sor import Drop, decide
+
+    spec = config_of({"public.items": ITEMS, "public.item_prices": PRICES}).table(
+        "public.item_prices"
+    )
+    row = OutboxRow(
+        1, "7", "public.item_prices", "D", {"item_no": "I-1"}, "", None, None, None, "erp",
+        datetime.now(UTC),
+    )
+    decision = decide(row, spec, "erp")
+    assert isinstance(decision, Drop) and decision.diverges
+    assert "the record is deleted through public.items" in decision.reason
