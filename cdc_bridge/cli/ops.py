@@ -151,7 +151,8 @@ def batches_show(ctx: Context, batch_id: str, as_json: bool) -> None:
     Example:
       cdc-bridge batches show msg_2Yx...
     """
-    detail = batch_ops.show_batch(Target.of(ctx.config()), batch_id)
+    config = ctx.config()
+    detail = batch_ops.show_batch(Target.of(config), batch_id, config)
     if as_json:
         _print_json(detail.as_dict())
         return
@@ -175,6 +176,13 @@ def batches_show(ctx: Context, batch_id: str, as_json: bool) -> None:
             parked,
         )
     console.print(_ids_whole(changes, 0))
+    for c in detail.changes:
+        if c.get("entity_fields"):
+            shown = ", ".join(
+                f"{f['field']} <- {f['column']} = {_short(codec.dumps_text(f['value']), 40)}"
+                for f in c["entity_fields"]
+            )
+            click.echo(f"change {c['id']} ships entity {c['entity']}: {shown}")
     for c in detail.changes:
         if c["state"] == "failed":
             click.echo(

@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from cdc_bridge import sql as queries
+from cdc_bridge.config import BridgeConfig
 from cdc_bridge.db import dict_cursor
+from cdc_bridge.entity import Entities
 from cdc_bridge.errors import UserError
 from cdc_bridge.ops.common import Target
 
@@ -38,7 +40,9 @@ def list_batches(
         return cur.fetchall()
 
 
-def show_batch(target: Target, batch_id: str) -> BatchDetail:
+def show_batch(
+    target: Target, batch_id: str, config: BridgeConfig | None = None
+) -> BatchDetail:
     with target.connect() as conn, dict_cursor(conn) as cur:
         cur.execute(queries.query("ops_get_batch", schema=target.schema), {"batch_id": batch_id})
         batch = cur.fetchone()
@@ -62,7 +66,26 @@ def show_batch(target: Target, batch_id: str) -> BatchDetail:
             queries.query("ops_batch_attempts", schema=target.schema), {"batch_id": batch_id}
         )
         detail.attempts = cur.fetchall()
+    if config is not None:
+        _add_entity_fields(config, detail.changes)
     return detail
+
+
+def _add_entity_fields(config: BridgeConfig, changes: list[dict[str, Any]]) -> None:
+    """Each change of a mapped table with its entity, and each of its fields with the
+    local column it came from (`entity_fields`: field, column, this side's value)."""
+    entities = Entities(config)
+    for change in changes:
+        emap = entities.of_table(change["table_name"])
+        if emap is None or not emap.spec.mapped:
+            continue
+        change["entity"] = emap.entity
+        values = change.get("fields") or change.get("key") or {}
+        change["entity_fields"] = [
+            {"field": f.name, "column": f.column, "value": values[f.column]}
+            for f in emap.fields
+            if f.column in values
+        ]
 
 
 def _add_parked_counts(cur: Any, target: Target, changes: list[dict[str, Any]]) -> None:

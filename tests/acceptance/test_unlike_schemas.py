@@ -8,6 +8,7 @@ difference.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -178,6 +179,21 @@ def test_an_unmapped_code_is_refused_with_a_reason_and_blocks_nothing_else(
     [(table, reason)] = failed(erp)
     assert table == "public.items"
     assert "product.visible" in reason and "'D'" in reason and "map" in reason
+
+    # `batches show` names the entity and, for each field, the column it came from.
+    listed = json.loads(erp.cli("batches", "list", "--json").stdout)
+    [batch] = [b["batch_id"] for b in listed if b["status"] == "delivered"]
+    shown = erp.cli("batches", "show", batch)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        'ships entity product: sku <- item_no = "ITEM-3", name <- description = "Hammer", '
+        'price <- unit_price = 7.500000, visible <- status = "A"' in shown.stdout
+    ), shown.stdout
+    detail = json.loads(erp.cli("batches", "show", batch, "--json").stdout)
+    assert detail["changes"][0]["entity"] == "product"
+    assert {"field": "visible", "column": "status", "value": "A"} in detail["changes"][0][
+        "entity_fields"
+    ]
 
     # Inbound: the shop's 'cancelled' has no code at the ERP.
     erp.sql("INSERT INTO customers VALUES ('CUST-7', 'Cy', NULL, NULL, NULL)")
