@@ -34,6 +34,7 @@ from psycopg import sql
 from cdc_bridge import retention
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
+from cdc_bridge.errors import Rejected
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import (
@@ -52,10 +53,6 @@ _UPSERT_OPS = frozenset({Op.INSERT, Op.UPDATE})
 _ALL_OPS = frozenset(Op)
 _WRITTEN = (ResultStatus.APPLIED, ResultStatus.CONFLICT_RESOLVED)
 _UNAPPLIED = (ResultStatus.REJECTED, ResultStatus.SKIPPED)
-
-
-class Rejected(Exception):
-    """A change the config does not allow; the message is the reason sent back."""
 
 
 @dataclass

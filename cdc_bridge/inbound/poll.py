@@ -39,7 +39,7 @@ from jsonpointer import JsonPointerException, resolve_pointer
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, PollSource, TableSpec
-from cdc_bridge.errors import PollError
+from cdc_bridge.errors import CodecError, PollError
 from cdc_bridge.inbound.apply import Applier
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
@@ -166,7 +166,7 @@ class Poller:
             )
         try:
             return codec.loads(response.content), response.headers.get("link")
-        except codec.CodecError as exc:
+        except CodecError as exc:
             raise PollError(f"GET {url} answered with invalid JSON: {exc}") from None
 
     def _records(self, source: PollSource, body: Any) -> list[Any]:

@@ -17,17 +17,13 @@ import httpx
 
 from cdc_bridge.config import BridgeConfig, TableSpec
 from cdc_bridge.db import mask_dsn
-from cdc_bridge.errors import BridgeError, UserError
+from cdc_bridge.errors import PeerReadError, UserError
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
 from cdc_bridge.peer.client import fill_path, tls_context  # the relay's own rules
 from cdc_bridge.peer.protocol import READ_PATH, ReadRequest, Signer, dumps
 
 _KEPT_BODY = 300
-
-
-class PeerReadError(BridgeError):
-    """The peer's copy of the table could not be read."""
 
 
 def loads(body: bytes | str) -> Any:

@@ -34,7 +34,7 @@ from cdc_bridge.config import (
     RestTableMapping,
 )
 from cdc_bridge.db import mask_dsn
-from cdc_bridge.errors import TokenError
+from cdc_bridge.errors import BodyError, CodecError, TokenError
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.auth import build_auth
 from cdc_bridge.peer.protocol import (
@@ -46,7 +46,7 @@ from cdc_bridge.peer.protocol import (
     ResultStatus,
     Signer,
 )
-from cdc_bridge.peer.rest import BodyError, Xref, body_of, pointed_id
+from cdc_bridge.peer.rest import Xref, body_of, pointed_id
 
 # Kept with an attempt or a failed change: enough to see what the peer said.
 MAX_KEPT_BODY = 4000
@@ -365,7 +365,7 @@ def fast_results(content: bytes) -> list[tuple[str, Answer]] | None:
     """
     try:
         data = codec.loads(content)
-    except codec.CodecError:
+    except CodecError:
         return None
     if not isinstance(data, dict) or not data.keys() <= _RESPONSE_FIELDS:
         return None
@@ -599,7 +599,7 @@ class RestClient:
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return codec.loads(response.content)  # a created id past 64 bits stays exact
-    except codec.CodecError:
+    except CodecError:
         return None
 
 

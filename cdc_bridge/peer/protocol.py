@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
+from cdc_bridge.errors import SignatureError
 from cdc_bridge.peer import codec
 
 PROTOCOL: Literal["cdc-bridge/1"] = "cdc-bridge/1"
@@ -116,10 +117,6 @@ def dumps(model: BaseModel) -> bytes:
 
 
 # ------------------------------------------------------------------ signing
-
-
-class SignatureError(Exception):
-    """The batch's signature or timestamp does not check out."""
 
 
 class Signer:

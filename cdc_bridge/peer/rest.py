@@ -22,10 +22,7 @@ from jsonpointer import JsonPointer, JsonPointerException, resolve_pointer
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BodyValue, RestTableMapping
-
-
-class BodyError(ValueError):
-    """A change's value cannot be put in the body as the mapping asks."""
+from cdc_bridge.errors import BodyError
 
 
 def body_of(mapping: RestTableMapping, fields: Mapping[str, Any]) -> dict[str, Any]:
