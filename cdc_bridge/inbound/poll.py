@@ -42,8 +42,7 @@ from cdc_bridge.config import BridgeConfig, PollSource, TableSpec
 from cdc_bridge.errors import CodecError, PollError
 from cdc_bridge.inbound.apply import Applier
 from cdc_bridge.peer import codec
-from cdc_bridge.peer.auth import build_auth
-from cdc_bridge.peer.client import tls_context
+from cdc_bridge.peer.http import sync_client
 from cdc_bridge.peer.protocol import Batch, Change, Op, ResultStatus
 
 log = logging.getLogger("cdc_bridge.poll")
@@ -80,13 +79,8 @@ class Poller:
     def __init__(self, config: BridgeConfig, environ: Mapping[str, str]) -> None:
         self.config = config
         self.applier = Applier(config)
-        self.http = httpx.Client(
-            base_url=config.peer.url,
-            timeout=config.peer.timeout_s,
-            headers={"accept": "application/json"},
-            auth=build_auth(config.peer, environ),
-            verify=tls_context(config.peer) or True,  # peer.tls: a private CA, mTLS
-        )
+        # peer.url, peer.tls (a private CA, mTLS), peer.timeout_s and peer.auth
+        self.http = sync_client(config.peer, environ, headers={"accept": "application/json"})
 
     def close(self) -> None:
         self.http.close()
