@@ -228,6 +228,8 @@ class PollSource(_Frozen):
     page: Pagination = Field(default_factory=Pagination)
     interval_s: float = Field(default=60.0, gt=0)
     overlap_s: float = Field(default=5.0, ge=0)
+    # How often to read the whole list and delete what it no longer has (null: on demand).
+    full_interval_s: float | None = Field(default=None, gt=0)
 
     @field_validator("name")
     @classmethod

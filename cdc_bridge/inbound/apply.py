@@ -293,7 +293,7 @@ class Applier:
                 "inbound_current_values",
                 table=spec.name.identifier,
                 key=_column_list(spec.key),
-                key_json=_json_object(spec.key),
+                key_json=json_object(spec.key),
                 pairs=_json_pairs(spec.both_fields),
             )
             rows = [p.change.key for p in members]
@@ -644,7 +644,7 @@ def _json_pairs(columns: Iterable[str]) -> sql.Composable:
     )
 
 
-def _json_object(columns: Iterable[str]) -> sql.Composable:
+def json_object(columns: Iterable[str]) -> sql.Composable:
     return sql.SQL("jsonb_build_object({})").format(_json_pairs(columns))
 
 

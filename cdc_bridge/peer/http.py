@@ -4,8 +4,8 @@ the credential (`peer.auth`, see auth.py) and TCP_NODELAY. The bridge protocol's
 are signed here too (`signed_headers`), for the relay's batches and reconcile's reads.
 
 Two client libraries, chosen by measurement (bench/README.md, "HTTP stacks"):
-- aiohttp for the relay's batches (`batch_session`): httpx cost the relay ~2x the client
-  CPU per 500-change batch, which is a quarter of the relay's CPU;
+- aiohttp for the relay's batches (`batch_session`): sending a 500-change batch through
+  httpx cost 1.65x the CPU of aiohttp and gave 0.60x the batches/s (bench_http.py);
 - httpx for everything else: a REST API's requests (`async_client`, with the auth flows
   of auth.py, OAuth2 token refresh included) and the tools' blocking reads (`sync_client`).
 
