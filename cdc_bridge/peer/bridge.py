@@ -64,7 +64,6 @@ class BridgeEndpoint:
         encoded_changes=True,
         lists_rows=True,
         exact_values=True,
-        needs_xref=False,
     )
 
     def __init__(self, config: BridgeConfig, http: aiohttp.ClientSession | None = None) -> None:

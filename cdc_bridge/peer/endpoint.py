@@ -26,7 +26,9 @@ from cdc_bridge.peer.protocol import ResultStatus
 class Capabilities:
     """What a kind of peer does, declared once by its module."""
 
-    # Applies a source transaction at once (else change by change, in order per record).
+    # Applies a source transaction at once and keeps the idempotency keys of what it
+    # applied by source transaction, so it takes the sender's watermark (`settled_below`);
+    # else it applies change by change, in order per record.
     whole_transactions: bool
     # Takes the change as the batch protocol's JSON, which PostgreSQL can encode for
     # whole-row tables (else it needs the parsed fields to build its own requests).
@@ -36,8 +38,6 @@ class Capabilities:
     # Gives values back exactly as they were sent (reconcile compares them as text);
     # else numbers are compared by value (an API may write 12.50 as 12.5).
     exact_values: bool
-    # Names the records it creates by its own ids, kept in the bridge schema's xref.
-    needs_xref: bool
 
 
 # Not frozen: a frozen dataclass costs ~1.4 us more to build, and one is built per change sent.

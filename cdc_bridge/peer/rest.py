@@ -190,7 +190,6 @@ class RestEndpoint:
         encoded_changes=False,
         lists_rows=False,
         exact_values=False,
-        needs_xref=True,
     )
 
     def __init__(self, config: BridgeConfig, environ: Mapping[str, str] | None = None) -> None:

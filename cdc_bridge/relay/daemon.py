@@ -207,6 +207,8 @@ class Relay:
         self._outage_server: asyncio.Server | None = None  # /healthz while the database is down
         capabilities = client.capabilities if client else kinds.capabilities(config.peer)
         self._encoded_tables = encoded_tables(config.table_specs, capabilities)
+        # The watermark is for a peer that keeps its idempotency keys by transaction.
+        self._sends_watermark = capabilities.whole_transactions
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -463,6 +465,8 @@ class Relay:
         Any value read earlier stays true (it only ever rises), so batches may carry one
         a little old: the peer then keeps a few more keys, nothing else.
         """
+        if not self._sends_watermark:
+            return  # stays None: not sent
         if time.monotonic() - self._settled_read_at < WATERMARK_EVERY_S:
             return
         cur = await conn.execute(query("relay_settled_below", schema=self.schema))

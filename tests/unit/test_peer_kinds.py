@@ -65,18 +65,15 @@ def test_each_kind_declares_what_it_does() -> None:
         name: dataclasses.asdict(kinds.capabilities(config.peer))
         for name, config in (("bridge", BRIDGE), ("rest", REST))
     }
-    # (whole transactions, encoded changes, lists rows, exact values, needs xref)
-    expected = {
-        "bridge": (True, True, True, True, False),
-        "rest": (False, False, False, False, True),
-    }
+    # (whole transactions, encoded changes, lists rows, exact values)
+    expected = {"bridge": (True, True, True, True), "rest": (False, False, False, False)}
     fields = [f.name for f in dataclasses.fields(Capabilities)]
     assert declared == {name: dict(zip(fields, row, strict=True)) for name, row in expected.items()}
 
 
 def test_postgresql_encodes_whole_rows_only_for_a_peer_that_takes_encoded_changes() -> None:
-    takes = Capabilities(True, True, True, True, False)
-    builds_its_own = Capabilities(True, False, True, True, False)
+    takes = Capabilities(True, True, True, True)
+    builds_its_own = Capabilities(True, False, True, True)
     # customers ships whole rows; products is a field map (filtered); invoices ships nothing.
     assert encoded_tables(BRIDGE.table_specs, takes) == ["public.customers"]
     assert encoded_tables(BRIDGE.table_specs, builds_its_own) == []
