@@ -41,7 +41,6 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import psycopg
 from jsonpointer import JsonPointerException, resolve_pointer
 from psycopg import sql
@@ -51,7 +50,7 @@ from cdc_bridge.config import BridgeConfig, PollSource, TableSpec
 from cdc_bridge.errors import CodecError, PollError
 from cdc_bridge.inbound.apply import Applier, json_object
 from cdc_bridge.peer import codec
-from cdc_bridge.peer.http import sync_client
+from cdc_bridge.peer.http import RequestFailed, sync_client
 from cdc_bridge.peer.protocol import Batch, Change, Op, ResultStatus
 
 log = logging.getLogger("cdc_bridge.poll")
@@ -210,7 +209,7 @@ class Poller:
         try:
             # No params at all for a `Link` URL: an empty mapping would drop its query.
             response = self.http.get(url, params=params or None)
-        except httpx.HTTPError as exc:
+        except RequestFailed as exc:
             raise PollError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
         if response.status_code != 200:
             raise PollError(

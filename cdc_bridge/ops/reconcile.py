@@ -346,10 +346,10 @@ def reconcile(
     target = Target.of(config)
     exact = kinds.capabilities(config.peer).exact_values
     reconciler = Reconciler(target, spec, fix, sample, exact=exact)
-    reader = kinds.endpoint(config).read(spec)
     with target.connect(autocommit=True) as conn, _writer(target, fix) as writer:
         reconciler.report.pending = _pending(conn, target, spec)
         sides = Sides(reconciler, conn, writer, on_progress)
+        reader = kinds.endpoint(config).read(spec)  # closed by the walk below
         if isinstance(reader, PagedReader):  # a peer that lists its rows in our key order
             _by_pages(sides, reader, page)
         else:

@@ -34,6 +34,10 @@ from cdc_bridge.peer.auth import build_auth
 from cdc_bridge.peer.endpoint import Delivery
 from cdc_bridge.peer.protocol import Signer
 
+# What a client of this module raises when the peer does not answer (connection refused
+# or reset, timeout, TLS): the callers need not know which library sent the request.
+RequestFailed = httpx.HTTPError
+
 # Kept with an attempt or a failed change: enough to see what the peer said.
 MAX_KEPT_BODY = 4000
 _TRANSIENT_4XX = (408, 429)
