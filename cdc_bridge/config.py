@@ -19,8 +19,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -226,6 +228,8 @@ class PollSource(_Frozen):
     page: Pagination = Field(default_factory=Pagination)
     interval_s: float = Field(default=60.0, gt=0)
     overlap_s: float = Field(default=5.0, ge=0)
+    # How often to read the whole list and delete what it no longer has (null: on demand).
+    full_interval_s: float | None = Field(default=None, gt=0)
 
     @field_validator("name")
     @classmethod
@@ -442,25 +446,29 @@ class RateLimit(_Frozen):
     concurrency: int = Field(default=8, gt=0, le=256)
 
 
-class PeerConfig(_Frozen):
+class PeerBase(_Frozen):
+    """What every kind of peer endpoint has: a name, a URL, TLS and a timeout.
+
+    One config model per kind (`adapter`), each served by one module of `peer/`.
+    """
+
+    adapter: str
     name: str = Field(min_length=1)
     url: str
     # One secret, or a list during a rotation: the first signs, any of them verifies.
+    # The bridge kind signs its batches with it; `serve` verifies incoming batches with it.
     secret: SecretStr | list[SecretStr] | None = None
     tls: PeerTls | None = None
-    adapter: Literal["bridge", "rest"] = "bridge"
     timeout_s: float = Field(default=10.0, gt=0)
-    auth_header: str = "Authorization"
-    auth_env: str | None = None
-    auth: PeerAuth | None = None
-    rate_limit: RateLimit = Field(default_factory=RateLimit)
 
     @property
     def credentials(self) -> PeerAuth | None:
-        """`auth`, or the older `auth_header` + `auth_env` as a header credential."""
-        if self.auth is not None or self.auth_env is None:
-            return self.auth
-        return HeaderAuth(kind="header", header=self.auth_header, value_env=self.auth_env)
+        """The credential sent with each request (None: the kind signs or sends none)."""
+        return None
+
+    def table_problems(self, tables: Mapping[str, TableConfig]) -> list[str]:
+        """What the kind needs from `tables` and does not get (none by default)."""
+        return []
 
     @field_validator("url")
     @classmethod
@@ -478,25 +486,7 @@ class PeerConfig(_Frozen):
         return tuple(s.get_secret_value() for s in listed)
 
     @model_validator(mode="after")
-    def _auth_is_for_rest(self) -> PeerConfig:
-        if self.auth is not None and self.auth_env is not None:
-            raise ValueError(
-                "both `auth` and `auth_env` are set; fix: keep `auth` and remove `auth_env`"
-            )
-        if self.adapter == "bridge" and (self.auth is not None or self.auth_env is not None):
-            raise ValueError(
-                "`auth` and `auth_env` are for the rest adapter (the bridge adapter signs "
-                "with `secret`); fix: remove them, or set adapter: rest"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _bridge_needs_secret(self) -> PeerConfig:
-        if self.adapter == "bridge" and not self.secrets:
-            raise ValueError(
-                "the bridge adapter signs every batch; fix: set peer.secret "
-                '(for example secret: "${BRIDGE_SECRET}")'
-            )
+    def _no_empty_secret(self) -> PeerBase:
         if not all(self.secrets):
             raise ValueError(
                 "peer.secret holds an empty secret; fix: remove it, or set its variable"
@@ -504,13 +494,97 @@ class PeerConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _tls_needs_https(self) -> PeerConfig:
+    def _tls_needs_https(self) -> PeerBase:
         if self.tls is not None and not self.url.startswith("https://"):
             raise ValueError(
                 f"peer.tls is set but peer.url {self.url!r} is not HTTPS; "
                 "fix: write https://HOST:PORT"
             )
         return self
+
+
+class BridgePeer(PeerBase):
+    """`adapter: bridge` (the default): another cdc-bridge's `serve`, signed batches."""
+
+    adapter: Literal["bridge"] = "bridge"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_is_for_rest(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and ("auth" in data or "auth_env" in data):
+            raise ValueError(
+                "`auth` and `auth_env` are for the rest adapter (the bridge adapter signs "
+                "with `secret`); fix: remove them, or set adapter: rest"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _bridge_needs_secret(self) -> BridgePeer:
+        if not self.secrets:
+            raise ValueError(
+                "the bridge adapter signs every batch; fix: set peer.secret "
+                '(for example secret: "${BRIDGE_SECRET}")'
+            )
+        return self
+
+
+class RestPeer(PeerBase):
+    """`adapter: rest`: an application's own REST API, one request per change."""
+
+    adapter: Literal["rest"]
+    auth_header: str = "Authorization"
+    auth_env: str | None = None
+    auth: PeerAuth | None = None
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+
+    @property
+    def credentials(self) -> PeerAuth | None:
+        """`auth`, or the older `auth_header` + `auth_env` as a header credential."""
+        if self.auth is not None or self.auth_env is None:
+            return self.auth
+        return HeaderAuth(kind="header", header=self.auth_header, value_env=self.auth_env)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> RestPeer:
+        if self.auth is not None and self.auth_env is not None:
+            raise ValueError(
+                "both `auth` and `auth_env` are set; fix: keep `auth` and remove `auth_env`"
+            )
+        return self
+
+    def table_problems(self, tables: Mapping[str, TableConfig]) -> list[str]:
+        """Every change this side ships needs a request: insert, update, and delete
+        unless the peer owns the key (then this side never deletes)."""
+        missing = []
+        for label, table in tables.items():
+            spec = TableSpec.build(label, table)
+            needed = ["insert", "update"] + ([] if spec.key_owned_by_peer else ["delete"])
+            absent = [op for op in needed if table.rest is None or getattr(table.rest, op) is None]
+            if spec.captures and absent:
+                missing.append(f'tables."{label}".rest.{"/".join(absent)}')
+        if not missing:
+            return []
+        return [
+            f"the rest adapter sends every change this side ships, but {', '.join(missing)} "
+            'is not set; fix: map each operation, e.g. update: "PUT /api/items/{id}"'
+        ]
+
+
+# The kinds of peer, by `peer.adapter`. A new kind: a model here, a module in peer/.
+PEER_KINDS: dict[str, type[PeerBase]] = {"bridge": BridgePeer, "rest": RestPeer}
+
+
+def _peer_kind(value: Any) -> str:
+    if isinstance(value, PeerBase):
+        return value.adapter
+    return str(value.get("adapter", "bridge")) if isinstance(value, Mapping) else "bridge"
+
+
+# (The default kind last: docs/config.md's check reads `adapter`'s default from the last.)
+PeerConfig = Annotated[
+    Annotated[RestPeer, Tag("rest")] | Annotated[BridgePeer, Tag("bridge")],
+    Discriminator(_peer_kind),
+]
 
 
 class RelayConfig(_Frozen):
@@ -784,22 +858,22 @@ class BridgeConfig(_Frozen):
                 _check_table_name(str(name))
         return value
 
-    @model_validator(mode="after")
-    def _rest_mappings_cover_what_ships(self) -> BridgeConfig:
-        if self.peer.adapter != "rest":
-            return self
-        missing = []
-        for label, table in self.tables.items():
-            spec = TableSpec.build(label, table)
-            needed = ["insert", "update"] + ([] if spec.key_owned_by_peer else ["delete"])
-            absent = [op for op in needed if table.rest is None or getattr(table.rest, op) is None]
-            if spec.captures and absent:
-                missing.append(f'tables."{label}".rest.{"/".join(absent)}')
-        if missing:
+    @field_validator("peer", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        kind = _peer_kind(value)
+        if kind not in PEER_KINDS:
             raise ValueError(
-                f"the rest adapter sends every change this side ships, but {', '.join(missing)} "
-                'is not set; fix: map each operation, e.g. update: "PUT /api/items/{id}"'
+                f"adapter {kind!r} is not a kind of peer this bridge knows; "
+                f"fix: use one of {', '.join(PEER_KINDS)}"
             )
+        return value
+
+    @model_validator(mode="after")
+    def _peer_gets_what_it_needs(self) -> BridgeConfig:
+        problems = self.peer.table_problems(self.tables)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="after")
@@ -1190,9 +1264,10 @@ def _describe(error: Any) -> str:
     # Drop the union/model tags pydantic puts in the location.
     loc = tuple(
         part
-        for part in error["loc"]
+        for index, part in enumerate(error["loc"])
         if not (isinstance(part, str) and (part.startswith("function-") or "[" in part))
         and part not in ("TableMode", "dict[str,Owner]", "str")
+        and not (index == 1 and error["loc"][0] == "peer" and part in PEER_KINDS)
     )
     kind = error["type"]
     message = str(error["msg"])

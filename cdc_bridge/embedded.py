@@ -26,14 +26,10 @@ from pathlib import Path
 
 import psycopg
 
-from cdc_bridge.errors import BridgeError
+from cdc_bridge.errors import EmbeddedServerError
 
 _PR_SET_PDEATHSIG = 1
 UNPRIVILEGED_USER = "nobody"
-
-
-class EmbeddedServerError(BridgeError):
-    """The embedded PostgreSQL server could not be started."""
 
 
 def _wheel_install_dir() -> Path:

@@ -94,3 +94,35 @@ class Unmapped(BridgeError):
 
 class Unresolved(BridgeError):
     """A reference to a record that has not arrived here (it is never applied dangling)."""
+
+
+class EmbeddedServerError(BridgeError):
+    """The embedded PostgreSQL server could not be started."""
+
+
+class DemoError(BridgeError):
+    """The demo could not complete."""
+
+
+class PeerReadError(BridgeError):
+    """The peer's copy of the table could not be read."""
+
+
+class NoSuchConflict(UserError):
+    """No conflict with that id."""
+
+
+class Rejected(Exception):
+    """A change the config does not allow; the message is the reason sent back."""
+
+
+class SignatureError(Exception):
+    """The batch's signature or timestamp does not check out."""
+
+
+class CodecError(ValueError):
+    """The text is not JSON, or the value cannot be written as JSON."""
+
+
+class BodyError(ValueError):
+    """A change's value cannot be put in the body as the mapping asks."""

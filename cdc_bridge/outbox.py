@@ -66,11 +66,16 @@ class OutboxRow:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """What one POST of a batch got: kept in `attempts`."""
+    """What one attempt to deliver a batch got: kept in `attempts`.
 
-    http_status: int | None
+    `status` is the endpoint's status code (an HTTP status for the HTTP kinds of peer;
+    None: no answer, or a kind without codes), `detail` what it answered; they are kept
+    in the columns `http_status` and `response_body` (named when every peer was HTTP).
+    """
+
+    status: int | None
     error: str | None
-    response_body: str | None
+    detail: str | None
     duration_ms: float
 
 
@@ -80,8 +85,8 @@ class Failure:
 
     id: int
     reason: str
-    http_status: int | None = None  # the peer's HTTP status for this change
-    response_body: str | None = None
+    status: int | None = None  # the endpoint's status code for this change (HTTP status)
+    detail: str | None = None  # what it answered (kept in `failed.response_body`)
 
 
 def int_array(ids: Iterable[int]) -> str:
@@ -184,9 +189,9 @@ async def record_outcome(
             "change_count": len(ids),
             "first_id": min(ids),
             "last_id": max(ids),
-            "http_status": attempt.http_status,
+            "http_status": attempt.status,
             "error": attempt.error,
-            "response_body": attempt.response_body,
+            "response_body": attempt.detail,
             "duration_ms": attempt.duration_ms,
             "ids": int_array(acked),
             "results": text_array(acked.values()),
@@ -227,8 +232,8 @@ async def fail(
         {
             "ids": [f.id for f in failures],
             "reasons": [f.reason for f in failures],
-            "statuses": [f.http_status for f in failures],
-            "bodies": [f.response_body for f in failures],
+            "statuses": [f.status for f in failures],
+            "bodies": [f.detail for f in failures],
             "batch_id": batch_id,
         },
     )

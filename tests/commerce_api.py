@@ -109,6 +109,11 @@ class CommerceApi:
             record = self.state.customers.setdefault(customer_id, {"id": customer_id})
             record.update(values, date_modified=modified.isoformat())
 
+    def delete_customer(self, customer_id: int) -> None:
+        """Delete a customer: it leaves the list, and no modified-since read shows it."""
+        with self.lock:
+            del self.state.customers[customer_id]
+
     def list_customers(self, query: dict[str, list[str]]) -> tuple[list[Any], dict[str, str]]:
         after = query.get("modified_after", [None])[0]
         page, size = int(query.get("page", ["1"])[0]), int(query.get("per_page", ["10"])[0])

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cdc_bridge.errors import SignatureError
 from cdc_bridge.peer.protocol import (
     BATCH_PATH,
     Batch,
     BatchResponse,
     ChangeResult,
     ResultStatus,
-    SignatureError,
     Signer,
     dumps,
 )

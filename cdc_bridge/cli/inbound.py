@@ -40,19 +40,26 @@ def serve(ctx: Context, listen: str | None) -> None:
 @cli.command()
 @config_option
 @click.option("--once", is_flag=True, help="Read each poll once, then exit (for cron).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="First read each whole list, and delete the rows it no longer has.",
+)
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @pass_context
-def poll(ctx: Context, once: bool, names: tuple[str, ...]) -> None:
+def poll(ctx: Context, once: bool, full: bool, names: tuple[str, ...]) -> None:
     """Read the peer application's records modified since the last read (inbound.polls).
 
     Each poll reads its list endpoint every `interval_s`, applies what changed, and keeps
     its cursor in the bridge schema; restarted, it goes on from there. NAMEs limit it to
-    those polls.
+    those polls. A modified-since read cannot see deletions: `--full` (and every
+    `full_interval_s`) reads the whole list, applies it, and deletes the rows it lacks.
 
     \b
     Example:
       cdc-bridge --config erp.yaml poll
       cdc-bridge --config erp.yaml poll --once customers
+      cdc-bridge --config erp.yaml poll --once --full customers
     """
     import os
 
@@ -72,7 +79,7 @@ def poll(ctx: Context, once: bool, names: tuple[str, ...]) -> None:
             f"fix: use one of {', '.join(sorted(known))}"
         )
     configure_logging(config.logging)
-    run(config, os.environ, names, once)
+    run(config, os.environ, names, once, full)
 
 
 def _is_host_port(value: str) -> bool:

@@ -536,7 +536,7 @@ def _print_reconcile(report: reconcile_ops.ReconcileReport, fix: bool) -> None:
         )
     if report.extra_unchecked:
         click.echo(
-            "note: the REST adapter reads one row per key; rows only the peer has are not found"
+            "note: the peer was read one row per key; rows only the peer has are not found"
         )
     if fix:
         click.echo(

@@ -32,7 +32,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from cdc_bridge.embedded import EmbeddedPostgres
-from cdc_bridge.errors import BridgeError
+from cdc_bridge.errors import DemoError
 
 DEMO_SECRET = "demo-shared-secret"
 WAIT_S = 30.0
@@ -44,10 +44,6 @@ SYNCED: dict[str, tuple[str, tuple[str, ...]]] = {
     "products": ("sku", ("name", "price", "description")),
     "accounts": ("id", ("company_name", "credit_limit")),
 }
-
-
-class DemoError(BridgeError):
-    """The demo could not complete."""
 
 
 def _free_port() -> int:

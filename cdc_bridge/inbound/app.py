@@ -32,7 +32,7 @@ from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, InboundTls, TableSpec
 from cdc_bridge.db import error_line, mask_dsn
 from cdc_bridge.entity.outbound import Outbound
-from cdc_bridge.errors import Refused, UserError
+from cdc_bridge.errors import CodecError, Refused, SignatureError, UserError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
 from cdc_bridge.inbound.webhooks import Webhooks, change_of, verify
 from cdc_bridge.peer import codec
@@ -43,7 +43,6 @@ from cdc_bridge.peer.protocol import (
     BatchResponse,
     ReadRequest,
     ReadResponse,
-    SignatureError,
     Signer,
     dumps,
 )
@@ -117,7 +116,7 @@ class Inbound:
         try:
             # The wire codec, not pydantic's parser: exact numbers, any depth.
             parsed = model.model_validate(codec.loads(body))
-        except codec.CodecError as exc:
+        except CodecError as exc:
             raise Refused(400, f"body is {exc}") from None
         except ValidationError as exc:
             first = exc.errors()[0]

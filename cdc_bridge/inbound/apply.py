@@ -36,6 +36,7 @@ from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
 from cdc_bridge.entity import Entities
 from cdc_bridge.entity.inbound import LocalChange, Translator
+from cdc_bridge.errors import Rejected
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import (
@@ -56,10 +57,6 @@ _UPSERT_OPS = frozenset({Op.INSERT, Op.UPDATE})
 _ALL_OPS = frozenset(Op)
 _WRITTEN = (ResultStatus.APPLIED, ResultStatus.CONFLICT_RESOLVED)
 _UNAPPLIED = (ResultStatus.REJECTED, ResultStatus.SKIPPED)
-
-
-class Rejected(Exception):
-    """A change the config does not allow; the message is the reason sent back."""
 
 
 @dataclass
@@ -360,7 +357,7 @@ class Applier:
                 "inbound_current_values",
                 table=spec.name.identifier,
                 key=_column_list(spec.key),
-                key_json=_json_object(spec.key),
+                key_json=json_object(spec.key),
                 pairs=_json_pairs(spec.both_fields),
             )
             rows = [p.key for p in members]
@@ -717,7 +714,7 @@ def _json_pairs(columns: Iterable[str]) -> sql.Composable:
     )
 
 
-def _json_object(columns: Iterable[str]) -> sql.Composable:
+def json_object(columns: Iterable[str]) -> sql.Composable:
     return sql.SQL("jsonb_build_object({})").format(_json_pairs(columns))
 
 

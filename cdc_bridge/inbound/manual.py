@@ -17,14 +17,10 @@ from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.db import connection, dict_cursor
-from cdc_bridge.errors import UserError
+from cdc_bridge.errors import CodecError, NoSuchConflict, UserError
 from cdc_bridge.peer import codec
 
 Take = Literal["local", "peer", "value"]
-
-
-class NoSuchConflict(UserError):
-    """No conflict with that id."""
 
 
 def list_conflicts(config: BridgeConfig, status: str | None = None) -> list[dict[str, Any]]:
@@ -61,7 +57,7 @@ def parse_value(text: str) -> Any:
     """`--value` is read as JSON (42, null, "x"); anything else is taken as plain text."""
     try:
         return codec.loads(text)
-    except codec.CodecError:
+    except CodecError:
         return text
 
 

@@ -20,6 +20,14 @@ What makes it lose nothing:
 
 A record the database refuses is logged with its reason and not retried until it is
 modified again (it would otherwise stop the cursor for good); `reconcile` finds it.
+
+A modified-since read cannot see deletions. The full comparison (`poll --full`, or every
+`full_interval_s`) reads the whole list, applies every record, and deletes the rows the
+list no longer has, under the same rules (a delete from the peer, at the read's start):
+- only after a settled read (no record modified within `overlap_s` of its start), as for
+  the cursor: a record modified mid-read moves in the list and can push another past it;
+- only keys that a second whole read lacks too: a record deleted mid-read shifts the
+  records after it back by one, and one of them can slip past the read unseen.
 """
 
 from __future__ import annotations
@@ -33,17 +41,17 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import psycopg
 from jsonpointer import JsonPointerException, resolve_pointer
+from psycopg import sql
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, PollSource, TableSpec
-from cdc_bridge.errors import PollError
-from cdc_bridge.inbound.apply import Applier
+from cdc_bridge.entity import EntityMap
+from cdc_bridge.errors import CodecError, PollError
+from cdc_bridge.inbound.apply import Applier, json_object
 from cdc_bridge.peer import codec
-from cdc_bridge.peer.auth import build_auth
-from cdc_bridge.peer.client import tls_context
+from cdc_bridge.peer.http import RequestFailed, sync_client
 from cdc_bridge.peer.protocol import Batch, Change, Op, ResultStatus
 
 log = logging.getLogger("cdc_bridge.poll")
@@ -80,13 +88,8 @@ class Poller:
     def __init__(self, config: BridgeConfig, environ: Mapping[str, str]) -> None:
         self.config = config
         self.applier = Applier(config)
-        self.http = httpx.Client(
-            base_url=config.peer.url,
-            timeout=config.peer.timeout_s,
-            headers={"accept": "application/json"},
-            auth=build_auth(config.peer, environ),
-            verify=tls_context(config.peer) or True,  # peer.tls: a private CA, mTLS
-        )
+        # peer.url, peer.tls (a private CA, mTLS), peer.timeout_s and peer.auth
+        self.http = sync_client(config.peer, environ, headers={"accept": "application/json"})
 
     def close(self) -> None:
         self.http.close()
@@ -116,6 +119,62 @@ class Poller:
                 {"name": source.name, "cursor": newest.isoformat()},
             )
         return applied
+
+    def compare_once(self, conn: psycopg.Connection[Any], source: PollSource) -> int:
+        """Read the whole list, apply it, delete the rows it lacks; returns the deletions."""
+        spec = self.config.table(source.table)
+        if spec.xref is not None:
+            raise PollError(
+                f"inbound.polls {source.name}: {spec.label} generates its own keys (xref), "
+                "so a whole read cannot tell which of its rows the list lacks; fix: use the "
+                "application's tombstone endpoint, or map the entity key to a column"
+            )
+        emap = EntityMap.of(spec)
+        gone = self._unlisted(conn, source, spec)
+        if gone:  # confirmed by a second read (see the module's docstring)
+            again = {codec.dumps_text(k) for k in self._unlisted(conn, source, spec)}
+            gone = [k for k in gone if codec.dumps_text(k) in again]
+        started = datetime.now(UTC)
+        changes = [
+            Change(
+                idempotency_key=f"poll:{source.name}:gone:{started.isoformat()}:"
+                f"{codec.dumps_text(key)}"[:200],
+                entity=spec.entity,
+                op=Op.DELETE,
+                key=emap.outbound_key(key, {}),
+                committed_at=started,
+                origin=self.config.peer.name,
+            )
+            for key in gone
+        ]
+        return self._apply(source, conn, changes) if changes else 0
+
+    def _unlisted(
+        self, conn: psycopg.Connection[Any], source: PollSource, spec: TableSpec
+    ) -> list[dict[str, Any]]:
+        """One whole read, applied; the keys of local rows it did not list (none when the
+        read was not settled)."""
+        unsettled_after = datetime.now(UTC) - timedelta(seconds=source.overlap_s)
+        listed: list[dict[str, Any]] = []
+        settled = True
+        for page in self._pages(source, None):
+            changes = [self._change(source, spec, record) for record in page]
+            if changes:
+                settled = settled and max(c.committed_at for c in changes) < unsettled_after
+                listed.extend(EntityMap.of(spec).inbound_key(c.key) for c in changes)
+                self._apply(source, conn, changes)
+        if not settled:
+            log.info("poll %s: records changed during the whole read; deleting none", source.name)
+            return []
+        match = sql.SQL(" AND ").join(
+            sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in spec.key
+        )
+        query = queries.query(
+            "inbound_poll_gone", table=spec.name.identifier, key_json=json_object(spec.key),
+            match=match,
+        )
+        rows = conn.execute(query, {"keys": codec.dumps_text(listed)})
+        return [codec.loads(row[0]) for row in rows]  # exact numbers, as listed
 
     def _cursor(self, conn: psycopg.Connection[Any], source: PollSource) -> str | None:
         row = conn.execute(
@@ -158,7 +217,7 @@ class Poller:
         try:
             # No params at all for a `Link` URL: an empty mapping would drop its query.
             response = self.http.get(url, params=params or None)
-        except httpx.HTTPError as exc:
+        except RequestFailed as exc:
             raise PollError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
         if response.status_code != 200:
             raise PollError(
@@ -166,7 +225,7 @@ class Poller:
             )
         try:
             return codec.loads(response.content), response.headers.get("link")
-        except codec.CodecError as exc:
+        except CodecError as exc:
             raise PollError(f"GET {url} answered with invalid JSON: {exc}") from None
 
     def _records(self, source: PollSource, body: Any) -> list[Any]:
@@ -219,9 +278,14 @@ def _pointed(document: Any, pointer: str, what: str) -> Any:
 
 
 def run(
-    config: BridgeConfig, environ: Mapping[str, str], names: tuple[str, ...], once: bool
+    config: BridgeConfig,
+    environ: Mapping[str, str],
+    names: tuple[str, ...],
+    once: bool,
+    full: bool = False,
 ) -> None:
-    """Poll each source every `interval_s` until SIGINT/SIGTERM (or one round: `once`)."""
+    """Poll each source every `interval_s` until SIGINT/SIGTERM (or one round: `once`);
+    a full comparison first with `full`, and every `full_interval_s` where it is set."""
     sources = [s for s in config.inbound.polls if not names or s.name in names]
     stop = threading.Event()
     if not once:
@@ -229,6 +293,7 @@ def run(
             signal.signal(sig, lambda *_: stop.set())
     poller = Poller(config, environ)
     due = {s.name: 0.0 for s in sources}
+    full_due = {s.name: 0.0 if full else _next_full(s) for s in sources}
     try:
         with psycopg.connect(
             config.database.url.get_secret_value(),
@@ -237,24 +302,43 @@ def run(
         ) as conn:
             while not stop.is_set():
                 for source in sources:
+                    if time.monotonic() >= full_due[source.name]:
+                        _round(poller, conn, source, raise_errors=once, full=True)
+                        full_due[source.name] = _next_full(source)
                     if time.monotonic() >= due[source.name]:
                         _round(poller, conn, source, raise_errors=once)
                         due[source.name] = time.monotonic() + source.interval_s
                 if once:
                     return
-                stop.wait(max(0.0, min(due.values()) - time.monotonic()))
+                wake = min(*due.values(), *full_due.values())
+                stop.wait(max(0.0, wake - time.monotonic()))
     finally:
         poller.close()
 
 
 def _round(
-    poller: Poller, conn: psycopg.Connection[Any], source: PollSource, raise_errors: bool
+    poller: Poller,
+    conn: psycopg.Connection[Any],
+    source: PollSource,
+    raise_errors: bool,
+    full: bool = False,
 ) -> None:
+    """One read of `source` (a whole one with `full`), logged; a failure ends the round."""
     try:
-        applied = poller.poll_once(conn, source)
+        count = poller.compare_once(conn, source) if full else poller.poll_once(conn, source)
     except PollError as exc:
         if raise_errors:
             raise
-        log.warning("poll %s failed, next try in %.0f s: %s", source.name, source.interval_s, exc)
+        kind = " (full comparison)" if full else ""
+        log.warning("poll %s%s failed, next try in %.0f s: %s",
+                    source.name, kind, source.interval_s, exc)
         return
-    log.info("poll %s: %d record(s) applied", source.name, applied)
+    done = "row(s) the list no longer has deleted" if full else "record(s) applied"
+    log.info("poll %s: %d %s", source.name, count, done)
+
+
+def _next_full(source: PollSource) -> float:
+    """When the source's next full comparison is due (never without full_interval_s)."""
+    if source.full_interval_s is None:
+        return float("inf")
+    return time.monotonic() + source.full_interval_s

@@ -25,7 +25,7 @@ from typing import Any
 from jsonpointer import JsonPointerException, resolve_pointer
 
 from cdc_bridge.config import TableSpec, WebhookRoute, WebhookSignature
-from cdc_bridge.errors import Refused, UserError
+from cdc_bridge.errors import CodecError, Refused, UserError
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import Batch, Change, Op
 
@@ -88,7 +88,7 @@ def change_of(hooks: Webhooks, headers: Mapping[str, str], body: bytes, peer: st
     """The webhook as a one-change batch from the peer (the Applier's input)."""
     try:
         document = codec.loads(body)  # exact numbers: an amount of 12.50 stays 12.50
-    except codec.CodecError as exc:
+    except CodecError as exc:
         raise Refused(422, f"body is {exc}") from None
     if not isinstance(document, dict):
         raise Refused(422, "body is not a JSON object")

@@ -26,12 +26,6 @@ from cdc_bridge.entity import EntityMap
 from cdc_bridge.entity.outbound import Outbound
 from cdc_bridge.errors import UserError
 from cdc_bridge.ops.common import Target
-from cdc_bridge.ops.peer_read import (
-    BridgeReader,
-    KeyedReader,
-    PagedReader,
-    RestReader,
-)
 from cdc_bridge.ops.snapshot import (
     bound_where,
     check_shippable,
@@ -39,7 +33,8 @@ from cdc_bridge.ops.snapshot import (
     json_object,
     row_column,
 )
-from cdc_bridge.peer import codec
+from cdc_bridge.peer import codec, kinds
+from cdc_bridge.peer.endpoint import KeyedReader, PagedReader
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000  # the read endpoint's limit (protocol.ReadRequest)
@@ -146,7 +141,7 @@ class ReconcileReport:
     missing_keys: list[dict[str, Any]] = field(default_factory=list)
     extra_keys: list[dict[str, Any]] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
-    extra_unchecked: bool = False  # the REST adapter cannot list the peer's rows
+    extra_unchecked: bool = False  # the peer was read by key: its own rows stay unseen
     fixes_queued: int = 0
     extra_not_ours: int = 0  # extra rows left alone: this side does not own the table's rows
     missing_not_ours: int = 0  # missing rows left alone: the peer owns the key (creates rows)
@@ -278,7 +273,7 @@ def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
 
 
 def _dumps(value: Any) -> str:
-    return codec.dumps_text(value)  # exact numbers (from peer_read.loads), any depth
+    return codec.dumps_text(value)  # exact numbers (read through codec.loads), any depth
 
 
 # ------------------------------------------------------------------ the merge
@@ -377,16 +372,19 @@ def reconcile(
     if not 0 < page <= MAX_PAGE:
         raise UserError(f"--page {page} is not in 1..{MAX_PAGE}; fix: give a number such as 1000")
     target = Target.of(config)
-    reconciler = Reconciler(target, spec, fix, sample, exact=config.peer.adapter != "rest")
+    exact = kinds.capabilities(config.peer).exact_values
+    reconciler = Reconciler(target, spec, fix, sample, exact=exact)
     with target.connect(autocommit=True) as conn, _writer(target, fix) as writer:
         reconciler.report.pending = _pending(conn, target, spec)
         sides = Sides(reconciler, conn, writer, on_progress)
-        if config.peer.adapter == "rest":
-            _by_key(sides, RestReader(config, spec))
-        elif spec.mapped:
-            _by_entities(sides, BridgeReader(config, spec), page, Outbound(config))
+        reader = kinds.endpoint(config).read(spec)  # closed by the walk below
+        if isinstance(reader, PagedReader) and spec.mapped:
+            # The peer lists the entity's records, but in its own key's order.
+            _by_entities(sides, reader, page, Outbound(config))
+        elif isinstance(reader, PagedReader):  # a peer that lists its rows in our key order
+            _by_pages(sides, reader, page)
         else:
-            _by_pages(sides, BridgeReader(config, spec), page)
+            _by_key(sides, reader)
     return reconciler.report
 
 
@@ -484,7 +482,7 @@ def _entity_window(
 
 
 def _by_key(sides: Sides, reader: KeyedReader) -> None:
-    """REST: each local row fetched by its key. Rows only the peer has stay unseen."""
+    """Each local row fetched by its key. Rows only the peer has stay unseen."""
     reconciler = sides.reconciler
     reconciler.report.extra_unchecked = True
     try:
@@ -492,14 +490,14 @@ def _by_key(sides: Sides, reader: KeyedReader) -> None:
         for row in reconciler.local.rows(sides.reader, None, None):
             rows.append(row)
             if len(rows) >= DEFAULT_PAGE:
-                sides.settle(_rest_window(reconciler, reader, rows))
+                sides.settle(_keyed_window(reconciler, reader, rows))
                 rows = []
-        sides.settle(_rest_window(reconciler, reader, rows))
+        sides.settle(_keyed_window(reconciler, reader, rows))
     finally:
         reader.close()
 
 
-def _rest_window(reconciler: Reconciler, reader: KeyedReader, rows: list[LocalRow]) -> Window:
+def _keyed_window(reconciler: Reconciler, reader: KeyedReader, rows: list[LocalRow]) -> Window:
     found = []
     for key, _fields, in_scope in rows:
         peer_row = reader.row(key) if in_scope else None

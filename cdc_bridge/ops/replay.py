@@ -24,7 +24,7 @@ from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.config import TableSpec
 from cdc_bridge.db import dict_cursor
-from cdc_bridge.errors import ProblemsFound, UserError
+from cdc_bridge.errors import CodecError, ProblemsFound, UserError
 from cdc_bridge.ops.common import Target, os_user
 from cdc_bridge.peer import codec
 
@@ -99,7 +99,7 @@ def parse_key(spec: TableSpec, text: str) -> dict[str, Any]:
     """`--key 42`, `--key P1` for one key column, or a JSON object for any key."""
     try:
         value: Any = codec.loads(text)
-    except codec.CodecError:
+    except CodecError:
         value = text
     if isinstance(value, dict):
         if sorted(value) != sorted(spec.key):

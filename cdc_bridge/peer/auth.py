@@ -26,7 +26,7 @@ from cdc_bridge.config import (
     ClientCredentialsAuth,
     HeaderAuth,
     PeerAuth,
-    PeerConfig,
+    PeerBase,
 )
 from cdc_bridge.errors import TokenError, UserError
 
@@ -156,14 +156,15 @@ def _token_failure(url: str, response: httpx.Response) -> str:
     )
 
 
-def build_auth(peer: PeerConfig, environ: Mapping[str, str]) -> httpx.Auth | None:
+def build_auth(peer: PeerBase, environ: Mapping[str, str]) -> httpx.Auth | None:
     """The httpx auth for `peer.auth` (or the older `peer.auth_env`), secrets from `environ`."""
-    return None if peer.credentials is None else _auth_of(peer.credentials, environ, peer)
+    credentials = peer.credentials
+    return None if credentials is None else _auth_of(credentials, environ, peer)
 
 
-def _auth_of(auth: PeerAuth, environ: Mapping[str, str], peer: PeerConfig) -> httpx.Auth:
+def _auth_of(auth: PeerAuth, environ: Mapping[str, str], peer: PeerBase) -> httpx.Auth:
     if isinstance(auth, HeaderAuth):
-        key = "peer.auth.value_env" if peer.auth is not None else "peer.auth_env"
+        key = "peer.auth.value_env" if getattr(peer, "auth", None) else "peer.auth_env"
         return _Header(auth.header or "Authorization", env_secret(environ, key, auth.value_env))
     if isinstance(auth, BearerAuth):
         token = env_secret(environ, "peer.auth.token_env", auth.token_env)

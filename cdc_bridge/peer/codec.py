@@ -31,9 +31,7 @@ import orjson
 from psycopg.abc import AdaptContext
 from psycopg.types.json import set_json_dumps, set_json_loads
 
-
-class CodecError(ValueError):
-    """The text is not JSON, or the value cannot be written as JSON."""
+from cdc_bridge.errors import CodecError
 
 
 def use_exact_json(conn: AdaptContext) -> None:

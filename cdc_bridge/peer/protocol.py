@@ -1,7 +1,7 @@
 """Bridge batch protocol v2: the public contract between two bridges (docs/protocol.md).
 
 v2 carries entities and their fields (`entity`), not table and column names: each side
-maps its own tables to them (cdc_bridge/entity.py). A v1 batch (`table`) is still
+maps its own tables to them (cdc_bridge/entity/). A v1 batch (`table`) is still
 accepted: its table name is read as the entity name, which is what a twin's table is.
 
 A sender POSTs one JSON batch to `<peer url>/v1/batches`, signed with HMAC-SHA256 in the
@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from standardwebhooks import Webhook
 
+from cdc_bridge.errors import SignatureError
 from cdc_bridge.peer import codec
 
 PROTOCOL: Literal["cdc-bridge/2"] = "cdc-bridge/2"
@@ -151,10 +152,6 @@ def dumps(model: BaseModel) -> bytes:
 
 
 # ------------------------------------------------------------------ signing
-
-
-class SignatureError(Exception):
-    """The batch's signature or timestamp does not check out."""
 
 
 class Signer:

@@ -1,4 +1,9 @@
-"""The REST adapter's pieces that are not HTTP: request bodies, and the cross-reference.
+"""The REST kind of peer (`adapter: rest`): an application's own REST API.
+
+One request per change, built from each table's `rest` mapping; changes of one record go
+one after the other, records side by side, as fast as `peer.rate_limit` allows.
+Transient: connection errors, timeouts, 408, 429 (which pauses every request for its
+`Retry-After`) and 5xx. Permanent: any other 4xx (the change is rejected, its key parked).
 
 - Bodies: `rest.body` maps JSON pointers of the request body to fields of the change,
   constants, or casts (`{field: price, cast: string, scale: 2}` sends "12.50"), building
@@ -13,19 +18,48 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import quote
 
+import httpx
 import psycopg
+from aiolimiter import AsyncLimiter
 from jsonpointer import JsonPointer, JsonPointerException, resolve_pointer
 
 from cdc_bridge import sql as queries
-from cdc_bridge.config import BodyValue, RestTableMapping
+from cdc_bridge.config import (
+    BodyValue,
+    BridgeConfig,
+    RateLimit,
+    RestOperation,
+    RestPeer,
+    RestTableMapping,
+    TableSpec,
+)
+from cdc_bridge.errors import BodyError, CodecError, PeerReadError, TokenError, UserError
+from cdc_bridge.peer import codec
+from cdc_bridge.peer.endpoint import APPLIED, Answer, Capabilities, Delivery, Outgoing
+from cdc_bridge.peer.http import (
+    answer_reason,
+    async_client,
+    describe_error,
+    is_transient_status,
+    kept,
+    note_status,
+    read_failure,
+    retry_after_seconds,
+    sync_client,
+    transport_failure,
+)
+from cdc_bridge.peer.protocol import ResultStatus
 
-
-class BodyError(ValueError):
-    """A change's value cannot be put in the body as the mapping asks."""
+# How long every request waits after a 429 that gave no Retry-After.
+RATE_LIMITED_PAUSE_S = 1.0
+_API_HINT = "fix: check that the API is reachable at peer.url"
 
 
 def body_of(mapping: RestTableMapping, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,3 +157,289 @@ class Xref:
     async def aclose(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+class Pace:
+    """How fast this side may call the peer's API: at most `concurrency` requests
+    at once, at most `requests_per_s`, and none while a 429's `Retry-After` lasts (a rate
+    limit is the API's, for all our requests, not for the one record that hit it)."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self._slots = asyncio.Semaphore(limit.concurrency)
+        self._rate = AsyncLimiter(limit.requests_per_s, 1) if limit.requests_per_s else None
+        self._resume_at = 0.0
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with self._slots:
+            while (wait := self._resume_at - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if self._rate is not None:
+                await self._rate.acquire()
+            yield
+
+    def pause(self, seconds: float) -> None:
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+
+class RestEndpoint:
+    """One request per change from the table's `rest` mapping; same key sequential."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        whole_transactions=False,
+        encoded_changes=False,
+        lists_rows=False,
+        exact_values=False,
+    )
+
+    def __init__(self, config: BridgeConfig, environ: Mapping[str, str] | None = None) -> None:
+        peer = config.peer
+        if not isinstance(peer, RestPeer):
+            raise TypeError(f"a RestEndpoint for a peer of kind {peer.adapter!r}")
+        self._peer, self._environ = peer, environ
+        self._mappings = {s.label: s for s in config.table_specs if s.rest is not None}
+        self._headers = {"content-type": "application/json"}
+        self._client: httpx.AsyncClient | None = None  # made on first use (it needs a loop)
+        self._pace = Pace(peer.rate_limit)
+        self._xref = Xref(config.database.url.get_secret_value(), config.bridge_schema)
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = async_client(self._peer, self._environ)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        await self._xref.aclose()
+
+    def read(self, spec: TableSpec) -> RestReader:
+        return RestReader(self._peer, spec, self._environ)
+
+    async def deliver(
+        self, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None
+    ) -> Delivery:
+        """One request per change; `settled_below` concerns the batch protocol only."""
+        by_record: dict[tuple[str, str], list[Outgoing]] = {}
+        for change in changes:
+            by_record.setdefault((change.table, change.key_text), []).append(change)
+        started = time.perf_counter()
+        outcome = Delivery()
+        await asyncio.gather(*(self._deliver_record(g, outcome) for g in by_record.values()))
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    async def _deliver_record(self, group: list[Outgoing], outcome: Delivery) -> None:
+        # One record's changes one after the other, in order; records side by side.
+        for index, change in enumerate(group):
+            result = await self._send(change, outcome)
+            if result is None:  # transient: the rest of this key waits for the retry
+                return
+            outcome.results[change.id] = result
+            if result.status is ResultStatus.REJECTED:
+                for later in group[index + 1 :]:
+                    outcome.results[later.id] = Answer(ResultStatus.SKIPPED)
+                return
+
+    async def _send(self, change: Outgoing, outcome: Delivery) -> Answer | None:
+        operation = self._operation(change)
+        if isinstance(operation, str):
+            return _rejected(change, operation)
+        mapping = self._mappings[change.table].rest
+        assert mapping is not None
+        try:
+            if mapping.id is not None:
+                return await self._send_tracked(change, mapping, outcome)
+            response = await self._request(operation, change, outcome)
+        except KeyError as exc:
+            return _rejected(change, f"the URL template names {exc}, which is not a key column")
+        except BodyError as exc:
+            return _rejected(change, str(exc))
+        return None if response is None else self._result(change, response, outcome)
+
+    async def _request(
+        self,
+        operation: RestOperation,
+        change: Outgoing,
+        outcome: Delivery,
+        peer_id: str | None = None,
+        with_body: bool = True,
+    ) -> httpx.Response | None:
+        """One request for a change; None when it failed transiently (noted in `outcome`)."""
+        values = dict(change.key_values())
+        if peer_id is not None:
+            values["peer_id"] = peer_id
+        body = self._body(change) if with_body and change.op != "D" else None
+        try:
+            async with self._pace.turn():
+                return await self._http.request(
+                    operation.method,
+                    fill_path(operation.path, values),
+                    content=body,
+                    headers=self._headers,
+                )
+        except httpx.HTTPError as exc:
+            outcome.transient, outcome.error = True, describe_error(exc)
+        except TokenError as exc:
+            outcome.transient, outcome.error = True, str(exc)
+        return None
+
+    async def _send_tracked(
+        self, change: Outgoing, mapping: RestTableMapping, outcome: Delivery
+    ) -> Answer | None:
+        """An API that names its records: update what the xref knows, create the rest."""
+        peer_id = await self._xref.get(change.table, change.key_text)
+        if change.op == "D":
+            return await self._delete_tracked(change, mapping, peer_id, outcome)
+        if peer_id is not None and mapping.update is not None:
+            response = await self._request(mapping.update, change, outcome, peer_id)
+            if response is None or response.status_code != 404:
+                return None if response is None else self._result(change, response, outcome)
+            await self._xref.forget(change.table, change.key_text)  # gone there: create it
+        return await self._create(change, mapping, outcome)
+
+    async def _create(
+        self, change: Outgoing, mapping: RestTableMapping, outcome: Delivery
+    ) -> Answer | None:
+        assert mapping.insert is not None and mapping.id is not None
+        response = await self._request(mapping.insert, change, outcome)
+        if response is None:
+            return None
+        if 200 <= response.status_code < 300:
+            missing = f"the create's answer has no id at {mapping.id}"
+            learned = await self._learn(change, response, mapping.id, missing)
+            return APPLIED if isinstance(learned, str) else learned
+        if response.status_code in mapping.exists and mapping.search is not None:
+            return await self._adopt(change, mapping, outcome)
+        return self._result(change, response, outcome)
+
+    async def _adopt(
+        self, change: Outgoing, mapping: RestTableMapping, outcome: Delivery
+    ) -> Answer | None:
+        """The API has the record already: find its id by our key, keep it, update it."""
+        assert mapping.search is not None and mapping.found is not None
+        response = await self._request(mapping.search, change, outcome, with_body=False)
+        if response is None or response.status_code != 200:
+            return None if response is None else self._result(change, response, outcome)
+        missing = f"the API says the record exists, but its search finds none at {mapping.found}"
+        learned = await self._learn(change, response, mapping.found, missing)
+        if not isinstance(learned, str):
+            return learned
+        if mapping.update is None:
+            return APPLIED
+        updated = await self._request(mapping.update, change, outcome, learned)
+        return None if updated is None else self._result(change, updated, outcome)
+
+    async def _learn(
+        self, change: Outgoing, response: httpx.Response, pointer: str, missing: str
+    ) -> str | Answer:
+        """Keep the API's id for the record, found at `pointer` in its answer, and return
+        it; the change is rejected when the answer has none."""
+        peer_id = pointed_id(_json_or_none(response), pointer)
+        if peer_id is None:
+            return _rejected(change, f"{missing}: {kept(response.content)[:200]}")
+        await self._xref.save(change.table, change.key_text, peer_id)
+        return peer_id
+
+    async def _delete_tracked(
+        self,
+        change: Outgoing,
+        mapping: RestTableMapping,
+        peer_id: str | None,
+        outcome: Delivery,
+    ) -> Answer | None:
+        if peer_id is None or mapping.delete is None:
+            return APPLIED  # never created there: nothing to delete
+        response = await self._request(mapping.delete, change, outcome, peer_id)
+        if response is None:
+            return None
+        if response.status_code == 404 or 200 <= response.status_code < 300:
+            await self._xref.forget(change.table, change.key_text)
+            return APPLIED
+        return self._result(change, response, outcome)
+
+    def _operation(self, change: Outgoing) -> RestOperation | str:
+        spec = self._mappings.get(change.table)
+        if spec is None or spec.rest is None:
+            return f"no REST mapping for table {change.table}"
+        name = {"I": "insert", "U": "update", "D": "delete"}[change.op]
+        operation: RestOperation | None = getattr(spec.rest, name)
+        return operation or f"no REST operation for {name} on {change.table}"
+
+    def _body(self, change: Outgoing) -> bytes:
+        mapping = self._mappings[change.table].rest
+        assert mapping is not None
+        return codec.dumps(body_of(mapping, change.fields or {}))  # numbers as written
+
+    def _result(
+        self, change: Outgoing, response: httpx.Response, outcome: Delivery
+    ) -> Answer | None:
+        status = response.status_code
+        note_status(outcome, status)
+        if 200 <= status < 300:
+            return APPLIED
+        outcome.detail = kept(response.content)
+        outcome.answers[change.id] = (status, outcome.detail)
+        if is_transient_status(status):
+            outcome.transient, outcome.error = True, f"HTTP {status}"
+            outcome.retry_after_s = retry_after_seconds(response.headers.get("retry-after"))
+            if status == 429:
+                self._pace.pause(outcome.retry_after_s or RATE_LIMITED_PAUSE_S)
+            return None
+        return _rejected(change, f"HTTP {status}: {answer_reason(response.content, 200)}")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return codec.loads(response.content)  # a created id past 64 bits stays exact
+    except CodecError:
+        return None
+
+
+def _rejected(change: Outgoing, reason: str) -> Answer:
+    return Answer(ResultStatus.REJECTED, reason)
+
+
+def fill_path(template: str, key: Mapping[str, Any]) -> str:
+    """`/api/products/{sku}` with each key value URL-quoted (a '/' in a value stays inside)."""
+    return template.format_map({name: quote(str(value), safe="") for name, value in key.items()})
+
+
+class RestReader:
+    """One GET per key through `rest.read`; 404 means the peer does not have the row."""
+
+    def __init__(
+        self, peer: RestPeer, spec: TableSpec, environ: Mapping[str, str] | None = None
+    ) -> None:
+        read = spec.rest.read if spec.rest else None
+        if read is None or read.method != "GET":
+            raise UserError(
+                f"{spec.label} has no `rest.read` GET template; fix: add e.g. "
+                f'rest: {{read: "GET /api/items/{{{spec.key[0]}}}"}} to the table'
+            )
+        self._path, self._label, self._url = read.path, spec.label, peer.url
+        # The peer's names for our fields, turned back into ours for the comparison.
+        renames = spec.rest.rename if spec.rest else {}
+        self._ours = {theirs: ours for ours, theirs in renames.items()}
+        self._http = sync_client(peer, environ, headers={"accept": "application/json"})
+
+    def row(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            response = self._http.get(fill_path(self._path, key))
+        except httpx.HTTPError as exc:
+            raise transport_failure(self._label, self._url, exc, _API_HINT) from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise read_failure(self._label, self._url, response)
+        data = codec.loads(response.content)
+        if not isinstance(data, dict):
+            raise PeerReadError(
+                f"the peer answered GET {fill_path(self._path, key)} with JSON that is not an "
+                "object; fix: point rest.read at the endpoint returning one record"
+            )
+        return {self._ours.get(str(name), str(name)): value for name, value in data.items()}
+
+    def close(self) -> None:
+        self._http.close()

@@ -38,7 +38,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +51,8 @@ from cdc_bridge.db import mask_dsn
 from cdc_bridge.entity.outbound import Lookups, Outbound
 from cdc_bridge.errors import PortInUse, Unmapped, Unresolved
 from cdc_bridge.outbox import Failure, OutboxRow
-from cdc_bridge.peer import codec
-from cdc_bridge.peer.client import Delivery, Outgoing, PeerClient, make_client
+from cdc_bridge.peer import codec, kinds
+from cdc_bridge.peer.endpoint import Capabilities, Delivery, Endpoint, Outgoing
 from cdc_bridge.peer.protocol import ResultStatus
 from cdc_bridge.relay.health import Observed, OutboxProbe, report
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
@@ -182,7 +182,7 @@ class Shipment:
 
 
 class Relay:
-    def __init__(self, config: BridgeConfig, client: PeerClient | None = None) -> None:
+    def __init__(self, config: BridgeConfig, client: Endpoint | None = None) -> None:
         self.config = config
         self.relay = config.relay
         self.schema = config.bridge_schema
@@ -206,18 +206,11 @@ class Relay:
         self._sending = asyncio.Semaphore(self.relay.concurrency)
         self._probe = OutboxProbe(self._connect, self.schema)
         self._outage_server: asyncio.Server | None = None  # /healthz while the database is down
-        # Tables whose changes PostgreSQL encodes for the batch protocol: whole rows ship
-        # unchanged. The REST adapter builds its own bodies from the parsed fields.
         self.outbound = Outbound(config)
-        self._encoded_tables = (
-            [
-                s.label
-                for s in config.table_specs
-                if s.captures and s.ships_whole_rows and not s.mapped
-            ]
-            if config.peer.adapter != "rest"
-            else []
-        )
+        capabilities = client.capabilities if client else kinds.capabilities(config.peer)
+        self._encoded_tables = encoded_tables(config.table_specs, capabilities)
+        # The watermark is for a peer that keeps its idempotency keys by transaction.
+        self._sends_watermark = capabilities.whole_transactions
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -241,7 +234,7 @@ class Relay:
 
     async def run(self) -> None:
         """Ship until stop(); then finish or release in-flight work within the timeout."""
-        client = self._client or make_client(self.config)
+        client = self._client or kinds.endpoint(self.config)
         work = asyncio.create_task(self._lead_forever(client))
         stop = asyncio.create_task(self.stopping.wait())
         try:
@@ -261,7 +254,7 @@ class Relay:
             self.metrics.leader.set(0)
             log.info("relay stopped")
 
-    async def _lead_forever(self, client: PeerClient) -> None:
+    async def _lead_forever(self, client: Endpoint) -> None:
         attempt = 0
         try:
             while not self.stopping.is_set():
@@ -298,7 +291,7 @@ class Relay:
             self._dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10
         )
 
-    async def _lead(self, client: PeerClient) -> None:
+    async def _lead(self, client: Endpoint) -> None:
         async with await self._connect() as lock_conn:
             self._db_outage.recovered()
             await self._end_outage_serving()  # the leader serves it from now on
@@ -325,7 +318,7 @@ class Relay:
             await server.wait_closed()
 
     async def _ship_as_leader(
-        self, lock_conn: psycopg.AsyncConnection[Any], client: PeerClient
+        self, lock_conn: psycopg.AsyncConnection[Any], client: Endpoint
     ) -> None:
         await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
         # Reads and acknowledgements use a connection each, so they overlap.
@@ -400,7 +393,7 @@ class Relay:
         lock_conn: psycopg.AsyncConnection[Any],
         conn: psycopg.AsyncConnection[Any],
         record_conn: psycopg.AsyncConnection[Any],
-        client: PeerClient,
+        client: Endpoint,
     ) -> None:
         """Read and start batches on `conn`; each batch records its outcome on `record_conn`."""
         flight = InFlight()
@@ -435,7 +428,7 @@ class Relay:
         self,
         conn: psycopg.AsyncConnection[Any],
         record_conn: psycopg.AsyncConnection[Any],
-        client: PeerClient,
+        client: Endpoint,
         flight: InFlight,
     ) -> bool:
         """Read the head of the outbox (minus what is in flight) and start batches.
@@ -474,6 +467,8 @@ class Relay:
         Any value read earlier stays true (it only ever rises), so batches may carry one
         a little old: the peer then keeps a few more keys, nothing else.
         """
+        if not self._sends_watermark:
+            return  # stays None: not sent
         if time.monotonic() - self._settled_read_at < WATERMARK_EVERY_S:
             return
         cur = await conn.execute(query("relay_settled_below", schema=self.schema))
@@ -648,7 +643,7 @@ class Relay:
     async def _deliver_batch(
         self,
         conn: psycopg.AsyncConnection[Any],
-        client: PeerClient,
+        client: Endpoint,
         shipment: Shipment,
         flight: InFlight,
     ) -> None:
@@ -661,9 +656,9 @@ class Relay:
                     return  # never sent: released, the rows are still in the outbox
                 with self.metrics.batch_seconds.time():
                     delivery = await client.deliver(batch_id, pending, self._settled_below)
-            if delivery.http_status == 200:
+            if delivery.answered:
                 self._answered_at = time.monotonic()
-            crashed = delivery.http_status == 500
+            crashed = delivery.crashed
             errors = errors + 1 if crashed else 0
             since = self._suspect(pending, crashed)
             verdict = judge(delivery, pending, self.specs_with_handoff)
@@ -766,7 +761,7 @@ class Relay:
     ) -> None:
         status = "pending" if verdict.retry else ("failed" if verdict.failures else "delivered")
         attempt = outbox.Attempt(
-            delivery.http_status, delivery.error, delivery.response_body, delivery.duration_ms
+            delivery.status, delivery.error, delivery.detail, delivery.duration_ms
         )
         ids = [c.id for c in sent]
         async with self._record_lock:
@@ -862,6 +857,16 @@ def _ready(item: _Waitable) -> bool:
     return item.is_set() if isinstance(item, asyncio.Event) else item.done()
 
 
+def encoded_tables(specs: Iterable[TableSpec], capabilities: Capabilities) -> list[str]:
+    """Tables whose changes PostgreSQL encodes as the batch protocol's JSON (whole rows
+    ship unchanged), for a peer that takes them so; other kinds build their requests
+    from the parsed fields."""
+    if not capabilities.encoded_changes:
+        return []
+    # A table mapped to an entity ships translated, so its rows come parsed.
+    return [s.label for s in specs if s.captures and s.ships_whole_rows and not s.mapped]
+
+
 def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[str]) -> _Verdict:
     """What happens to each sent change after one attempt (pure: no I/O).
 
@@ -884,9 +889,7 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
             if change.table in handoff_tables and change.op != "D":
                 handoffs.append((change.table, change.key_text))
         elif result.status is ResultStatus.REJECTED:
-            status, body = delivery.answers.get(
-                change.id, (delivery.http_status, delivery.response_body)
-            )
+            status, body = delivery.answers.get(change.id, (delivery.status, delivery.detail))
             failures.append(
                 Failure(change.id, result.reason or "rejected by the peer", status, body)
             )
@@ -904,7 +907,7 @@ def log_refusals(
     batch_id: str, sent: list[Outgoing], delivery: Delivery, verdict: _Verdict
 ) -> None:
     """Log each refusal by the peer with its reason: a whole batch, or single changes."""
-    where = {"event": "refused", "batch_id": batch_id, "http_status": delivery.http_status}
+    where = {"event": "refused", "batch_id": batch_id, "http_status": delivery.status}
     if delivery.permanent:
         log.warning(
             "peer refused batch %s of %d change(s): %s; its changes are failed and park "
@@ -917,7 +920,7 @@ def log_refusals(
         log.warning(
             "peer rejected change %d of %s in batch %s: %s; its key is parked",
             failure.id, tables.get(failure.id, "?"), batch_id, failure.reason,
-            extra={**where, "http_status": failure.http_status, "change_id": failure.id},
+            extra={**where, "http_status": failure.status, "change_id": failure.id},
         )
     unlogged = len(verdict.failures) - LOGGED_REJECTIONS
     if unlogged > 0:
@@ -931,10 +934,10 @@ def _give_up(verdict: _Verdict, sent: list[Outgoing], delivery: Delivery) -> _Ve
     """A transaction alone in its batch that the peer keeps failing: fail it, park its keys."""
     reason = (
         f"the peer failed this transaction {SPLIT_AFTER} times with HTTP "
-        f"{delivery.http_status} while it was alone in its batch"
+        f"{delivery.status} while it was alone in its batch"
     )
     failures = [
-        Failure(c.id, reason, delivery.http_status, delivery.response_body)
+        Failure(c.id, reason, delivery.status, delivery.detail)
         for c in sent
         if c.id not in delivery.results
     ]
@@ -951,7 +954,7 @@ def _quoted(spec: TableSpec) -> str:
 def _all_unanswered(sent: list[Outgoing], delivery: Delivery) -> list[Failure]:
     reason = f"the peer refused the whole batch: {delivery.error or 'HTTP error'}"
     return [
-        Failure(c.id, reason, delivery.http_status, delivery.response_body)
+        Failure(c.id, reason, delivery.status, delivery.detail)
         for c in sent
         if c.id not in delivery.results
     ]

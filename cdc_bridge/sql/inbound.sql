@@ -65,6 +65,15 @@ SELECT cursor FROM {schema}.poll_cursors WHERE name = %(name)s;
 INSERT INTO {schema}.poll_cursors (name, cursor) VALUES (%(name)s, %(cursor)s)
 ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, polled_at = now();
 
+-- name: inbound_poll_gone
+-- `poll --full`: the keys of a received table's rows that the application's whole list
+-- (%(keys)s) no longer has. The listed keys take the table's own row type, so each is
+-- compared as its column's type (a numeric 7 equals 7.0; a uuid matches in any case).
+SELECT ({key_json})::text FROM {table} AS t
+WHERE NOT EXISTS (
+    SELECT FROM jsonb_populate_recordset(NULL::{table}, %(keys)s::jsonb) AS k WHERE {match}
+);
+
 -- name: inbound_set_origin
 SELECT set_config('cdc_bridge.origin', %(origin)s, true);
 

@@ -3,6 +3,7 @@ API are read in, page by page, from a cursor kept in the bridge schema."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -93,11 +94,15 @@ def expected(dsn: str, api: CommerceApi) -> list[str]:
         ]
 
 
-def poll_once(config: BridgeConfig) -> int:
+def poll_once(config: BridgeConfig, full: bool = False) -> int:
+    """One read of the configured poll (a whole one, with its deletions, with `full`)."""
     poller = Poller(config, {"ERP_API_KEY": API_KEY})
+    source = config.inbound.polls[0]
     try:
         with psycopg.connect(config.database.url.get_secret_value(), autocommit=True) as conn:
-            return poller.poll_once(conn, config.inbound.polls[0])
+            if full:
+                return poller.compare_once(conn, source)
+            return poller.poll_once(conn, source)
     finally:
         poller.close()
 
@@ -167,3 +172,77 @@ def test_a_poller_killed_mid_read_resumes_with_nothing_missed(db: str, tmp_path:
             wait_until(lambda: local(db) == expected(db, api), what="every customer")
         finally:
             kill(poller)
+
+
+def test_a_record_deleted_in_the_api_disappears_after_the_full_comparison(
+    db: str, tmp_path: Path
+) -> None:
+    with CommerceApi(Credential("header", API_KEY, name="X-Api-Key")) as api:
+        path = tmp_path / "poll.yaml"
+        path.write_text(yaml.safe_dump(poll_config_data(db, api, PAGED)))
+        config = poll_config(db, api)
+        install(config)
+        seed(api, 25)
+        poll_once(config)
+        api.delete_customer(3)
+        api.delete_customer(17)
+        assert poll_once(config) == 0  # a modified-since read cannot see a deletion
+        assert len(local(db)) == 25
+        assert poll_once(config, full=True) == 2
+        assert local(db) == expected(db, api)
+        assert poll_once(config, full=True) == 0  # nothing more to delete, nothing applied twice
+        api.delete_customer(25)
+        done = subprocess.run(
+            [CLI, "--config", str(path), "poll", "--once", "--full"],
+            env={**os.environ, "ERP_API_KEY": API_KEY},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert local(db) == expected(db, api)
+        assert len(local(db)) == 22
+
+
+def test_a_record_that_slips_past_a_read_is_not_deleted(db: str) -> None:
+    """Customer 1 is deleted after page 1 was served: customer 11 slides onto page 1,
+    already read, so the first whole read misses it. The second read lists it."""
+    with CommerceApi(Credential("header", API_KEY, name="X-Api-Key")) as api:
+        config = poll_config(db, api)
+        install(config)
+        seed(api, 25)
+        poll_once(config)
+
+        def delete_mid_read(page: int) -> None:
+            if page == 2 and 1 in api.state.customers:
+                api.delete_customer(1)
+
+        api.state.on_page = delete_mid_read
+        assert poll_once(config, full=True) == 0  # 11 was missed once, 1 listed once: both kept
+        assert len(local(db)) == 25
+        api.state.on_page = None
+        assert poll_once(config, full=True) == 1
+        assert local(db) == expected(db, api)
+        assert [r for r in local(db) if r.startswith("(11,")] != []
+
+
+def test_a_whole_read_that_saw_a_record_change_deletes_nothing(db: str) -> None:
+    with CommerceApi(Credential("header", API_KEY, name="X-Api-Key")) as api:
+        config = poll_config(db, api)
+        install(config)
+        seed(api, 25)
+        poll_once(config)
+        api.delete_customer(5)
+
+        def modify_mid_read(page: int) -> None:
+            if page == 2 and api.state.customers[3]["first_name"] == "Customer 3":
+                api.put_customer(3, datetime.now(UTC), first_name="Changed mid-read")
+
+        api.state.on_page = modify_mid_read
+        assert poll_once(config, full=True) == 0  # not settled: customer 5 stays for now
+        assert [r for r in local(db) if r.startswith("(5,")] != []
+        api.state.on_page = None
+        # Customer 3's change settles (the API dates it back, as a long transaction would).
+        api.put_customer(3, HOUR_AGO + timedelta(minutes=30), first_name="Changed mid-read")
+        assert poll_once(config, full=True) == 1
+        assert local(db) == expected(db, api)

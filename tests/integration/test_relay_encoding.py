@@ -16,7 +16,8 @@ import psycopg
 
 from cdc_bridge import outbox
 from cdc_bridge.peer import codec
-from cdc_bridge.peer.client import Outgoing, batch_body
+from cdc_bridge.peer.bridge import batch_body
+from cdc_bridge.peer.endpoint import Outgoing
 from cdc_bridge.peer.protocol import Batch
 from cdc_bridge.relay.daemon import outgoing_of
 from tests.helpers import install

@@ -17,7 +17,8 @@ import trustme
 import yaml
 
 from cdc_bridge.config import BridgeConfig, parse_config
-from cdc_bridge.peer.client import BridgeClient, Delivery, Outgoing
+from cdc_bridge.peer.bridge import BridgeEndpoint
+from cdc_bridge.peer.endpoint import Delivery, Outgoing
 from tests.helpers import install
 from tests.integration.inbound_support import Server, load, rows, running
 from tests.pg import TestServer
@@ -116,7 +117,7 @@ def one_change() -> list[Outgoing]:
 
 def deliver(config: BridgeConfig) -> Delivery:
     async def attempt() -> Delivery:
-        client = BridgeClient(config.peer, config.system)
+        client = BridgeEndpoint(config)
         try:
             return await client.deliver("tls-batch-1", one_change())
         finally:
@@ -144,7 +145,7 @@ def test_a_client_without_the_right_certificates_is_refused(
     config = erp_config(db, shop, {k: getattr(pki, v) for k, v in tls.items()})
     outcome = deliver(config)
     assert outcome.results == {}, outcome
-    assert outcome.http_status is None and outcome.error, outcome
+    assert outcome.status is None and outcome.error, outcome
     assert error in outcome.error
     assert rows(shop.dsn, "SELECT count(*) FROM customers") == [(0,)]
     # The same batch with the relay's real certificates goes through.

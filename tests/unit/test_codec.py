@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdc_bridge.errors import CodecError
 from cdc_bridge.peer import codec
 
 # Decimals as PostgreSQL's jsonb writes them: finite, with their own scale (1.10, 1E+300).
@@ -101,11 +102,11 @@ def test_integers_longer_than_python_reads_by_default() -> None:
     "text", ["", "{", "[1,]", "1 2", "nan", "[NaN, 1.5]", "[Infinity]", '{"a": 1.5', "01"]
 )
 def test_not_json_is_refused(text: str) -> None:
-    with pytest.raises(codec.CodecError, match="not valid JSON"):
+    with pytest.raises(CodecError, match="not valid JSON"):
         codec.loads(text)
 
 
 @pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("Infinity"), {1: "x"}, object()])
 def test_values_without_json_form_are_refused(value: Any) -> None:
-    with pytest.raises((codec.CodecError, TypeError)):
+    with pytest.raises((CodecError, TypeError)):
         codec.dumps([10**30, value])  # the exact path too

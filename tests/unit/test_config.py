@@ -55,6 +55,19 @@ MALFORMED = [
         "peer: `auth` and `auth_env` are for the rest adapter",
     ),
     (
+        "a kind of peer the bridge does not know",
+        'secret: "${BRIDGE_SECRET}"}',
+        'secret: "${BRIDGE_SECRET}", adapter: graphql}',
+        "peer: adapter 'graphql' is not a kind of peer this bridge knows; "
+        "fix: use one of bridge, rest",
+    ),
+    (
+        "a rest-only key with the bridge adapter",
+        'secret: "${BRIDGE_SECRET}"}',
+        'secret: "${BRIDGE_SECRET}", rate_limit: {concurrency: 2}}',
+        "peer.rate_limit: extra inputs are not permitted; fix: remove it",
+    ),
+    (
         "api key in header and query",
         'secret: "${BRIDGE_SECRET}"}',
         'adapter: rest, auth: {kind: api_key, key_env: K, header: X-Key, query: key}}',

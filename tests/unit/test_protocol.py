@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cdc_bridge.peer.protocol import Batch, ResultStatus, SignatureError, Signer, dumps
+from cdc_bridge.errors import SignatureError
+from cdc_bridge.peer.protocol import Batch, ResultStatus, Signer, dumps
 
 
 def sample_body() -> bytes:

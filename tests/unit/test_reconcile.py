@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from cdc_bridge.ops.peer_read import loads
 from cdc_bridge.ops.reconcile import differing_fields, json_equal, key_token
+from cdc_bridge.peer.codec import loads
 
 
 def test_numbers_compare_by_value_for_rest_peers() -> None:

@@ -8,19 +8,11 @@ from datetime import UTC, datetime
 import orjson
 
 from cdc_bridge.outbox import Failure
-from cdc_bridge.peer.client import (
-    Answer,
-    Delivery,
-    Outgoing,
-    answer_reason,
-    batch_body,
-    fast_results,
-    fill_path,
-    is_transient_status,
-    read_results,
-    retry_after_seconds,
-)
+from cdc_bridge.peer.bridge import batch_body, fast_results, read_results
+from cdc_bridge.peer.endpoint import Answer, Delivery, Outgoing
+from cdc_bridge.peer.http import answer_reason, is_transient_status, retry_after_seconds
 from cdc_bridge.peer.protocol import Batch, ResultStatus
+from cdc_bridge.peer.rest import fill_path
 from cdc_bridge.relay.daemon import judge
 from cdc_bridge.relay.retry import backoff_delay
 
@@ -55,7 +47,7 @@ def test_per_change_rejection_fails_that_change_and_leaves_skipped_ones() -> Non
             2: result(a2, ResultStatus.SKIPPED),
             3: result(b1, ResultStatus.APPLIED),
         },
-        http_status=200,
+        status=200,
     )
     verdict = judge(delivery, [a1, a2, b1], frozenset())
     assert verdict.acked == {3: "applied"}
@@ -65,7 +57,7 @@ def test_per_change_rejection_fails_that_change_and_leaves_skipped_ones() -> Non
 
 def test_permanent_http_failure_fails_every_change_so_no_transaction_half_fails() -> None:
     sent = [change(1, 1), change(2, 2), change(3, 1)]
-    delivery = Delivery(http_status=422, error="HTTP 422", permanent=True)
+    delivery = Delivery(status=422, error="HTTP 422", permanent=True)
     verdict = judge(delivery, sent, frozenset())
     assert [f.id for f in verdict.failures] == [1, 2, 3]
     assert verdict.retry == [] and verdict.acked == {}
@@ -135,7 +127,7 @@ def test_a_plain_answer_is_read_without_the_validator() -> None:
         1: Answer(ResultStatus.APPLIED),
         2: Answer(ResultStatus.REJECTED, "too long"),
     }
-    assert not delivery.transient and delivery.response_body is not None
+    assert not delivery.transient and delivery.detail is not None
 
 
 def test_an_odd_answer_is_validated_in_full_and_refused() -> None:

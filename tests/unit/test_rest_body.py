@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from cdc_bridge.config import RestTableMapping
-from cdc_bridge.peer.rest import BodyError, body_of, pointed_id
+from cdc_bridge.errors import BodyError
+from cdc_bridge.peer.rest import body_of, pointed_id
 
 
 def mapping(body: dict[str, Any] | None, **other: Any) -> RestTableMapping:

@@ -1,0 +1,27 @@
+"""Which module serves which kind of peer: the one place that knows them all.
+
+A new kind of peer is a config model (config.PEER_KINDS), a module implementing
+`endpoint.Endpoint`, and one line here.
+"""
+
+from __future__ import annotations
+
+from cdc_bridge.config import BridgeConfig, BridgePeer, PeerBase, RestPeer
+from cdc_bridge.peer.bridge import BridgeEndpoint
+from cdc_bridge.peer.endpoint import Capabilities, Endpoint
+from cdc_bridge.peer.rest import RestEndpoint
+
+_ENDPOINTS: dict[type[PeerBase], type[BridgeEndpoint] | type[RestEndpoint]] = {
+    BridgePeer: BridgeEndpoint,
+    RestPeer: RestEndpoint,
+}
+
+
+def capabilities(peer: PeerBase) -> Capabilities:
+    """What the configured kind of peer does (without connecting to it)."""
+    return _ENDPOINTS[type(peer)].capabilities
+
+
+def endpoint(config: BridgeConfig) -> Endpoint:
+    """The configured peer's endpoint. Nothing is opened until it is first used."""
+    return _ENDPOINTS[type(config.peer)](config)
