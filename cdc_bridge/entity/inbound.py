@@ -42,8 +42,11 @@ class LocalChange:
 class Translator:
     """Translates batches for one config (caches how each table generates its key)."""
 
-    def __init__(self, entities: Entities, schema: str) -> None:
+    def __init__(self, entities: Entities, schema: str, peer_ids: bool = False) -> None:
         self.entities = entities
+        # The peer is an application that names records by ids of its own: a reference
+        # in what it sends is such an id, kept in the peer's cross-reference (`xref`).
+        self.peer_ids = peer_ids
         self.schema = schema
         self._generated: dict[str, sql.Composable] = {}
 
@@ -187,14 +190,17 @@ class Translator:
         keys: dict[tuple[str, str], dict[str, Any] | None],
     ) -> dict[tuple[str, Any], Any]:
         """(referenced entity, its key value) -> the local key value, for references to
-        tables whose key is generated here; None where the record has not arrived."""
+        tables whose key is generated here, or to records an application peer knows by
+        its own ids; None where the record has not arrived."""
         wanted: dict[str, set[Any]] = {}
         for change, emap in zip(changes, maps, strict=True):
             for ref, value in _references_of(change, emap):
                 target = self.entities.of_entity(ref)
-                if target is not None and target.uses_xref and value is not None:
+                if target is not None and value is not None and (self.peer_ids or target.uses_xref):
                     wanted.setdefault(ref, set()).add(value)
         refs: dict[tuple[str, Any], Any] = {}
+        if self.peer_ids:
+            return self._peer_id_references(conn, wanted)
         for entity, values in wanted.items():
             target = self.entities.of_entity(entity)
             assert target is not None and target.spec.xref is not None
@@ -205,6 +211,27 @@ class Translator:
             for value, entity_key, key in zip(ordered, entity_keys, local, strict=True):
                 key = key or keys.get((entity, _text(entity_key)))
                 refs[(entity, value)] = None if key is None else next(iter(key.values()))
+        return refs
+
+
+    def _peer_id_references(
+        self, conn: Connection, wanted: dict[str, set[Any]]
+    ) -> dict[tuple[str, Any], Any]:
+        """References by the application's own ids: the records this side created there
+        (their ids learned from its answers, `rest.id`) or adopted (`rest.search`)."""
+        refs: dict[tuple[str, Any], Any] = {}
+        for entity, values in wanted.items():
+            target = self.entities.of_entity(entity)
+            assert target is not None
+            ordered = list(values)
+            rows = conn.execute(
+                query("entity_keys_of_peer_ids", schema=self.schema),
+                {"table": target.spec.label, "ids": [str(v) for v in ordered]},
+            ).fetchall()
+            known = {peer_id: codec.loads(text) for peer_id, text in rows}
+            for value in ordered:
+                key = known.get(str(value))
+                refs[(entity, value)] = None if key is None else key[target.spec.key[0]]
         return refs
 
 

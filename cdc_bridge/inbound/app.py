@@ -32,7 +32,7 @@ from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, InboundTls, TableSpec
 from cdc_bridge.db import error_line, mask_dsn
 from cdc_bridge.entity.outbound import Outbound
-from cdc_bridge.errors import CodecError, Refused, SignatureError, UserError
+from cdc_bridge.errors import CodecError, Refused, SignatureError
 from cdc_bridge.inbound.apply import Applier, prune_applied_keys
 from cdc_bridge.inbound.webhooks import Webhooks, change_of, verify
 from cdc_bridge.peer import codec
@@ -62,12 +62,11 @@ class Inbound:
     """What the request handlers share: config, signer, applier and the connection pool."""
 
     def __init__(self, config: BridgeConfig, pool_size: int = 4) -> None:
-        if not config.peer.secrets:
-            raise UserError(
-                "serve verifies every batch with the shared secret; fix: set peer.secret"
-            )
+        # A bridge peer always has a shared secret (the config insists); an application
+        # peer sends only its own webhooks, verified by their own secrets, so without
+        # one `serve` takes no bridge batches at all.
         self.config = config
-        self.signer = Signer(config.peer.secrets)
+        self.signer = Signer(config.peer.secrets) if config.peer.secrets else None
         self.applier = Applier(config)
         self.outbound = Outbound(config)  # reads this side's rows as entities (reconcile)
         self.webhooks = [
@@ -104,6 +103,12 @@ class Inbound:
     async def body(self, request: Request) -> tuple[bytes, str]:
         """The request's body and its signed `webhook-id`, once size and signature check out."""
         body = await self.read_body(request)
+        if self.signer is None:
+            raise Refused(
+                401,
+                "this side takes no bridge batches: its peer is an application "
+                "(no peer.secret is set)",
+            )
         try:
             message_id = self.signer.verify(
                 dict(request.headers), body, self.config.inbound.timestamp_tolerance_s

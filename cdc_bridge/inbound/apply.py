@@ -38,7 +38,7 @@ from cdc_bridge.entity import Entities
 from cdc_bridge.entity.inbound import LocalChange, Translator
 from cdc_bridge.errors import Rejected
 from cdc_bridge.inbound.conflicts import Decision, Winner, decide, find_conflict
-from cdc_bridge.peer import codec
+from cdc_bridge.peer import codec, kinds
 from cdc_bridge.peer.protocol import (
     Batch,
     BatchResponse,
@@ -169,7 +169,9 @@ class Applier:
             self._specs.setdefault(spec.name.dotted, spec)
         self._columns: dict[str, frozenset[str]] = {}
         self.entities = Entities(config)
-        self._translator = Translator(self.entities, self.schema)
+        self._translator = Translator(
+            self.entities, self.schema, kinds.capabilities(config.peer).names_records
+        )
         # Statement text per shape: composing and quoting it again for every run cost a
         # third of a batch of small transactions (a run per table and transaction).
         self._statements: dict[Shape, bytes] = {}

@@ -38,6 +38,9 @@ class Capabilities:
     # Gives values back exactly as they were sent (reconcile compares them as text);
     # else numbers are compared by value (an API may write 12.50 as 12.5).
     exact_values: bool
+    # Names records by ids of its own (learned from its answers and kept in the xref): a
+    # reference in a record it sends (a webhook, a polled record) is such an id.
+    names_records: bool = False
 
 
 # Not frozen: a frozen dataclass costs ~1.4 us more to build, and one is built per change sent.

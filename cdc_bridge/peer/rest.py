@@ -190,6 +190,7 @@ class RestEndpoint:
         encoded_changes=False,
         lists_rows=False,
         exact_values=False,
+        names_records=True,
     )
 
     def __init__(self, config: BridgeConfig, environ: Mapping[str, str] | None = None) -> None:

@@ -72,3 +72,10 @@ ON CONFLICT DO NOTHING;
 SELECT (SELECT jsonb_build_object({pairs}) FROM jsonb_populate_record(NULL::{table}, r.v) AS t)::text
 FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS r(v, n)
 ORDER BY r.n;
+
+-- name: entity_keys_of_peer_ids
+-- serve, for an application peer: this side's keys of the records the application knows
+-- by these ids (the REST adapter's cross-reference, filled from its create answers).
+SELECT x.peer_id, x.key::text
+FROM {schema}.xref x
+WHERE x.table_name = %(table)s AND x.peer_id = ANY(%(ids)s::text[]);
