@@ -65,8 +65,11 @@ def test_each_kind_declares_what_it_does() -> None:
         name: dataclasses.asdict(kinds.capabilities(config.peer))
         for name, config in (("bridge", BRIDGE), ("rest", REST))
     }
-    # (whole transactions, encoded changes, lists rows, exact values)
-    expected = {"bridge": (True, True, True, True), "rest": (False, False, False, False)}
+    # (whole transactions, encoded changes, lists rows, exact values, names records)
+    expected = {
+        "bridge": (True, True, True, True, False),
+        "rest": (False, False, False, False, True),
+    }
     fields = [f.name for f in dataclasses.fields(Capabilities)]
     assert declared == {name: dict(zip(fields, row, strict=True)) for name, row in expected.items()}
 
