@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from cdc_bridge import sql as queries
-from cdc_bridge.config import BridgeConfig
+from cdc_bridge.config import BridgeConfig, TableSpec
 
 DEFAULT_BATCH = 5000
 EVERY_ROW: sql.Composable = sql.SQL("true")
@@ -41,7 +41,9 @@ def targets(config: BridgeConfig) -> list[PruneTarget]:
     cascade, but uncounted). A batch or attempt that a change in `failed` names stays:
     `batches show` explains the failure until the change is replayed or skipped.
     Applied idempotency keys go by the sender's watermark (see inbound/apply.py) or, when
-    a sender never sends one, by age.
+    a sender never sends one, by age. The cross-reference of a table that generates its
+    own keys keeps a row per record that exists here (or still has a change to ship): it
+    grows with the records, not with the changes.
     """
     schema = config.bridge_schema
     age = timedelta(days=config.relay.delivered_retention_days)
@@ -60,7 +62,28 @@ def targets(config: BridgeConfig) -> list[PruneTarget]:
         PruneTarget("applied_keys", "applied_at", timedelta(0), _below_watermark(schema)),
         PruneTarget("applied_keys", "applied_at", keys_age),
         PruneTarget("conflicts", "resolved_at", age, sql.SQL("status = 'resolved'")),
+        *(
+            PruneTarget("entity_xref", "created_at", age, _xref_gone(config, spec))
+            for spec in config.table_specs
+            if spec.xref is not None
+        ),
     ]
+
+
+def _xref_gone(config: BridgeConfig, spec: TableSpec) -> sql.Composable:
+    """Cross-reference rows of records deleted here, once nothing still ships them."""
+    schema = config.bridge_schema
+    return queries.query(
+        "retention_xref_gone",
+        entity=sql.Literal(spec.entity),
+        label=sql.Literal(spec.label),
+        table=spec.name.identifier,
+        key=sql.SQL(", ").join(map(sql.Identifier, spec.key)),
+        xref=sql.Identifier(schema, "entity_xref"),
+        outbox=sql.Identifier(schema, "outbox"),
+        failed=sql.Identifier(schema, "failed"),
+        system=sql.Literal(config.system),
+    )
 
 
 def _not_failed(schema: str, table: str) -> sql.Composable:

@@ -39,3 +39,17 @@ ORDER BY 1;
 -- Marks the space of deleted rows for reuse (no lock that blocks writers; cannot run in
 -- a transaction block: the connection is in autocommit).
 VACUUM {target};
+
+-- name: retention_xref_gone
+-- Condition fragment: a cross-reference row of {label}'s entity whose record is gone here
+-- (its local row no longer exists) and no change of it made here waits in the outbox or
+-- in `failed` (the relay still translates those through it; echoes it drops unread).
+entity = {entity} AND NOT EXISTS (
+    SELECT FROM {table} t
+    WHERE ({key}) = (SELECT {key} FROM jsonb_populate_record(NULL::{table}, {xref}.local_key)))
+AND NOT EXISTS (
+    SELECT FROM {outbox} o
+    WHERE o.table_name = {label} AND o.key = {xref}.local_key AND o.origin = {system})
+AND NOT EXISTS (
+    SELECT FROM {failed} f
+    WHERE f.table_name = {label} AND f.key = {xref}.local_key AND f.origin = {system})
