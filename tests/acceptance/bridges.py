@@ -160,22 +160,27 @@ def bridge_pair(
             if prepare is not None:
                 prepare(dsn)
             bridges.append(Bridge(name, dsn, path, workdir))
-        for bridge in bridges:
-            bridge.start("serve")
-        # Relays start once both peers listen; otherwise their first batch meets a refused
-        # connection and waits out a retry backoff.
-        for name in ("erp", "shop"):
-            wait_until(f"{name} serve", listening(ports[name][0]), bridges)
-        for bridge in bridges:
-            bridge.start("run")
-        for name in ("erp", "shop"):
-            wait_until(f"{name} relay metrics", listening(ports[name][1]), bridges)
+        start_pair(bridges, ports)
         yield bridges[0], bridges[1]
     finally:
         for bridge in bridges:
             bridge.stop()
         for database in names:
             pg_server.drop_database(database)
+
+
+def start_pair(bridges: list[Bridge], ports: dict[str, tuple[int, int]]) -> None:
+    """Start both sides' `serve`, then (once both listen) their relays; `ports` gives each
+    side's (serve, metrics) port by bridge name. A relay started before its peer listens
+    meets a refused connection and waits out a retry backoff."""
+    for bridge in bridges:
+        bridge.start("serve")
+    for bridge in bridges:
+        wait_until(f"{bridge.name} serve", listening(ports[bridge.name][0]), bridges)
+    for bridge in bridges:
+        bridge.start("run")
+    for bridge in bridges:
+        wait_until(f"{bridge.name} relay metrics", listening(ports[bridge.name][1]), bridges)
 
 
 def listening(port: int) -> Callable[[], bool]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 
 from cdc_bridge.config import BridgeConfig, parse_config
-from tests.acceptance.bridges import Bridge, listening, wait_until
+from tests.acceptance.bridges import Bridge, start_pair
 from tests.helpers import FIXTURES, SECRET, install
 from tests.integration.inbound_support import free_port
 from tests.pg import TestServer
@@ -41,6 +41,14 @@ def unlike_config(
     return text, parse_config(text, f"{side}.yaml", {})
 
 
+def create_unlike_database(pg_server: TestServer, name: str, side: str) -> str:
+    """A new database holding one side's application schema; returns its DSN."""
+    dsn = pg_server.create_database(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute((UNLIKE / f"{side}_schema.sql").read_text().encode())
+    return dsn
+
+
 @contextlib.contextmanager
 def unlike_pair(pg_server: TestServer, workdir: Path) -> Iterator[tuple[Bridge, Bridge]]:
     """(erp, shop), both installed and running."""
@@ -49,22 +57,13 @@ def unlike_pair(pg_server: TestServer, workdir: Path) -> Iterator[tuple[Bridge, 
     bridges: list[Bridge] = []
     try:
         for side in ("erp", "shop"):
-            dsn = pg_server.create_database(names[side])
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute((UNLIKE / f"{side}_schema.sql").read_text().encode())
+            dsn = create_unlike_database(pg_server, names[side], side)
             text, config = unlike_config(side, dsn, ports)
             install(config)
             path = workdir / f"{side}.yaml"
             path.write_text(text)
             bridges.append(Bridge(side, dsn, path, workdir))
-        for bridge in bridges:
-            bridge.start("serve")
-        for side in ("erp", "shop"):
-            wait_until(f"{side} serve", listening(ports[side][0]), bridges)
-        for bridge in bridges:
-            bridge.start("run")
-        for side in ("erp", "shop"):
-            wait_until(f"{side} relay metrics", listening(ports[side][1]), bridges)
+        start_pair(bridges, ports)
         yield bridges[0], bridges[1]
     finally:
         for bridge in bridges:

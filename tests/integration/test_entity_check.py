@@ -16,7 +16,7 @@ import yaml
 
 from cdc_bridge.capture.check import check_database
 from cdc_bridge.config import parse_config
-from tests.acceptance.unlike_pair import UNLIKE, unlike_config
+from tests.acceptance.unlike_pair import create_unlike_database, unlike_config
 from tests.helpers import SECRET
 from tests.pg import TestServer
 
@@ -26,10 +26,7 @@ PORTS = {"erp": (1, 2), "shop": (3, 4)}
 @pytest.fixture
 def shop_db(pg_server: TestServer) -> Iterator[str]:
     name = pg_server.new_name("shop")
-    dsn = pg_server.create_database(name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute((UNLIKE / "shop_schema.sql").read_text().encode())
-    yield dsn
+    yield create_unlike_database(pg_server, name, "shop")
     pg_server.drop_database(name)
 
 
@@ -50,10 +47,8 @@ def problems_of(dsn: str, text: str) -> list[str]:
 def test_the_example_mappings_fit_their_tables(shop_db: str, pg_server: TestServer) -> None:
     assert problems_of(shop_db, shop_config(shop_db)) == []
     name = pg_server.new_name("erp")
-    dsn = pg_server.create_database(name)
+    dsn = create_unlike_database(pg_server, name, "erp")
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute((UNLIKE / "erp_schema.sql").read_text().encode())
         _, config = unlike_config("erp", dsn, PORTS)
         with psycopg.connect(dsn) as conn:
             assert check_database(config, conn) == []

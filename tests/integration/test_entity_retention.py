@@ -15,7 +15,7 @@ from cdc_bridge.inbound.apply import Applier
 from cdc_bridge.outbox import OutboxRow
 from cdc_bridge.peer.protocol import Batch, Change, Op
 from cdc_bridge.retention import prune, targets
-from tests.acceptance.unlike_pair import UNLIKE, unlike_config
+from tests.acceptance.unlike_pair import create_unlike_database, unlike_config
 from tests.helpers import install
 from tests.pg import TestServer
 
@@ -51,10 +51,8 @@ def test_xref_rows_of_records_gone_are_pruned_once_nothing_ships_them(
     pg_server: TestServer,
 ) -> None:
     name = pg_server.new_name("shop")
-    dsn = pg_server.create_database(name)
+    dsn = create_unlike_database(pg_server, name, "shop")
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute((UNLIKE / "shop_schema.sql").read_text().encode())
         _, config = unlike_config("shop", dsn, PORTS)
         config = config.model_copy(
             update={"relay": config.relay.model_copy(update={"delivered_retention_days": 0})}

@@ -3,10 +3,6 @@ way a WooCommerce-style shop signs them (base64 HMAC-SHA256 of the raw body)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +13,7 @@ import yaml
 
 from cdc_bridge.config import BridgeConfig, parse_config
 from tests.helpers import FIXTURES, SECRET
-from tests.integration.inbound_support import Server, rows, running, snapshot
+from tests.integration.inbound_support import Server, post_webhook, rows, running, snapshot
 
 HOOK_SECRET = "shop-webhook-secret"
 ROUTE = {
@@ -52,18 +48,11 @@ def send(
     delivery: str | None = None,
     secret: str = HOOK_SECRET,
 ) -> httpx.Response:
-    body = json.dumps(record).encode()
-    signature = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
-    return httpx.post(
+    return post_webhook(
         server.url + ROUTE["path"],
-        content=body,
-        headers={
-            "content-type": "application/json",
-            "X-WC-Webhook-Signature": signature.decode(),
-            "X-WC-Webhook-Topic": topic,
-            "X-WC-Webhook-Delivery-ID": delivery or uuid.uuid4().hex,
-        },
-        timeout=30,
+        record,
+        secret,
+        **{"X-WC-Webhook-Topic": topic, "X-WC-Webhook-Delivery-ID": delivery or uuid.uuid4().hex},
     )
 
 

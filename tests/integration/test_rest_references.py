@@ -5,10 +5,6 @@ refused, never stored dangling."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import uuid
 from typing import Any
 
@@ -19,7 +15,7 @@ import yaml
 
 from cdc_bridge.config import BridgeConfig, parse_config
 from tests.commerce_api import CommerceApi, Credential
-from tests.integration.inbound_support import Server, running
+from tests.integration.inbound_support import Server, post_webhook, running
 from tests.integration.test_rest_created_ids import CATALOG_REST, TOKEN, xref
 from tests.relay_support import config_text, running_relay, wait_drained
 
@@ -68,17 +64,11 @@ def lines_config(dsn: str, api: CommerceApi) -> BridgeConfig:
 
 
 def send(server: Server, record: Any) -> httpx.Response:
-    body = json.dumps(record).encode()
-    signature = base64.b64encode(hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).digest())
-    return httpx.post(
+    return post_webhook(
         server.url + ROUTE["path"],
-        content=body,
-        headers={
-            "content-type": "application/json",
-            "X-WC-Webhook-Signature": signature.decode(),
-            "X-WC-Webhook-Delivery-ID": uuid.uuid4().hex,
-        },
-        timeout=30,
+        record,
+        HOOK_SECRET,
+        **{"X-WC-Webhook-Delivery-ID": uuid.uuid4().hex},
     )
 
 

@@ -95,44 +95,25 @@ def test_only_applied_duplicate_and_resolved_acknowledge() -> None:
     }
 
 
+def batch_naming_a_table(protocol: str) -> dict[str, object]:
+    """A batch whose change names its table as v1 did."""
+    change = {
+        "idempotency_key": "erp:1:1",
+        "table": "public.customers",
+        "op": "delete",
+        "key": {"id": 1},
+        "committed_at": "2026-01-01T00:00:00Z",
+        "origin": "erp",
+    }
+    return {"protocol": protocol, "source": "erp", "batch_id": "b1", "changes": [change]}
+
+
 def test_a_v1_batch_names_a_table_and_is_read_as_that_entity() -> None:
-    batch = Batch.model_validate(
-        {
-            "protocol": "cdc-bridge/1",
-            "source": "erp",
-            "batch_id": "b1",
-            "changes": [
-                {
-                    "idempotency_key": "erp:1:1",
-                    "table": "public.customers",
-                    "op": "delete",
-                    "key": {"id": 1},
-                    "committed_at": "2026-01-01T00:00:00Z",
-                    "origin": "erp",
-                }
-            ],
-        }
-    )
+    batch = Batch.model_validate(batch_naming_a_table("cdc-bridge/1"))
     assert batch.protocol == "cdc-bridge/1"
     assert [c.entity for c in batch.changes] == ["public.customers"]
 
 
 def test_a_v2_batch_naming_a_table_is_refused() -> None:
     with pytest.raises(ValueError, match="entity"):
-        Batch.model_validate(
-            {
-                "protocol": "cdc-bridge/2",
-                "source": "erp",
-                "batch_id": "b1",
-                "changes": [
-                    {
-                        "idempotency_key": "erp:1:1",
-                        "table": "public.customers",
-                        "op": "delete",
-                        "key": {"id": 1},
-                        "committed_at": "2026-01-01T00:00:00Z",
-                        "origin": "erp",
-                    }
-                ],
-            }
-        )
+        Batch.model_validate(batch_naming_a_table("cdc-bridge/2"))
