@@ -39,17 +39,27 @@ class Bridge:
             cursor = conn.execute(query.encode(), params or None)
             return cursor.fetchall() if cursor.description else []
 
+    def execute(self, *statements: str, origin: str | None = None) -> None:
+        """Run statements in one transaction; with `origin`, as the bridge does when it
+        applies that system's changes (the guard lets them pass, the relay never ships
+        them back)."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.transaction():
+            if origin is not None:
+                conn.execute("SELECT set_config('cdc_bridge.origin', %s, true)", (origin,))
+            for statement in statements:
+                conn.execute(statement.encode())
+
     def value(self, query: str, *params: Any) -> Any:
         rows = self.sql(query, *params)
         return rows[0][0] if rows else None
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "cdc_bridge", "--config", str(self.config), *args],
             capture_output=True,
             text=True,
             env={**os.environ, "BRIDGE_SECRET": SECRET},
-            timeout=60,
+            timeout=timeout,
             check=False,
         )
 

@@ -22,6 +22,7 @@ import yaml
 
 from cdc_bridge.config import parse_config
 from tests import pg
+from tests.acceptance.bridges import Bridge
 from tests.helpers import FIXTURES, SECRET, install
 from tests.integration.inbound_support import free_port
 from tests.relay_support import CLI, FAST_RELAY, kill, wait_until
@@ -32,42 +33,16 @@ PEER_CHECK = "ALTER TABLE customers ADD CONSTRAINT name_is_short CHECK (length(n
 
 
 @dataclass
-class Side:
-    dsn: str
-    config_path: Path
-
-    def sql(self, *statements: str, origin: str | None = None) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.transaction():
-            if origin is not None:  # what the bridge does when it applies the peer's change
-                conn.execute("SELECT set_config('cdc_bridge.origin', %s, true)", (origin,))
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-
-    def rows(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.dsn) as conn:
-            return conn.execute(query, params or None).fetchall()  # type: ignore[arg-type]
-
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CLI, "--config", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-
-@dataclass
 class Pair:
-    erp: Side  # captures and ships (`run`)
-    shop: Side  # receives (`serve`)
+    erp: Bridge  # captures and ships (`run`)
+    shop: Bridge  # receives (`serve`)
 
     def customers_equal(self) -> bool:
         query = "SELECT * FROM customers ORDER BY id"
-        return self.erp.rows(query) == self.shop.rows(query)
+        return self.erp.sql(query) == self.shop.sql(query)
 
     def shop_name(self, key: int) -> str | None:
-        found = self.shop.rows("SELECT name FROM customers WHERE id = %s", key)
+        found = self.shop.sql("SELECT name FROM customers WHERE id = %s", key)
         return found[0][0] if found else None
 
 
@@ -125,7 +100,10 @@ def pair(pg_server: pg.TestServer, template_db: str, tmp_path: Path) -> Iterator
         processes.append(start(["--config", str(shop_path), "serve"], tmp_path / "serve.log"))
         wait_until(lambda: healthy(shop_url), 60, "`cdc-bridge serve` to answer /healthz")
         processes.append(start(["--config", str(erp_path), "run"], tmp_path / "run.log"))
-        yield Pair(Side(erp_dsn, erp_path), Side(shop_dsn, shop_path))
+        yield Pair(
+            Bridge("erp", erp_dsn, erp_path, tmp_path),
+            Bridge("shop", shop_dsn, shop_path, tmp_path),
+        )
     finally:
         for process in processes:
             kill(process)
@@ -136,7 +114,7 @@ def pair(pg_server: pg.TestServer, template_db: str, tmp_path: Path) -> Iterator
 # ------------------------------------------------------------------ scenarios
 
 
-def failed_batches(erp: Side) -> list[dict[str, Any]]:
+def failed_batches(erp: Bridge) -> list[dict[str, Any]]:
     listed = erp.cli("batches", "list", "--status", "failed", "--json")
     assert listed.returncode == 0, listed.stderr
     batches: list[dict[str, Any]] = orjson.loads(listed.stdout)
@@ -145,14 +123,14 @@ def failed_batches(erp: Side) -> list[dict[str, Any]]:
 
 def test_rejected_change_parks_its_key_and_replay_delivers_in_order(pair: Pair) -> None:
     erp, shop = pair.erp, pair.shop
-    shop.sql(PEER_CHECK)  # the shop has a rule the ERP lacks
-    erp.sql("INSERT INTO customers VALUES (1, 'Ann')")  # a transaction each
-    erp.sql("INSERT INTO customers VALUES (2, 'Bartholomew Long')")
-    erp.sql("INSERT INTO customers VALUES (3, 'Cy')")
+    shop.execute(PEER_CHECK)  # the shop has a rule the ERP lacks
+    erp.execute("INSERT INTO customers VALUES (1, 'Ann')")  # a transaction each
+    erp.execute("INSERT INTO customers VALUES (2, 'Bartholomew Long')")
+    erp.execute("INSERT INTO customers VALUES (3, 'Cy')")
     failed = "SELECT 1 FROM cdc_bridge.failed"
-    wait_until(lambda: bool(erp.rows(failed)), 60, "the rejected change to be failed")
-    erp.sql("UPDATE customers SET name = 'Bart' WHERE id = 2")  # same key: must wait
-    erp.sql("INSERT INTO customers VALUES (4, 'Di')")  # another key: flows
+    wait_until(lambda: bool(erp.sql(failed)), 60, "the rejected change to be failed")
+    erp.execute("UPDATE customers SET name = 'Bart' WHERE id = 2")  # same key: must wait
+    erp.execute("INSERT INTO customers VALUES (4, 'Di')")  # another key: flows
     wait_until(lambda: pair.shop_name(4) == "Di", 60, "other keys to be delivered")
     assert [pair.shop_name(k) for k in (1, 2, 3)] == ["Ann", None, "Cy"]
 
@@ -162,33 +140,33 @@ def test_rejected_change_parks_its_key_and_replay_delivers_in_order(pair: Pair) 
     assert shown.returncode == 0, shown.stderr
     assert "name_is_short" in shown.stdout
     assert "blocks key" in shown.stdout and "1 change(s) parked behind it" in shown.stdout
-    held = erp.rows("SELECT fields->>'name' FROM cdc_bridge.outbox WHERE key = '{\"id\": 2}'")
+    held = erp.sql("SELECT fields->>'name' FROM cdc_bridge.outbox WHERE key = '{\"id\": 2}'")
     assert held == [("Bart",)]
 
     # --dry-run lists and changes nothing.
     before = (
-        erp.rows("SELECT * FROM cdc_bridge.failed"),
-        erp.rows("SELECT * FROM cdc_bridge.outbox"),
+        erp.sql("SELECT * FROM cdc_bridge.failed"),
+        erp.sql("SELECT * FROM cdc_bridge.outbox"),
     )
     dry = erp.cli("replay", "--failed", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "dry run: 1 change(s) would be requeued; nothing changed" in dry.stdout
     after = (
-        erp.rows("SELECT * FROM cdc_bridge.failed"),
-        erp.rows("SELECT * FROM cdc_bridge.outbox"),
+        erp.sql("SELECT * FROM cdc_bridge.failed"),
+        erp.sql("SELECT * FROM cdc_bridge.outbox"),
     )
     assert after == before and pair.shop_name(2) is None
 
     # Fixed at the peer, the replay delivers the failed insert and then the held update.
-    shop.sql("ALTER TABLE customers DROP CONSTRAINT name_is_short")
+    shop.execute("ALTER TABLE customers DROP CONSTRAINT name_is_short")
     replayed = erp.cli("replay", "--failed", "--reason", "shop rule relaxed")
     assert replayed.returncode == 0, replayed.stderr + replayed.stdout
     wait_until(lambda: pair.shop_name(2) == "Bart", 60, "the replay and the held change")
-    wait_until(lambda: not erp.rows("SELECT 1 FROM cdc_bridge.outbox"), 60, "the outbox to drain")
+    wait_until(lambda: not erp.sql("SELECT 1 FROM cdc_bridge.outbox"), 60, "the outbox to drain")
     assert pair.customers_equal()
 
     # Replaying the old insert of key 2 would put 'Bartholomew Long' back over 'Bart'.
-    (old_insert,) = erp.rows(
+    (old_insert,) = erp.sql(
         "SELECT id FROM cdc_bridge.delivered WHERE key = '{\"id\": 2}' AND op = 'I' "
         "ORDER BY id DESC LIMIT 1"
     )
@@ -198,7 +176,7 @@ def test_rejected_change_parks_its_key_and_replay_delivers_in_order(pair: Pair) 
     assert pair.shop_name(2) == "Bart"
 
 
-def write_randomly(erp: Side, stop: threading.Event, keys: int, done: list[int]) -> None:
+def write_randomly(erp: Bridge, stop: threading.Event, keys: int, done: list[int]) -> None:
     rng = random.Random(5)
     with psycopg.connect(erp.dsn, autocommit=True) as conn:
         while not stop.is_set():
@@ -214,7 +192,7 @@ def test_snapshot_during_concurrent_writes_ends_equal(pair: Pair, tmp_path: Path
     erp = pair.erp
     keys = 4000
     # Rows that existed before the bridge: their capture is switched off for the load.
-    erp.sql(
+    erp.execute(
         "ALTER TABLE customers DISABLE TRIGGER USER",
         f"INSERT INTO customers SELECT g, 'n' || g, g || '@x.example', NULL "  # noqa: S608
         f"FROM generate_series(1, {keys}) g",
@@ -231,19 +209,19 @@ def test_snapshot_during_concurrent_writes_ends_equal(pair: Pair, tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert f"{keys} row(s) queued" in done.stdout
     assert len(writes) > 10  # the writer really ran alongside the snapshot
-    wait_until(lambda: not erp.rows("SELECT 1 FROM cdc_bridge.outbox"), 90, "the outbox to drain")
-    assert pair.shop.rows("SELECT count(*) FROM customers") == [(keys,)]
+    wait_until(lambda: not erp.sql("SELECT 1 FROM cdc_bridge.outbox"), 90, "the outbox to drain")
+    assert pair.shop.sql("SELECT count(*) FROM customers") == [(keys,)]
     assert pair.customers_equal()  # every row, every field
 
 
 def test_reconcile_finds_an_out_of_band_edit_and_fix_repairs_it(pair: Pair) -> None:
     erp, shop = pair.erp, pair.shop
-    erp.sql("INSERT INTO customers SELECT g, 'n' || g FROM generate_series(1, 30) g")
+    erp.execute("INSERT INTO customers SELECT g, 'n' || g FROM generate_series(1, 30) g")
     wait_until(pair.customers_equal, 60, "the rows to reach the shop")
     assert erp.cli("reconcile", "public.customers").returncode == 0
 
     # Someone edits the shop's copy behind the bridge's back (posing as the bridge).
-    shop.sql("UPDATE customers SET name = 'edited by hand' WHERE id = 7", origin="erp")
+    shop.execute("UPDATE customers SET name = 'edited by hand' WHERE id = 7", origin="erp")
     found = erp.cli("reconcile", "public.customers", "--page", "8")
     assert found.returncode == 1, found.stderr
     assert "different:" in found.stdout and '{"id":7}' in found.stdout

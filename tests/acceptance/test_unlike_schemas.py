@@ -209,14 +209,6 @@ def test_an_unmapped_code_is_refused_with_a_reason_and_blocks_nothing_else(
     assert "order.state" in reason and "'cancelled'" in reason
 
 
-def as_erp(bridge: Bridge, *statements: str) -> None:
-    """Write at the shop as its bridge would for the ERP: the shop's guard lets it pass."""
-    with psycopg.connect(bridge.dsn, autocommit=True) as conn:
-        conn.execute("SELECT set_config('cdc_bridge.origin', 'erp', false)")
-        for statement in statements:
-            conn.execute(statement.encode())
-
-
 def test_reconcile_finds_and_fixes_a_mapped_difference(pair: tuple[Bridge, Bridge]) -> None:
     erp, shop = pair
     both = [erp, shop]
@@ -230,14 +222,14 @@ def test_reconcile_finds_and_fixes_a_mapped_difference(pair: tuple[Bridge, Bridg
     assert reconcile(config, "public.items").in_sync
 
     # The shop's copy drifts: a rounded price, a flipped code, a lost row and a stray one.
-    as_erp(
-        shop,
+    shop.execute(
         "UPDATE product_prices SET net_price = 12345678901234.123000 "
         "WHERE product_id = (SELECT id FROM products WHERE sku_code = 'ITEM-1')",
         "UPDATE products SET visible = true WHERE sku_code = 'ITEM-2'",
         "DELETE FROM products WHERE sku_code = 'ITEM-3'",
         "INSERT INTO products (sku_code, label, visible, tax_class) "
         "VALUES ('ITEM-X', 'Stray', true, 'standard')",
+        origin="erp",  # as the shop's bridge writes: its guard lets it pass
     )
     report = reconcile(config, "public.items")
     assert (report.different, report.missing, report.extra) == (2, 1, 1)
