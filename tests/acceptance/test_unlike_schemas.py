@@ -248,3 +248,24 @@ def test_reconcile_finds_and_fixes_a_mapped_difference(pair: tuple[Bridge, Bridg
     )
     after = reconcile(config, "public.items")
     assert after.in_sync and after.compared == 3
+
+
+def test_snapshot_ships_rows_that_predate_the_bridge_as_entities(
+    pair: tuple[Bridge, Bridge],
+) -> None:
+    erp, shop = pair
+    # Rows the ERP held before the bridge: written with its capture switched off.
+    erp.execute(
+        "ALTER TABLE items DISABLE TRIGGER USER",
+        "INSERT INTO items SELECT 'OLD-' || g, 'Old item ' || g, g * 1.25, "
+        "CASE WHEN g % 2 = 0 THEN 'A' ELSE 'I' END, NULL FROM generate_series(1, 40) g",
+        "ALTER TABLE items ENABLE TRIGGER USER",
+    )
+    done = erp.cli("snapshot", "public.items")
+    assert done.returncode == 0, done.stderr
+    wait_until(
+        "the snapshot at the shop",
+        lambda: rows(shop, SHOP_PRODUCTS) == rows(erp, ERP_PRODUCTS),
+        [erp, shop],
+    )
+    assert len(rows(shop, SHOP_PRODUCTS)) == 40
