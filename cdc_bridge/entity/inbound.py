@@ -68,6 +68,9 @@ class Translator:
     ) -> LocalChange:
         if emap is None:
             return LocalChange(refused=f"entity {change.entity!r} is not configured on this side")
+        if emap.identity and not self.entities.parts_of(emap.entity):
+            # A twin's table: the change is already in this side's terms (the hot path).
+            return LocalChange(emap, change.key, change.fields, change.old or None)
         try:
             if emap.uses_xref:
                 key = keys.get((emap.entity, _text(change.key)))
