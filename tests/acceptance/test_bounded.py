@@ -27,11 +27,11 @@ def execute(dsn: str, query: str, *params: Any) -> None:
 
 
 def drained(pair: Pair) -> None:
-    wait_until(lambda: bool(pair.erp.rows(DRAINED)[0][0]), 60, "the outbox to drain")
+    wait_until(lambda: bool(pair.erp.sql(DRAINED)[0][0]), 60, "the outbox to drain")
 
 
 def watermark(pair: Pair) -> int:
-    found = pair.shop.rows("SELECT settled_below FROM cdc_bridge.watermarks")
+    found = pair.shop.sql("SELECT settled_below FROM cdc_bridge.watermarks")
     return int(found[0][0]) if found else 0
 
 
@@ -50,13 +50,13 @@ def advance(pair: Pair, past: int) -> None:
 
 
 def delivered_result(pair: Pair, change_id: int) -> str | None:
-    found = pair.erp.rows("SELECT result FROM cdc_bridge.delivered WHERE id = %s", change_id)
+    found = pair.erp.sql("SELECT result FROM cdc_bridge.delivered WHERE id = %s", change_id)
     return str(found[0][0]) if found else None
 
 
 def first_change(pair: Pair, key: int) -> tuple[int, int]:
     """(outbox id, txid) of the key's first delivered change."""
-    ((change_id, txid),) = pair.erp.rows(
+    ((change_id, txid),) = pair.erp.sql(
         "SELECT id, txid::text::bigint FROM cdc_bridge.delivered WHERE key = %s::jsonb "
         "ORDER BY id LIMIT 1",
         f'{{"id": {key}}}',
@@ -72,7 +72,7 @@ def cleanup(pair: Pair) -> str:
 
 def test_a_resend_is_a_duplicate_after_its_key_was_pruned(pair: Pair) -> None:
     erp, shop = pair.erp, pair.shop
-    erp.sql("INSERT INTO customers VALUES (1, 'Ann'), (2, 'Bo')")
+    erp.execute("INSERT INTO customers VALUES (1, 'Ann'), (2, 'Bo')")
     drained(pair)
     change_id, txid = first_change(pair, 1)
     advance(pair, txid)
@@ -81,8 +81,8 @@ def test_a_resend_is_a_duplicate_after_its_key_was_pruned(pair: Pair) -> None:
     # Pruning forgets the key: the watermark alone now stands for it.
     cleanup(pair)
     key = f"erp:{txid}:{change_id}"
-    assert shop.rows("SELECT 1 FROM cdc_bridge.applied_keys WHERE idempotency_key = %s", key) == []
-    shop.sql("UPDATE customers SET name = 'Edited' WHERE id = 1", origin="erp")
+    assert shop.sql("SELECT 1 FROM cdc_bridge.applied_keys WHERE idempotency_key = %s", key) == []
+    shop.execute("UPDATE customers SET name = 'Edited' WHERE id = 1", origin="erp")
 
     # A relay that crashed after the shop applied the change, before it recorded the
     # answer, sends it again: the change is back in the outbox under its id and txid.
@@ -100,9 +100,9 @@ def test_a_resend_is_a_duplicate_after_its_key_was_pruned(pair: Pair) -> None:
 
     # Days later: every key is past its age and pruned; an operator's replay of the
     # change is still recognized.
-    shop.sql("UPDATE cdc_bridge.applied_keys SET applied_at = now() - interval '30 days'")
+    shop.execute("UPDATE cdc_bridge.applied_keys SET applied_at = now() - interval '30 days'")
     cleanup(pair)
-    assert shop.rows("SELECT count(*) FROM cdc_bridge.applied_keys") == [(0,)]
+    assert shop.sql("SELECT count(*) FROM cdc_bridge.applied_keys") == [(0,)]
     replayed = erp.cli("replay", str(change_id), "--reason", "check")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     drained(pair)
@@ -113,18 +113,18 @@ def test_a_resend_is_a_duplicate_after_its_key_was_pruned(pair: Pair) -> None:
 def test_a_skipped_change_replayed_later_is_applied(pair: Pair) -> None:
     """A refused change holds nothing back, and its replay comes under a new key."""
     erp, shop = pair.erp, pair.shop
-    shop.sql(PEER_CHECK)
-    erp.sql("INSERT INTO customers VALUES (1, 'Bartholomew Long')")
-    wait_until(lambda: bool(erp.rows("SELECT 1 FROM cdc_bridge.failed")), 60, "the failure")
-    ((failed_id, failed_txid),) = erp.rows("SELECT id, txid::text::bigint FROM cdc_bridge.failed")
+    shop.execute(PEER_CHECK)
+    erp.execute("INSERT INTO customers VALUES (1, 'Bartholomew Long')")
+    wait_until(lambda: bool(erp.sql("SELECT 1 FROM cdc_bridge.failed")), 60, "the failure")
+    ((failed_id, failed_txid),) = erp.sql("SELECT id, txid::text::bigint FROM cdc_bridge.failed")
     skipped = erp.cli("skip", str(failed_id), "--reason", "fix later")
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
-    erp.sql("INSERT INTO customers VALUES (2, 'Bo')")
+    erp.execute("INSERT INTO customers VALUES (2, 'Bo')")
     advance(pair, failed_txid)  # the watermark passes the skipped change
     drained(pair)
     cleanup(pair)
 
-    shop.sql("ALTER TABLE customers DROP CONSTRAINT name_is_short")
+    shop.execute("ALTER TABLE customers DROP CONSTRAINT name_is_short")
     replayed = erp.cli("replay", str(failed_id), "--reason", "shop rule relaxed")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     drained(pair)
