@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 import yaml
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cdc_bridge.capture.render import render_install
 from cdc_bridge.config import parse_config
@@ -223,8 +223,8 @@ class Bench:
             stderr=subprocess.DEVNULL,
         )
 
-    def run(self, pair: Pair) -> tuple[float, int]:
-        """(changes/s, changes) of one measurement; exits if the shop differs."""
+    def run(self, pair: Pair) -> Measured:
+        """One measurement; exits if the shop differs from the ERP."""
         self.runs += 1
         ports = {"erp": free_port(), "shop": free_port()}
         with (
@@ -243,15 +243,17 @@ class Bench:
                     wait("the relay to lead", lambda: not pending(conn), 120)
                     relay.send_signal(signal.SIGSTOP)
                     changes = self.write(conn, pair)
+                    clocks = Clocks(conn, [erp, shop], relay.pid, serve.pid)
                     relay.send_signal(signal.SIGCONT)
                     started = time.perf_counter()
                     done = wait("the ERP's outbox to drain", lambda: not pending(conn))
+                    cpu = clocks.spent()
             finally:
                 if relay is not None:
                     stop(relay)
                 stop(serve)
             verify(pair, erp, shop, self.args.customers + 1)
-        return changes / (done - started), changes
+        return Measured(changes / (done - started), changes, *(1e6 * c / changes for c in cpu))
 
     def write(self, conn: psycopg.Connection[Any], pair: Pair) -> int:
         """The inserts, then the updates, in transactions of --per-txn rows; changes made."""
@@ -273,6 +275,57 @@ class Bench:
         outbox = conn.execute("SELECT count(*) FROM cdc_bridge.outbox").fetchone()
         assert outbox is not None
         return int(outbox[0])
+
+
+@dataclass(frozen=True)
+class Measured:
+    rate: float  # changes/s
+    changes: int
+    # CPU microseconds per change in the timed window: the relay, serve, and the
+    # PostgreSQL backends of both databases (the bench's own poller left out).
+    relay_us: float
+    serve_us: float
+    postgres_us: float
+
+    @property
+    def cpu_us(self) -> float:
+        return self.relay_us + self.serve_us + self.postgres_us
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads); 0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    after_name = stat.rsplit(")", 1)[1].split()  # fields 3.. (utime is 14, stime 15)
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Clocks:
+    """CPU spent from now on by the relay, serve and the two databases' backends. The
+    backends are read from /proc: a server on another host counts as 0."""
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], dsns: list[str], relay: int, serve: int
+    ) -> None:
+        self.conn, self.relay, self.serve = conn, relay, serve
+        self.databases = [conninfo_to_dict(dsn)["dbname"] for dsn in dsns]
+        self.start = (cpu_seconds(relay), cpu_seconds(serve), self._backends())
+
+    def _backends(self) -> dict[int, float]:
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = ANY(%s)",
+            (self.databases,),
+        ).fetchall()
+        return {pid: cpu_seconds(pid) for (pid,) in rows}
+
+    def spent(self) -> tuple[float, float, float]:
+        relay, serve, backends = self.start
+        now = self._backends()
+        postgres = sum(max(0.0, t - backends.get(pid, 0.0)) for pid, t in now.items())
+        return cpu_seconds(self.relay) - relay, cpu_seconds(self.serve) - serve, postgres
 
 
 def pending(conn: psycopg.Connection[Any]) -> bool:
@@ -339,24 +392,40 @@ def main() -> None:
             f"{server}; {args.customers} inserts + {args.updates} updates in transactions "
             f"of {args.per_txn} rows, relay batch {BATCH}, load average {load_average()}"
         )
-        rates: dict[str, list[float]] = {UNMAPPED.name: [], MAPPED.name: []}
+        runs: dict[str, list[Measured]] = {UNMAPPED.name: [], MAPPED.name: []}
         for round_ in range(1, args.rounds + 1):
             order = (UNMAPPED, MAPPED) if round_ % 2 else (MAPPED, UNMAPPED)
             for pair in order:
-                rate, changes = bench.run(pair)
-                rates[pair.name].append(rate)
+                m = bench.run(pair)
+                runs[pair.name].append(m)
                 print(
-                    f"round {round_} {pair.name:8}: {rate:8,.0f} changes/s "
-                    f"({changes} changes, shop equal to the ERP; load {load_average()})",
+                    f"round {round_} {pair.name:8}: {m.rate:6,.0f} changes/s, CPU us/change "
+                    f"relay {m.relay_us:3.0f} serve {m.serve_us:3.0f} PostgreSQL "
+                    f"{m.postgres_us:3.0f} ({m.changes} changes, shop equal to the ERP; "
+                    f"load {load_average()})",
                     flush=True,
                 )
-    plain = statistics.median(rates[UNMAPPED.name])
-    mapped = statistics.median(rates[MAPPED.name])
-    ratio = mapped / plain
-    print(f"median unmapped {plain:,.0f} changes/s, mapped {mapped:,.0f} changes/s")
+    summary(runs)
+    print(f"load average at the end {load_average()}")
+
+
+def summary(runs: dict[str, list[Measured]]) -> None:
+    def median(name: str, of: Callable[[Measured], float]) -> float:
+        return statistics.median(of(m) for m in runs[name])
+
+    for name in runs:
+        print(
+            f"median {name:8}: {median(name, lambda m: m.rate):6,.0f} changes/s, CPU "
+            f"us/change relay {median(name, lambda m: m.relay_us):.0f} serve "
+            f"{median(name, lambda m: m.serve_us):.0f} PostgreSQL "
+            f"{median(name, lambda m: m.postgres_us):.0f} total "
+            f"{median(name, lambda m: m.cpu_us):.0f}"
+        )
+    ratio = median(MAPPED.name, lambda m: m.rate) / median(UNMAPPED.name, lambda m: m.rate)
+    cost = median(UNMAPPED.name, lambda m: m.cpu_us) / median(MAPPED.name, lambda m: m.cpu_us)
     print(
-        f"ratio mapped/unmapped {ratio:.2f} (target >= {TARGET}: "
-        f"{'met' if ratio >= TARGET else 'missed'}); load average {load_average()}"
+        f"throughput ratio mapped/unmapped {ratio:.2f} (target >= {TARGET}: "
+        f"{'met' if ratio >= TARGET else 'missed'}); CPU per change unmapped/mapped {cost:.2f}"
     )
 
 
