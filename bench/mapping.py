@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/mapping.py [--rounds 5] [--customers 20000] [--updates 10000]
     .venv/bin/python bench/mapping.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
+    PYTHONPATH=/tmp/other-tree .venv/bin/python bench/mapping.py   # another commit's code
 
 Each pair is two fresh databases on one server (an embedded PostgreSQL 18 by default, or
 the server an admin `--dsn` names), the sender's `cdc-bridge run` and the receiver's
@@ -20,7 +21,9 @@ SIGCONT until the ERP's outbox is empty (every change acknowledged, so applied a
 shop). Then both databases are compared row by row (`row(...)::text`, through the
 cross-reference for the mapped pair); any difference or failed change ends the run with
 an error. The pairs take turns (the order alternates), `--rounds` times each; the ratio
-is of the medians (mapped / unmapped; the target is >= 0.8).
+is of the medians (mapped / unmapped; the target is >= 0.8). Each run also prints the CPU
+per change of the relay, serve and each database's backends (from /proc, so 0 for a
+server on another host): on a loaded machine it moves far less than the wall clock.
 """
 
 from __future__ import annotations
@@ -219,6 +222,7 @@ class Bench:
         return subprocess.Popen(
             [sys.executable, "-m", "cdc_bridge", "--config", str(config), command],
             env={**os.environ, "BRIDGE_SECRET": SECRET},
+            cwd=self.workdir,  # not the source tree: PYTHONPATH may name another one
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -281,15 +285,16 @@ class Bench:
 class Measured:
     rate: float  # changes/s
     changes: int
-    # CPU microseconds per change in the timed window: the relay, serve, and the
-    # PostgreSQL backends of both databases (the bench's own poller left out).
+    # CPU microseconds per change in the timed window: the ERP's relay, the shop's serve,
+    # and the PostgreSQL backends of each database (the bench's own poller left out).
     relay_us: float
     serve_us: float
-    postgres_us: float
+    erp_pg_us: float
+    shop_pg_us: float
 
     @property
     def cpu_us(self) -> float:
-        return self.relay_us + self.serve_us + self.postgres_us
+        return self.relay_us + self.serve_us + self.erp_pg_us + self.shop_pg_us
 
 
 def cpu_seconds(pid: int) -> float:
@@ -303,7 +308,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Clocks:
-    """CPU spent from now on by the relay, serve and the two databases' backends. The
+    """CPU spent from now on by the relay, serve and each database's backends. The
     backends are read from /proc: a server on another host counts as 0."""
 
     def __init__(
@@ -313,19 +318,25 @@ class Clocks:
         self.databases = [conninfo_to_dict(dsn)["dbname"] for dsn in dsns]
         self.start = (cpu_seconds(relay), cpu_seconds(serve), self._backends())
 
-    def _backends(self) -> dict[int, float]:
+    def _backends(self) -> dict[int, tuple[str, float]]:
         rows = self.conn.execute(
-            "SELECT pid FROM pg_stat_activity "
+            "SELECT pid, datname FROM pg_stat_activity "
             "WHERE pid <> pg_backend_pid() AND datname = ANY(%s)",
             (self.databases,),
         ).fetchall()
-        return {pid: cpu_seconds(pid) for (pid,) in rows}
+        return {pid: (name, cpu_seconds(pid)) for pid, name in rows}
 
-    def spent(self) -> tuple[float, float, float]:
+    def spent(self) -> tuple[float, ...]:
+        """CPU seconds of the relay, serve, and each database's backends, in order."""
         relay, serve, backends = self.start
-        now = self._backends()
-        postgres = sum(max(0.0, t - backends.get(pid, 0.0)) for pid, t in now.items())
-        return cpu_seconds(self.relay) - relay, cpu_seconds(self.serve) - serve, postgres
+        per_database = dict.fromkeys(self.databases, 0.0)
+        for pid, (name, now) in self._backends().items():
+            per_database[name] += max(0.0, now - backends.get(pid, (name, 0.0))[1])
+        return (
+            cpu_seconds(self.relay) - relay,
+            cpu_seconds(self.serve) - serve,
+            *per_database.values(),
+        )
 
 
 def pending(conn: psycopg.Connection[Any]) -> bool:
@@ -400,8 +411,7 @@ def main() -> None:
                 runs[pair.name].append(m)
                 print(
                     f"round {round_} {pair.name:8}: {m.rate:6,.0f} changes/s, CPU us/change "
-                    f"relay {m.relay_us:3.0f} serve {m.serve_us:3.0f} PostgreSQL "
-                    f"{m.postgres_us:3.0f} ({m.changes} changes, shop equal to the ERP; "
+                    f"{cpu_text(m)} ({m.changes} changes, shop equal to the ERP; "
                     f"load {load_average()})",
                     flush=True,
                 )
@@ -409,17 +419,29 @@ def main() -> None:
     print(f"load average at the end {load_average()}")
 
 
+def cpu_text(m: Measured) -> str:
+    return (
+        f"relay {m.relay_us:.0f} serve {m.serve_us:.0f} PostgreSQL ERP {m.erp_pg_us:.0f} "
+        f"shop {m.shop_pg_us:.0f}, total {m.cpu_us:.0f}"
+    )
+
+
 def summary(runs: dict[str, list[Measured]]) -> None:
     def median(name: str, of: Callable[[Measured], float]) -> float:
         return statistics.median(of(m) for m in runs[name])
 
     for name in runs:
+        middle = Measured(
+            median(name, lambda m: m.rate),
+            0,
+            median(name, lambda m: m.relay_us),
+            median(name, lambda m: m.serve_us),
+            median(name, lambda m: m.erp_pg_us),
+            median(name, lambda m: m.shop_pg_us),
+        )
         print(
-            f"median {name:8}: {median(name, lambda m: m.rate):6,.0f} changes/s, CPU "
-            f"us/change relay {median(name, lambda m: m.relay_us):.0f} serve "
-            f"{median(name, lambda m: m.serve_us):.0f} PostgreSQL "
-            f"{median(name, lambda m: m.postgres_us):.0f} total "
-            f"{median(name, lambda m: m.cpu_us):.0f}"
+            f"median {name:8}: {middle.rate:6,.0f} changes/s, CPU us/change "
+            f"{cpu_text(middle)} (medians of each)"
         )
     ratio = median(MAPPED.name, lambda m: m.rate) / median(UNMAPPED.name, lambda m: m.rate)
     cost = median(UNMAPPED.name, lambda m: m.cpu_us) / median(MAPPED.name, lambda m: m.cpu_us)
