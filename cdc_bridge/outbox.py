@@ -38,7 +38,8 @@ class OutboxRow:
     txid: str
     table_name: str
     op: str  # 'I' | 'U' | 'D'
-    # None for rows that come encoded (change_json): key_text says the same, unparsed.
+    # None for rows that come encoded (change_json): key_text says the same, unparsed (for
+    # a mapped table's, this side's key: the entity key is in change_json).
     key: dict[str, Any] | None
     key_text: str  # canonical jsonb text: equal keys give equal text
     fields: dict[str, Any] | None
@@ -46,8 +47,9 @@ class OutboxRow:
     changed: list[str] | None
     origin: str
     captured_at: datetime
-    # The protocol v1 change as JSON text, encoded by PostgreSQL, for rows of tables that
-    # ship whole rows unchanged (then `fields` and `old` are not read: None).
+    # The protocol change as JSON text, encoded by PostgreSQL, for rows of tables that
+    # ship whole rows unchanged, or renamed and code-mapped (then `fields` and `old` are
+    # not read: None).
     change_json: str | None = None
     # When the read was full: the pending rows of this row's source transaction and its
     # last id. None: the read held every visible pending row, so the transaction is whole.
@@ -136,6 +138,7 @@ async def fetch_pending(
     *,
     system: str = "",
     whole_tables: Sequence[str] = (),
+    entities: str = "{}",
     max_txn: int = 10_000,
 ) -> list[OutboxRow]:
     """Whole source transactions from the outbox head, minus the rows `in_flight` now.
@@ -143,7 +146,9 @@ async def fetch_pending(
     The oldest `limit` rows, plus up to `max_txn` rows past them that belong to their
     transactions (see `relay_fetch_pending`). Rows of parked keys come flagged.
     `in_flight` is ids, or their bigint[] literal (the relay keeps it built per batch).
-    Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`).
+    Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`), and
+    so do those of the mapped tables `entities` describes (JSON text, see
+    `Outbound.encoded_entities`), as their entity changes.
     """
     async with conn.cursor(row_factory=dataclass_rows(OutboxRow)) as cur:
         await cur.execute(
@@ -153,6 +158,7 @@ async def fetch_pending(
                 "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
                 "system": system,
                 "whole_tables": text_array(whole_tables),
+                "entities": entities,
                 "max_txn": max_txn,
             },
         )

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from cdc_bridge.capture.filters import expression_for_row
-from cdc_bridge.config import BridgeConfig
+from cdc_bridge.config import BridgeConfig, TableMode
 from cdc_bridge.entity import Entities, EntityMap, local_key_value
 from cdc_bridge.errors import ConfigError, FilterError, Unmapped, Unresolved
 from cdc_bridge.outbox import OutboxRow
@@ -59,6 +59,38 @@ class Outbound:
     def mapped(self, label: str) -> bool:
         emap = self.entities.of_table(label)
         return emap is not None and emap.spec.mapped
+
+    def encoded_entities(self) -> dict[str, dict[str, Any]]:
+        """The mapped tables whose changes PostgreSQL can translate as it reads them
+        (`relay_fetch_pending`), as label -> entity, columns (column -> field) and maps
+        (column -> {code -> entity value}): this side's whole rows (`sor: local`) with
+        renames and maps of text codes only. Computed fields, references, generated keys
+        and 1:1 side tables (named by their main table's key) need lookups, and codes of
+        other types compare by Python's rules: those tables are translated here."""
+        found: dict[str, dict[str, Any]] = {}
+        for label, emap in self.entities.maps.items():
+            spec = emap.spec
+            if (
+                not spec.mapped
+                or emap.identity
+                or spec.mode is not TableMode.LOCAL
+                or spec.part_of is not None
+                or spec.xref is not None
+                or spec.computed
+                or emap.references
+                or any(c not in emap.by_column for c in spec.key)
+                or any(
+                    m.to_entity is not None and not all(isinstance(k, str) for k in m.to_entity)
+                    for m in emap.fields
+                )
+            ):
+                continue
+            found[label] = {
+                "entity": emap.entity,
+                "columns": {m.column: m.name for m in emap.fields},
+                "maps": {m.column: dict(m.to_entity) for m in emap.fields if m.to_entity},
+            }
+        return found
 
     def _computed_queries(self, source: str) -> dict[str, sql.Composed]:
         queries: dict[str, sql.Composed] = {}

@@ -209,6 +209,10 @@ class Relay:
         self.outbound = Outbound(config)
         capabilities = client.capabilities if client else kinds.capabilities(config.peer)
         self._encoded_tables = encoded_tables(config.table_specs, capabilities)
+        # Mapped tables PostgreSQL can translate too (renames and text code maps).
+        self._encoded_entities = codec.dumps_text(
+            self.outbound.encoded_entities() if capabilities.encoded_changes else {}
+        )
         # The watermark is for a peer that keeps its idempotency keys by transaction.
         self._sends_watermark = capabilities.whole_transactions
 
@@ -447,6 +451,7 @@ class Relay:
             flight.ids_array(),
             system=self.config.system,
             whole_tables=self._encoded_tables,
+            entities=self._encoded_entities,
             max_txn=self.relay.max_transaction_changes,
         )
         await self._read_watermark(conn)
@@ -593,8 +598,9 @@ class Relay:
         kept: list[tuple[OutboxRow, Ship | None]] = []
         for row in txn.rows:
             if row.change_json is not None:
-                # PostgreSQL encoded it: this side's own change of a whole-row table of
-                # its own name, which the SOR filter would ship whole.
+                # PostgreSQL encoded it: this side's own change of a whole-row table
+                # (`sor: local` if mapped, then translated too), which the SOR filter
+                # would ship whole.
                 kept.append((row, None))
                 continue
             decision = decide(row, self.specs.get(row.table_name), self.config.system)
@@ -863,7 +869,8 @@ def encoded_tables(specs: Iterable[TableSpec], capabilities: Capabilities) -> li
     from the parsed fields."""
     if not capabilities.encoded_changes:
         return []
-    # A table mapped to an entity ships translated, so its rows come parsed.
+    # A table mapped to an entity ships translated: PostgreSQL encodes those that
+    # `Outbound.encoded_entities` names, the relay translates the others.
     return [s.label for s in specs if s.captures and s.ships_whole_rows and not s.mapped]
 
 

@@ -98,7 +98,14 @@ CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 -- change_json is concatenated text, not jsonb_build_object(...)::text: building a jsonb
 -- and printing it took twice the time (13 us a row, half of this query's cost). Every
 -- piece is JSON already: to_json() quotes strings and times, jsonb prints as JSON.
-WITH head AS MATERIALIZED (
+-- This side's own changes of the mapped tables in %(entities)s (label -> entity, columns
+-- (column -> field) and maps (column -> text code -> entity value)) come encoded as
+-- their entity change the same way: key and fields renamed in jsonb order, codes mapped.
+-- A row with a value its map lacks, or with old values, comes parsed: the relay refuses
+-- or translates it.
+WITH entities AS MATERIALIZED (
+    SELECT e.key AS label, e.value AS spec FROM jsonb_each(%(entities)s::jsonb) AS e
+), head AS MATERIALIZED (
     SELECT o.* FROM {schema}.outbox o
     -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
     WHERE o.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
@@ -142,21 +149,21 @@ WITH head AS MATERIALIZED (
     LIMIT %(max_txn)s
 )
 SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
-       CASE WHEN w.whole THEN NULL ELSE o.key END AS key, o.key::text AS key_text,
-       CASE WHEN w.whole THEN NULL ELSE o.fields END AS fields,
-       CASE WHEN w.whole THEN NULL ELSE o.old END AS old,
+       CASE WHEN c.encoded THEN NULL ELSE o.key END AS key, o.key::text AS key_text,
+       CASE WHEN c.encoded THEN NULL ELSE o.fields END AS fields,
+       CASE WHEN c.encoded THEN NULL ELSE o.old END AS old,
        o.changed, o.origin, o.captured_at,
-       CASE WHEN w.whole THEN
+       CASE WHEN c.encoded THEN
            '{{"idempotency_key":'
            || to_json(%(system)s || ':' || o.txid::text || ':' || o.id::text)::text
            || ',"txid":"' || o.txid::text || '"'
-           || ',"entity":' || to_json(o.table_name)::text
+           || ',"entity":' || to_json(c.entity)::text
            || ',"op":' || CASE o.op WHEN 'I' THEN '"insert"' WHEN 'U' THEN '"update"'
                                     ELSE '"delete"' END
-           || ',"key":' || o.key::text
+           || ',"key":' || c.key_json
            || ',"committed_at":' || to_json(o.captured_at)::text
            || ',"origin":' || to_json(o.origin)::text
-           || coalesce(',"fields":' || o.fields::text, '')
+           || coalesce(',"fields":' || c.fields_json, '')
            || coalesce(',"old":' || o.old::text, '')
            || '}}'
        END AS change_json,
@@ -166,6 +173,39 @@ JOIN txns t ON t.txid = o.txid
 CROSS JOIN LATERAL (
     SELECT o.origin = %(system)s AND o.table_name = ANY(%(whole_tables)s::text[]) AS whole
 ) w
+LEFT JOIN entities n ON n.label = o.table_name AND o.origin = %(system)s AND o.old IS NULL
+LEFT JOIN LATERAL (
+    SELECT n.spec ->> 'entity' AS entity, k.key_json,
+           -- '' for no fields (an empty object), NULL for none (a delete without them).
+           CASE WHEN o.fields IS NOT NULL THEN coalesce(f.fields_json, '') END AS fields_json,
+           NOT coalesce(f.unmapped, false) AS encodable
+    FROM (
+        SELECT string_agg(to_json(n.spec -> 'columns' ->> k.key)::text || ':' || k.value::text,
+                          ',') AS key_json
+        FROM jsonb_each(o.key) AS k
+    ) k, (
+        SELECT string_agg(to_json(n.spec -> 'columns' ->> e.key)::text || ':'
+                          || CASE WHEN e.value = 'null' OR NOT (n.spec -> 'maps' ? e.key)
+                                  THEN e.value
+                                  ELSE n.spec -> 'maps' -> e.key -> (e.value #>> '{{}}')
+                             END::text, ',') AS fields_json,
+               -- A code its map lacks (a text value not listed, or any other value).
+               bool_or(n.spec -> 'maps' ? e.key AND e.value <> 'null'
+                       AND NOT (jsonb_typeof(e.value) = 'string'
+                                AND n.spec -> 'maps' -> e.key ? (e.value #>> '{{}}')))
+                   AS unmapped
+        FROM jsonb_each(o.fields) AS e
+        WHERE n.spec -> 'columns' ? e.key
+    ) f
+    WHERE n.spec IS NOT NULL
+) m ON true
+CROSS JOIN LATERAL (
+    SELECT w.whole OR coalesce(m.encodable, false) AS encoded,
+           CASE WHEN w.whole THEN o.table_name ELSE m.entity END AS entity,
+           CASE WHEN w.whole THEN o.key::text ELSE '{{' || m.key_json || '}}' END AS key_json,
+           CASE WHEN w.whole THEN o.fields::text ELSE '{{' || m.fields_json || '}}' END
+               AS fields_json
+) c
 ORDER BY o.id;
 
 -- name: relay_foreign_keys

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import psycopg
+import pytest
+import yaml
 
 from cdc_bridge import outbox
+from cdc_bridge.config import BridgeConfig, parse_config
+from cdc_bridge.entity.outbound import Lookups, Outbound
+from cdc_bridge.errors import Unmapped
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.bridge import batch_body
 from cdc_bridge.peer.endpoint import Outgoing
 from cdc_bridge.peer.protocol import Batch
 from cdc_bridge.relay.daemon import outgoing_of
-from tests.helpers import install
-from tests.relay_support import relay_config
+from tests.helpers import FIXTURES, install
+from tests.relay_support import config_text, relay_config
 
 WHOLE = ["public.customers", "public.orders"]
 
@@ -37,11 +43,14 @@ def _write(dsn: str) -> None:
         conn.execute("INSERT INTO orders (id, total) VALUES (7, 12345678.91)")
 
 
-async def _fetch(dsn: str, whole_tables: list[str]) -> list[outbox.OutboxRow]:
+async def _fetch(
+    dsn: str, whole_tables: list[str], entities: str = "{}"
+) -> list[outbox.OutboxRow]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         codec.use_exact_json(conn)
         return await outbox.fetch_pending(
-            conn, "cdc_bridge", 100, [], system="erp", whole_tables=whole_tables
+            conn, "cdc_bridge", 100, [], system="erp", whole_tables=whole_tables,
+            entities=entities,
         )
 
 
@@ -91,3 +100,138 @@ def test_array_literals_round_trip_through_postgres(db: str) -> None:
             (outbox.text_array(texts), outbox.int_array(ids), outbox.int_array([])),
         ).fetchone()
     assert row == (texts, ids, [])
+
+
+# ---------------------------------------------------------------- mapped tables
+
+MAPPED_TABLES: dict[str, Any] = {
+    "public.customers": {"key": ["id"], "sor": "local"},
+    "public.orders": {
+        "entity": "sale",
+        "key": ["id"],
+        "sor": "local",
+        "fields": {
+            "number": "id",
+            "buyer": "customer_id",
+            "amount": "total",
+            "state": {"column": "status", "map": {"new": "N", "paid": "P", "void": None}},
+        },
+    },
+}
+
+
+def _mapped_config(dsn: str) -> BridgeConfig:
+    data = yaml.safe_load(config_text(dsn, "http://127.0.0.1:9"))
+    data["tables"] = MAPPED_TABLES
+    return parse_config(yaml.safe_dump(data), "erp.yaml", {})
+
+
+ORDERS = [
+    "INSERT INTO orders VALUES (1, 10, 1234567890.12, 'new'), (2, NULL, NULL, 'paid'),"
+    " (3, 30, 0.01, 'void')",
+    "UPDATE orders SET status = 'paid', total = 99999999.99 WHERE id = 1",
+    "DELETE FROM orders WHERE id = 2",
+]
+
+
+def _write_orders(dsn: str) -> None:
+    """Changes of this side's own, and one the bridge applied for the shop (an echo)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in ORDERS:
+            conn.execute(statement.encode())
+        with conn.transaction():
+            conn.execute("SELECT set_config('cdc_bridge.origin', 'shop', true)")
+            conn.execute("INSERT INTO orders VALUES (4, 40, 4.5, 'new')")
+
+
+async def _fetch_mapped(dsn: str, outbound: Outbound | None) -> list[outbox.OutboxRow]:
+    entities = "{}" if outbound is None else codec.dumps_text(outbound.encoded_entities())
+    return await _fetch(dsn, [], entities)
+
+
+def _translated(outbound: Outbound, row: outbox.OutboxRow) -> Outgoing:
+    """As the relay sends a row it translates itself (`Relay._entity_changes`)."""
+    if row.change_json is not None:
+        return outgoing_of(row, "erp", None, None)
+    entity = outbound.translate(row, row.fields, row.old, Lookups())
+    change = outgoing_of(row, "erp", entity.fields, entity.old)
+    change.entity, change.key = entity.entity, entity.key
+    return change
+
+
+def _sent(outbound: Outbound, rows: list[outbox.OutboxRow]) -> list[dict[str, Any]]:
+    body = batch_body("erp", "b1", [_translated(outbound, r) for r in rows])
+    Batch.model_validate_json(body)
+    changes: list[dict[str, Any]] = codec.loads(body)["changes"]
+    for change in changes:
+        change["committed_at"] = datetime.fromisoformat(change["committed_at"])
+    return changes
+
+
+def test_postgres_translates_mapped_changes_as_the_relay_does(db: str) -> None:
+    config = _mapped_config(db)
+    install(config)
+    _write_orders(db)
+    outbound = Outbound(config)
+    assert set(outbound.encoded_entities()) == {"public.orders"}
+    encoded = [r for r in asyncio.run(_fetch_mapped(db, outbound)) if r.origin == "erp"]
+    parsed = [r for r in asyncio.run(_fetch_mapped(db, None)) if r.origin == "erp"]
+    assert len(encoded) == 5
+    assert all(r.change_json is not None and r.fields is None for r in encoded)
+    assert all(r.change_json is None for r in parsed)
+    sent = _sent(outbound, encoded)
+    assert sent == _sent(outbound, parsed)
+    assert [c["entity"] for c in sent] == ["sale"] * 5
+    assert sent[0]["key"] == {"number": 1}
+    assert sent[0]["fields"] == {
+        "number": 1, "buyer": 10, "amount": Decimal("1234567890.12"), "state": "N"
+    }
+    assert sent[1]["fields"] == {"number": 2, "buyer": None, "amount": None, "state": "P"}
+    assert sent[2]["fields"]["state"] is None  # mapped to null, not left out
+    assert sent[3]["op"] == "update" and sent[3]["fields"]["state"] == "P"
+    assert sent[4]["op"] == "delete" and sent[4]["key"] == {"number": 2}
+
+
+def test_unmapped_codes_and_echoes_come_parsed_for_the_relay_to_refuse(db: str) -> None:
+    config = _mapped_config(db)
+    install(config)
+    _write_orders(db)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders VALUES (5, 50, 5, 'lost')")
+    outbound = Outbound(config)
+    rows = asyncio.run(_fetch_mapped(db, outbound))
+    parsed = {r.id: r for r in rows if r.change_json is None}
+    assert sorted((r.origin, r.key_text) for r in parsed.values()) == [
+        ("erp", '{"id": 5}'),
+        ("shop", '{"id": 4}'),
+    ]
+    lost = next(r for r in parsed.values() if r.origin == "erp")
+    with pytest.raises(Unmapped, match="lost"):
+        outbound.translate(lost, lost.fields, lost.old, Lookups())
+
+
+def test_only_plain_renames_and_text_codes_are_left_to_postgres() -> None:
+    unlike = parse_config(
+        (FIXTURES / "unlike" / "erp.yaml").read_text(),
+        "erp.yaml",
+        {"ERP_DATABASE_URL": "postgresql://x/y", "SHOP_URL": "http://x", "BRIDGE_SECRET": "s"},
+    )
+    # items: a computed field; customers: per-field owners; sales_orders: adopted.
+    assert Outbound(unlike).encoded_entities() == {}
+    data = yaml.safe_load(config_text("postgresql://x/y", "http://x"))
+    data["tables"] = {
+        "public.orders": {
+            **MAPPED_TABLES["public.orders"],
+            "fields": {"number": "id", "state": {"column": "status", "map": {1: "one"}}},
+        }
+    }
+    numeric_codes = parse_config(yaml.safe_dump(data), "erp.yaml", {})
+    assert Outbound(numeric_codes).encoded_entities() == {}
+    assert Outbound(_mapped_config("postgresql://x/y")).encoded_entities() == {
+        "public.orders": {
+            "entity": "sale",
+            "columns": {"id": "number", "customer_id": "buyer", "total": "amount",
+                        "status": "state"},
+            "maps": {"status": {"new": "N", "paid": "P", "void": None}},
+        }
+    }
