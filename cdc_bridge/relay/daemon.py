@@ -660,6 +660,9 @@ class Relay:
             async with self._sending:  # read-ahead batches wait here for a lane
                 if self.stopping.is_set() and attempt == 0:
                     return  # never sent: released, the rows are still in the outbox
+                # The peer's last answer before this attempt left: only an answer that
+                # came before it was sent shows the peer working while this one fails.
+                answered_before = self._answered_at
                 with self.metrics.batch_seconds.time():
                     delivery = await client.deliver(batch_id, pending, self._settled_below)
             if delivery.answered:
@@ -668,9 +671,11 @@ class Relay:
             errors = errors + 1 if crashed else 0
             since = self._suspect(pending, crashed)
             verdict = judge(delivery, pending, self.specs_with_handoff)
-            # Alone, and other batches went through since it first failed: the fault is
-            # this one's. (A peer failing every batch is retried, never blamed on a change.)
-            if errors >= SPLIT_AFTER and len(shipment.parts) == 1 and self._answered_at > since:
+            # Alone, and sent again after other batches went through since it first failed:
+            # the fault is this one's. (A peer failing every batch is retried, never blamed
+            # on a change; nor is a batch whose failing attempt left before the peer
+            # recovered and answered others.)
+            if errors >= SPLIT_AFTER and len(shipment.parts) == 1 and answered_before > since:
                 verdict = _give_up(verdict, pending, delivery)
             log_refusals(batch_id, pending, delivery, verdict)
             await self._record(conn, batch_id, pending, delivery, verdict)
