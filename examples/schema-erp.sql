@@ -5,7 +5,7 @@ CREATE TABLE public.customers (
     name         text NOT NULL,
     email        text,
     phone        text,
-    credit_limit numeric(20,6)             -- not synced: the ERP's own
+    credit_limit numeric(38,6)             -- not synced: the ERP's own
 );
 CREATE TABLE public.items (
     item_no     text PRIMARY KEY,

@@ -1,9 +1,8 @@
 """The newcomer's first command, end to end, exactly as the README gives it.
 
-The demo plays its story between two unlike schemas (an ERP and a shop); with
-`--keep-running` its databases stay up, and each record is compared here as the
-`row(...)::text` of the fields both sides hold, the shop's ids read back as the ERP's
-keys through the bridge's cross-reference.
+The demo plays its story between the two unlike schemas of examples/ (an ERP and a
+shop); with `--keep-running` its databases stay up, and each record is compared here as
+the `row(...)::text` of the fields both sides hold (tests/acceptance/example_pair.py).
 """
 
 from __future__ import annotations
@@ -18,59 +17,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
+from tests.acceptance.example_pair import PROJECTIONS, differences, texts
+
 BIG = "123456789012345678901234567890"
-# (ERP projection, shop projection) per entity, each row one record as text. The shop's
-# customer and product ids are read back as the ERP's keys through the cross-reference;
-# orders and lines by the key the shop's relay gives a record born there (shop-<id>).
-PROJECTIONS = {
-    "product": (
-        """SELECT row(item_no, item_no, description, unit_price, round(unit_price * 1.19, 2),
-                      status = 'A', attributes)::text
-           FROM items ORDER BY item_no""",
-        """SELECT row(x.entity_key ->> 'sku', p.sku_code, p.label, p.net_price, p.gross_price,
-                      p.visible, p.specs)::text
-           FROM products p JOIN cdc_bridge.entity_xref x
-             ON x.entity = 'product' AND x.local_key = jsonb_build_object('id', p.id)
-           ORDER BY 1""",
-    ),
-    "customer": (
-        "SELECT row(customer_no, name, email, phone)::text FROM customers ORDER BY 1",
-        """SELECT row(x.entity_key ->> 'number', c.full_name, c.email_address, c.phone)::text
-           FROM customers c JOIN cdc_bridge.entity_xref x
-             ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', c.id)
-           ORDER BY 1""",
-    ),
-    "order": (
-        "SELECT row(order_no, customer_no, total, placed_at)::text FROM sales_orders ORDER BY 1",
-        """SELECT row('shop-' || o.id, x.entity_key ->> 'number', o.total, o.created_at)::text
-           FROM orders o JOIN cdc_bridge.entity_xref x
-             ON x.entity = 'customer' AND x.local_key = jsonb_build_object('id', o.customer_id)
-           ORDER BY 1""",
-    ),
-    "order_line": (
-        """SELECT row(line_no, order_no, item_no, quantity, unit_price)::text
-           FROM sales_order_lines ORDER BY 1""",
-        """SELECT row('shop-' || l.id, 'shop-' || l.order_id, x.entity_key ->> 'sku',
-                      l.quantity::numeric(20,6), l.unit_price)::text
-           FROM order_lines l JOIN cdc_bridge.entity_xref x
-             ON x.entity = 'product' AND x.local_key = jsonb_build_object('id', l.product_id)
-           ORDER BY 1""",
-    ),
-}
-
-
-def texts(dsn: str, query: str) -> list[str]:
-    with psycopg.connect(dsn) as conn:
-        return [row[0] for row in conn.execute(query.encode()).fetchall()]
 
 
 def check_the_story(erp: str, shop: str) -> None:
     """Both databases hold the story's records, field for field."""
-    for entity, (erp_query, shop_query) in PROJECTIONS.items():
-        assert texts(erp, erp_query) == texts(shop, shop_query), entity
+    assert differences(erp, shop) == {}
     assert texts(erp, PROJECTIONS["product"][0]) == [
         '(ITEM-1,ITEM-1,"Cordless drill",1200.000000,1428.00,t,'
         f'"{{""batch"": {BIG}, ""weight_g"": 1650}}")',
