@@ -187,6 +187,8 @@ def test_pair_captures_and_guards_as_documented(new_database: Any) -> None:
     ]
     assert "owned by erp" in refused(shop_dsn, "UPDATE products SET label = 'x' WHERE id = 3")
     assert "owned by erp" in refused(shop_dsn, "UPDATE customers SET full_name = 'x' WHERE id = 7")
+    # The ERP owns the customer's number, so only the ERP creates customers.
+    assert "owned by erp" in refused(shop_dsn, "INSERT INTO customers (full_name) VALUES ('Bo')")
     assert "owned by shop" in refused(
         erp_dsn, "UPDATE customers SET phone = '+1' WHERE customer_no = 'CUST-1'"
     )
