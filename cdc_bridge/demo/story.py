@@ -276,7 +276,9 @@ class Demo:
                 "(default)".format(*row)
             )
         self.say("shop", "UPDATE products SET label = 'Drill'  (a local edit of ERP-owned data)")
-        refusal = self.refused(shop, "UPDATE products SET label = 'Drill' WHERE label <> ''")
+        refusal = self.refused(
+            shop, "UPDATE products SET label = 'Drill' WHERE sku_code = 'ITEM-1'"
+        )
         self.console.print(f"       [red]✗ refused by the guard:[/] {refusal}")
 
     def customers(self) -> None:
@@ -291,8 +293,13 @@ class Demo:
             "CUST-1042 in shop", lambda: shop.value("SELECT count(*) FROM customers") == 1
         )
         self.arrived("shop", "the shop generated its own id; the bridge's xref keeps it", took)
-        anna = shop.value("SELECT id FROM customers")
-        self.console.print(f"       shop customers id {anna} ↔ customer number CUST-1042")
+        anna = shop.value(
+            "SELECT (local_key ->> 'id')::bigint FROM cdc_bridge.entity_xref "
+            "WHERE entity = 'customer' AND entity_key = '{\"number\": \"CUST-1042\"}'"
+        )
+        self.console.print(
+            f"       cdc_bridge.entity_xref: customer CUST-1042 ↔ shop customers id {anna}"
+        )
         self.say("erp", "UPDATE CUST-1042 name = 'Anna Müller-Lüdenscheidt'")
         self.say("shop", f"UPDATE customer {anna} phone = '+49 30 1234'  (same moment)")
         erp.execute(
