@@ -338,6 +338,40 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_cfb267950e0221ab"();
+DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."product_prices";
+CREATE TRIGGER "cdc_bridge_guard" BEFORE INSERT OR UPDATE OR DELETE ON "public"."product_prices"
+    FOR EACH ROW
+    WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
+    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
+    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.product_prices', 'erp', '', '', '{"product_id"}');
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."product_prices" IS 'cdc-bridge definition f3f93165b077b639';
+DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."product_prices";
+CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."product_prices"
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.product_prices');
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."product_prices" IS 'cdc-bridge definition f3f93165b077b639';
+INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
+SELECT 'public.product_prices', '"public"."product_prices"'::regclass, 'f3f93165b077b639',
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = '"public"."product_prices"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum)
+ON CONFLICT (table_name) DO UPDATE
+SET relation = excluded.relation, definition_hash = excluded.definition_hash,
+    columns = excluded.columns, installed_at = now();
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."product_prices";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_rekey"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_4788281b32be57dd"();
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -992,6 +1026,7 @@ BEGIN
 END
 $grant_maintain$;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."products" TO "cdc_bridge_relay";
+GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."product_prices" TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."customers" TO "cdc_bridge_relay";
 GRANT SELECT ON "public"."orders" TO "cdc_bridge_relay";
 GRANT SELECT ON "public"."order_lines" TO "cdc_bridge_relay";

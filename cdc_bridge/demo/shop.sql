@@ -11,11 +11,15 @@ CREATE TABLE public.products (
     id          bigserial PRIMARY KEY,
     sku_code    text NOT NULL UNIQUE,
     label       text NOT NULL,
-    net_price   numeric(20,6) NOT NULL,
     gross_price numeric(20,2) NOT NULL,
     visible     boolean NOT NULL,
     specs       jsonb,
     tax_class   text NOT NULL               -- the shop's own: not carried by the entity
+);
+-- The net price lives in a 1:1 side table, keyed by the product's generated id.
+CREATE TABLE public.product_prices (
+    product_id bigint PRIMARY KEY REFERENCES public.products ON DELETE CASCADE,
+    net_price  numeric(20,6) NOT NULL
 );
 CREATE TABLE public.orders (
     id          bigint GENERATED ALWAYS AS IDENTITY (START WITH 1001) PRIMARY KEY,
@@ -32,4 +36,4 @@ CREATE TABLE public.order_lines (
     unit_price numeric(20,6) NOT NULL
 );
 -- The demo's shop also caps net prices below 1000, a rule the ERP does not have.
-ALTER TABLE public.products ADD CONSTRAINT price_cap CHECK (net_price < 1000);
+ALTER TABLE public.product_prices ADD CONSTRAINT price_cap CHECK (net_price < 1000);

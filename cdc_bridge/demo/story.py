@@ -267,12 +267,12 @@ class Demo:
         for row in shop.rows(
             sql.SQL(
                 "SELECT id, sku_code, label, net_price, gross_price, visible, tax_class "
-                "FROM products ORDER BY sku_code"
+                "FROM products JOIN product_prices ON product_id = id ORDER BY sku_code"
             )
         ):
             self.console.print(
-                "       shop products id {} (its own): sku_code {}, label {!r}, net {}, "
-                "gross {} (computed), visible {} (from the code), tax_class {} "
+                "       shop products id {} (its own): sku_code {}, label {!r}, net {} (in "
+                "product_prices), gross {} (computed), visible {} (from the code), tax_class {} "
                 "(default)".format(*row)
             )
         self.say("shop", "UPDATE products SET label = 'Drill'  (a local edit of ERP-owned data)")
@@ -414,9 +414,11 @@ class Demo:
         )
         reason = erp.value("SELECT reason FROM cdc_bridge.failed")
         self.console.print(f"       [red]✗ rejected by shop, kept for replay:[/] {reason}")
-        self.say("shop", "ALTER TABLE products: raise the price cap (the shop's DBA fixes it)")
+        self.say(
+            "shop", "ALTER TABLE product_prices: raise the price cap (the shop's DBA fixes it)"
+        )
         shop.execute(
-            "ALTER TABLE products DROP CONSTRAINT price_cap, "
+            "ALTER TABLE product_prices DROP CONSTRAINT price_cap, "
             "ADD CONSTRAINT price_cap CHECK (net_price < 5000)"
         )
         self.say("erp", "cdc-bridge replay --failed --reason 'shop raised the price cap'")
@@ -424,7 +426,12 @@ class Demo:
         took = self.wait_for(
             "the replay to arrive",
             lambda: (
-                str(shop.value("SELECT net_price FROM products WHERE sku_code = 'ITEM-1'"))
+                str(
+                    shop.value(
+                        "SELECT net_price FROM product_prices JOIN products ON id = product_id "
+                        "WHERE sku_code = 'ITEM-1'"
+                    )
+                )
                 == "1200.000000"
             ),
         )

@@ -9,9 +9,11 @@ SELECT item_no, row(item_no, item_no, description, unit_price, round(unit_price 
 FROM public.items ORDER BY 1;
 
 -- name: demo_shop_products
-SELECT x.entity_key ->> 'sku', row(x.entity_key ->> 'sku', p.sku_code, p.label, p.net_price,
+-- The net price is in the product's 1:1 side table.
+SELECT x.entity_key ->> 'sku', row(x.entity_key ->> 'sku', p.sku_code, p.label, pp.net_price,
                                    p.gross_price, p.visible, p.specs)::text
 FROM public.products p
+JOIN public.product_prices pp ON pp.product_id = p.id
 JOIN {schema}.entity_xref x ON x.entity = 'product' AND x.local_key = jsonb_build_object('id', p.id)
 ORDER BY 1;
 

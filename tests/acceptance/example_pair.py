@@ -4,7 +4,7 @@ and each entity's records as text at both sides.
 A projection gives one `row(...)::text` per record, of the fields both sides hold: the
 shop's customer and product ids are read back as the ERP's keys through the bridge's
 cross-reference, orders and lines by the key the shop's relay gives a record born there
-(`shop-<id>`).
+(`shop-<id>`); a shop product's net price is in its 1:1 side table.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ PROJECTIONS = {
         """SELECT row(item_no, item_no, description, unit_price, round(unit_price * 1.19, 2),
                       status = 'A', attributes)::text
            FROM items ORDER BY item_no""",
-        """SELECT row(x.entity_key ->> 'sku', p.sku_code, p.label, p.net_price, p.gross_price,
+        """SELECT row(x.entity_key ->> 'sku', p.sku_code, p.label, pp.net_price, p.gross_price,
                       p.visible, p.specs)::text
-           FROM products p JOIN cdc_bridge.entity_xref x
+           FROM products p JOIN product_prices pp ON pp.product_id = p.id
+           JOIN cdc_bridge.entity_xref x
              ON x.entity = 'product' AND x.local_key = jsonb_build_object('id', p.id)
            ORDER BY 1""",
     ),
