@@ -1,31 +1,30 @@
--- Sample ERP tables for examples/erp.yaml and the per-path examples.
--- Every synced table needs a primary key (or a unique index) on the configured key.
--- No foreign keys between synced tables: the bridge keeps commit order per record,
--- not across tables, so a child row may arrive before its parent.
+-- The ERP's tables (examples/erp.yaml). The ERP assigns its own natural keys (customer
+-- CUST-1042, item ITEM-1), keeps one-letter codes and money as numeric(20,6).
 CREATE TABLE public.customers (
-    id    bigint PRIMARY KEY,
-    name  text NOT NULL,
-    email text,
-    tier  text
+    customer_no  text PRIMARY KEY,
+    name         text NOT NULL,
+    email        text,
+    phone        text,
+    credit_limit numeric(38,6)             -- not synced: the ERP's own
 );
-CREATE TABLE public.orders (
-    id          bigint PRIMARY KEY,
-    customer_id bigint,
-    total       numeric(12,2),
-    status      text NOT NULL DEFAULT 'new'
+CREATE TABLE public.items (
+    item_no     text PRIMARY KEY,
+    description text NOT NULL,
+    unit_price  numeric(20,6) NOT NULL,
+    status      char(1) NOT NULL DEFAULT 'A' CHECK (status IN ('A', 'I')),  -- active, inactive
+    attributes  jsonb
 );
-CREATE TABLE public.products (
-    sku         text PRIMARY KEY,
-    name        text,
-    price       numeric(12,2),
-    description text,
-    stock       int            -- not synced: each side keeps its own
+CREATE TABLE public.sales_orders (
+    order_no    text PRIMARY KEY,
+    customer_no text NOT NULL REFERENCES public.customers,
+    state       char(1) NOT NULL CHECK (state IN ('O', 'S', 'C', 'X')),  -- open, shipped, closed, cancelled
+    total       numeric(20,6) NOT NULL,
+    placed_at   timestamptz NOT NULL
 );
-CREATE TABLE public.accounts (
-    id           bigint PRIMARY KEY,
-    company_name text,
-    address      text,
-    credit_limit numeric(12,2),
-    status       text NOT NULL DEFAULT 'active',
-    notes        text          -- not synced
+CREATE TABLE public.sales_order_lines (
+    line_no    text PRIMARY KEY,
+    order_no   text NOT NULL REFERENCES public.sales_orders ON DELETE CASCADE,
+    item_no    text NOT NULL REFERENCES public.items,
+    quantity   numeric(20,6) NOT NULL,
+    unit_price numeric(20,6) NOT NULL
 );

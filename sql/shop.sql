@@ -304,34 +304,243 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".snapshots (
                 CHECK (status IN ('running', 'finished', 'abandoned'))
 );
 CREATE INDEX IF NOT EXISTS snapshots_table ON "cdc_bridge".snapshots (table_name, status);
-DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."customers";
-CREATE TRIGGER "cdc_bridge_guard" BEFORE INSERT OR UPDATE OR DELETE ON "public"."customers"
+DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."products";
+CREATE TRIGGER "cdc_bridge_guard" BEFORE INSERT OR UPDATE OR DELETE ON "public"."products"
+    FOR EACH ROW
+    WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
+    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
+    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'erp', '', '', '{"id"}');
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."products" IS 'cdc-bridge definition 8cb5324ad4f40bd1';
+DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."products";
+CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."products"
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.products');
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 8cb5324ad4f40bd1';
+INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
+SELECT 'public.products', '"public"."products"'::regclass, '8cb5324ad4f40bd1',
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = '"public"."products"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum)
+ON CONFLICT (table_name) DO UPDATE
+SET relation = excluded.relation, definition_hash = excluded.definition_hash,
+    columns = excluded.columns, installed_at = now();
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."products";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."products";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."products";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."products";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."products";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."products";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_cfb267950e0221ab_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_cfb267950e0221ab_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_cfb267950e0221ab_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_cfb267950e0221ab"();
+DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."product_prices";
+CREATE TRIGGER "cdc_bridge_guard" BEFORE INSERT OR UPDATE OR DELETE ON "public"."product_prices"
+    FOR EACH ROW
+    WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
+    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
+    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.product_prices', 'erp', '', '', '{"product_id"}');
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."product_prices" IS 'cdc-bridge definition f3f93165b077b639';
+DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."product_prices";
+CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."product_prices"
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.product_prices');
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."product_prices" IS 'cdc-bridge definition f3f93165b077b639';
+INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
+SELECT 'public.product_prices', '"public"."product_prices"'::regclass, 'f3f93165b077b639',
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = '"public"."product_prices"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum)
+ON CONFLICT (table_name) DO UPDATE
+SET relation = excluded.relation, definition_hash = excluded.definition_hash,
+    columns = excluded.columns, installed_at = now();
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."product_prices";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."product_prices";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_rekey"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_4788281b32be57dd"();
+-- Capture functions are generated per table and per kind of statement (capture/function.py):
+-- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
+-- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
+-- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
+-- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
+-- that each start an executor. A one-row statement makes one call, as a row trigger did.
+-- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
+-- new transaction, while the INSERT's plan is prepared once per session.
+-- The functions are replaced together with the table's triggers, in one transaction, and
+-- their text is part of the hash `triggers status` compares.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
+-- Functions are schema-qualified, so the writer's search_path cannot change what runs.
+-- A statement trigger's return value is ignored; returning the (NULL) row variable skips
+-- evaluating an expression.
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
+-- - capture_update: old and new rows are paired by key. Keys only the old rows hold went
+--   away (a key change), keys only the new rows hold arrived; the parts of the UNION ALL
+--   run in order, deletes first, so the peer sees an old key go before a new one arrives.
+--   A row that kept its key ships an update when a shipped field changed (no-op updates
+--   and updates of fields that do not ship write nothing).
+-- - capture_update_filtered: the same for a table with a `where` filter, which only ships
+--   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
+--   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
+-- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
+-- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
+-- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
+-- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
+-- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+-- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
+-- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
+AS $capture$
+BEGIN
+    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE true;
+    RETURN NEW;
+END
+$capture$;
+-- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() IS 'cdc-bridge: captures inserts of public.customers (generated)';
+-- Capture functions are generated per table and per kind of statement (capture/function.py):
+-- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
+-- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
+-- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
+-- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
+-- that each start an executor. A one-row statement makes one call, as a row trigger did.
+-- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
+-- new transaction, while the INSERT's plan is prepared once per session.
+-- The functions are replaced together with the table's triggers, in one transaction, and
+-- their text is part of the hash `triggers status` compares.
+-- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
+-- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
+-- (docs/security.md says why running as the invoker cannot keep that promise).
+-- Functions are schema-qualified, so the writer's search_path cannot change what runs.
+-- A statement trigger's return value is ignored; returning the (NULL) row variable skips
+-- evaluating an expression.
+-- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
+-- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
+--   name while it applies the peer's changes (echo suppression). The setting counts only
+--   in a session whose login role is a member of the relay role (the test of
+--   `guard_local_write`); every other write is this side's, whatever the session set, so
+--   it ships. session_user, not current_user: the function runs as its owner, and no
+--   plain session can change its session_user (docs/security.md). The setting is tested
+--   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
+--   evaluate x), so a local write pays one current_setting call and no role lookup.
+-- - capture_update: old and new rows are paired by key. Keys only the old rows hold went
+--   away (a key change), keys only the new rows hold arrived; the parts of the UNION ALL
+--   run in order, deletes first, so the peer sees an old key go before a new one arrives.
+--   A row that kept its key ships an update when a shipped field changed (no-op updates
+--   and updates of fields that do not ship write nothing).
+-- - capture_update_filtered: the same for a table with a `where` filter, which only ships
+--   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
+--   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
+-- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
+-- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
+-- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
+-- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
+-- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+-- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
+-- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
+AS $capture$
+BEGIN
+    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
+    SELECT 'public.customers', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_old" AS o
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
+    UNION ALL
+    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone") || CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', n."email_address") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', o."email_address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN 'email_address' END, CASE WHEN (ROW(n."phone")::record) *<> (ROW(o."phone")::record) THEN 'phone' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
+    WHERE (ROW(n."phone")::record) *<> (ROW(o."phone")::record) OR (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record)
+    UNION ALL
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address"), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
+    RETURN NEW;
+END
+$capture$;
+-- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() IS 'cdc-bridge: captures updates of public.customers (generated)';
+DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."customers";
+CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."customers"
+    FOR EACH ROW
+    WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
+    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."full_name")::record) *<> (ROW(OLD."full_name")::record)))
+    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '{"full_name"}', '', '{"id"}');
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+DROP TRIGGER IF EXISTS "cdc_bridge_guard_rows" ON "public"."customers";
+CREATE TRIGGER "cdc_bridge_guard_rows" BEFORE INSERT OR DELETE ON "public"."customers"
     FOR EACH ROW
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."customers" IS 'cdc-bridge definition b0980de951f0833c';
+COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
+CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
+    REFERENCING NEW TABLE AS "cdc_bridge_new"
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"();
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
+CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
+    REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"();
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
+CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
+    FOR EACH STATEMENT
+    WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
+    EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition b0980de951f0833c';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, 'b0980de951f0833c',
+SELECT 'public.customers', '"public"."customers"'::regclass, 'c4a97ce69eb206a5',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
 ON CONFLICT (table_name) DO UPDATE
 SET relation = excluded.relation, definition_hash = excluded.definition_hash,
     columns = excluded.columns, installed_at = now();
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."customers";
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"();
@@ -607,21 +816,21 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_b2852c9ff2f8f54c"();
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_ins"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.products', 'I', pg_catalog.jsonb_build_object('sku', n."sku"), pg_catalog.jsonb_build_object('sku', n."sku", 'description', n."description"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_ins"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_ins"() IS 'cdc-bridge: captures inserts of public.products (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"() IS 'cdc-bridge: captures inserts of public.order_lines (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -663,204 +872,29 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_ins"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_upd"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    SELECT 'public.products', 'D', pg_catalog.jsonb_build_object('sku', o."sku"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
-    FROM "cdc_bridge_old" AS o
-    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."sku" = o."sku")
-    UNION ALL
-    SELECT 'public.products', 'U', pg_catalog.jsonb_build_object('sku', n."sku"), pg_catalog.jsonb_build_object('sku', n."sku", 'description', n."description"), NULL::jsonb, pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."description")::record) *<> (ROW(o."description")::record) THEN 'description' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
-    FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."sku" = o."sku"
-    WHERE (ROW(n."description")::record) *<> (ROW(o."description")::record)
-    UNION ALL
-    SELECT 'public.products', 'I', pg_catalog.jsonb_build_object('sku', n."sku"), pg_catalog.jsonb_build_object('sku', n."sku", 'description', n."description"), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
-    FROM "cdc_bridge_new" AS n
-    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."sku" = o."sku");
-    RETURN NEW;
-END
-$capture$;
--- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_upd"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_upd"() IS 'cdc-bridge: captures updates of public.products (generated)';
-DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."products";
-CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."products"
-    FOR EACH ROW
-    WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
-    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."name")::record) *<> (ROW(OLD."name")::record) OR (ROW(NEW."price")::record) *<> (ROW(OLD."price")::record)))
-    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'erp', '{"name","price"}', '', '{"sku"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."products" IS 'cdc-bridge definition 029f283486178559';
-DROP TRIGGER IF EXISTS "cdc_bridge_guard_rows" ON "public"."products";
-CREATE TRIGGER "cdc_bridge_guard_rows" BEFORE INSERT OR DELETE ON "public"."products"
-    FOR EACH ROW
-    WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
-    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
-    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.products', 'erp', '', '', '{"sku"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."products" IS 'cdc-bridge definition 029f283486178559';
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."products";
-CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."products"
-    REFERENCING NEW TABLE AS "cdc_bridge_new"
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."products" IS 'cdc-bridge definition 029f283486178559';
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."products";
-CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."products"
-    REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_cfb267950e0221ab_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."products" IS 'cdc-bridge definition 029f283486178559';
-DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."products";
-CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."products"
-    FOR EACH STATEMENT
-    WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
-    EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.products');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."products" IS 'cdc-bridge definition 029f283486178559';
-DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."products";
-CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."products"
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.products');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."products" IS 'cdc-bridge definition 029f283486178559';
-INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.products', '"public"."products"'::regclass, '029f283486178559',
-       ARRAY(SELECT a.attname::text FROM pg_attribute a
-             WHERE a.attrelid = '"public"."products"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum)
-ON CONFLICT (table_name) DO UPDATE
-SET relation = excluded.relation, definition_hash = excluded.definition_hash,
-    columns = excluded.columns, installed_at = now();
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."products";
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."products";
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."products";
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."products";
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_cfb267950e0221ab_del"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_ins"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_del"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_cfb267950e0221ab"();
--- Capture functions are generated per table and per kind of statement (capture/function.py):
--- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
--- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
--- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
--- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
--- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
--- The functions are replaced together with the table's triggers, in one transaction, and
--- their text is part of the hash `triggers status` compares.
--- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
--- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
--- (docs/security.md says why running as the invoker cannot keep that promise).
--- Functions are schema-qualified, so the writer's search_path cannot change what runs.
--- A statement trigger's return value is ignored; returning the (NULL) row variable skips
--- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
--- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression). The setting counts only
---   in a session whose login role is a member of the relay role (the test of
---   `guard_local_write`); every other write is this side's, whatever the session set, so
---   it ships. session_user, not current_user: the function runs as its owner, and no
---   plain session can change its session_user (docs/security.md). The setting is tested
---   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
---   evaluate x), so a local write pays one current_setting call and no role lookup.
--- - capture_update: old and new rows are paired by key. Keys only the old rows hold went
---   away (a key change), keys only the new rows hold arrived; the parts of the UNION ALL
---   run in order, deletes first, so the peer sees an old key go before a new one arrives.
---   A row that kept its key ships an update when a shipped field changed (no-op updates
---   and updates of fields that do not ship write nothing).
--- - capture_update_filtered: the same for a table with a `where` filter, which only ships
---   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
---   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_ins"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
-AS $capture$
-BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.accounts', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'company_name', n."company_name", 'address', n."address"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
-    FROM "cdc_bridge_new" AS n
-    WHERE true;
-    RETURN NEW;
-END
-$capture$;
--- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_ins"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_ins"() IS 'cdc-bridge: captures inserts of public.accounts (generated)';
--- Capture functions are generated per table and per kind of statement (capture/function.py):
--- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
--- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
--- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
--- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
--- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
--- The functions are replaced together with the table's triggers, in one transaction, and
--- their text is part of the hash `triggers status` compares.
--- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
--- grant on the bridge schema, so no role but the bridge's can add an outbox row by hand
--- (docs/security.md says why running as the invoker cannot keep that promise).
--- Functions are schema-qualified, so the writer's search_path cannot change what runs.
--- A statement trigger's return value is ignored; returning the (NULL) row variable skips
--- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
--- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
---   name while it applies the peer's changes (echo suppression). The setting counts only
---   in a session whose login role is a member of the relay role (the test of
---   `guard_local_write`); every other write is this side's, whatever the session set, so
---   it ships. session_user, not current_user: the function runs as its owner, and no
---   plain session can change its session_user (docs/security.md). The setting is tested
---   first and alone (a CASE stops at the first true branch; `NULL AND x` would still
---   evaluate x), so a local write pays one current_setting call and no role lookup.
--- - capture_update: old and new rows are paired by key. Keys only the old rows hold went
---   away (a key change), keys only the new rows hold arrived; the parts of the UNION ALL
---   run in order, deletes first, so the peer sees an old key go before a new one arrives.
---   A row that kept its key ships an update when a shipped field changed (no-op updates
---   and updates of fields that do not ship write nothing).
--- - capture_update_filtered: the same for a table with a `where` filter, which only ships
---   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
---   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_upd"() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
-AS $capture$
-BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
-    SELECT 'public.accounts', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
     UNION ALL
-    SELECT 'public.accounts', 'U', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id") || CASE WHEN (ROW(n."company_name")::record) *<> (ROW(o."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', n."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(n."address")::record) *<> (ROW(o."address")::record) THEN pg_catalog.jsonb_build_object('address', n."address") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(n."company_name")::record) *<> (ROW(o."company_name")::record) THEN pg_catalog.jsonb_build_object('company_name', o."company_name") ELSE '{}'::jsonb END || CASE WHEN (ROW(n."address")::record) *<> (ROW(o."address")::record) THEN pg_catalog.jsonb_build_object('address', o."address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."address")::record) *<> (ROW(o."address")::record) THEN 'address' END, CASE WHEN (ROW(n."company_name")::record) *<> (ROW(o."company_name")::record) THEN 'company_name' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'U', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
-    WHERE (ROW(n."company_name")::record) *<> (ROW(o."company_name")::record) OR (ROW(n."address")::record) *<> (ROW(o."address")::record)
+    WHERE (n.*) *<> (o.*)
     UNION ALL
-    SELECT 'public.accounts', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'company_name', n."company_name", 'address', n."address"), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_upd"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_upd"() IS 'cdc-bridge: captures updates of public.accounts (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"() IS 'cdc-bridge: captures updates of public.order_lines (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -902,73 +936,73 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_upd"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_del"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
-    SELECT 'public.accounts', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
     WHERE true;
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_del"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_del"() IS 'cdc-bridge: captures deletes of public.accounts (generated)';
-DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."accounts";
-CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."accounts"
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"() IS 'cdc-bridge: captures deletes of public.order_lines (generated)';
+DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."order_lines";
+CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."order_lines"
     FOR EACH ROW
-    WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
-    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."credit_limit")::record) *<> (ROW(OLD."credit_limit")::record)))
-    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.accounts', 'erp', '{"credit_limit"}', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."accounts" IS 'cdc-bridge definition 8baf866484757b35';
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."accounts";
-CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."accounts"
+    WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
+    OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
+    EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.order_lines', 'erp', '', 'handoff', '{"id"}');
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."order_lines";
+CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."order_lines"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."accounts" IS 'cdc-bridge definition 8baf866484757b35';
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."accounts";
-CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."accounts"
+    EXECUTE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"();
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."order_lines";
+CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."accounts" IS 'cdc-bridge definition 8baf866484757b35';
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."accounts";
-CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."accounts"
+    EXECUTE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"();
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."order_lines";
+CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_b04dbf07f3887ebb_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."accounts" IS 'cdc-bridge definition 8baf866484757b35';
-DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."accounts";
-CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."accounts"
+    EXECUTE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"();
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."order_lines";
+CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."order_lines"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
-    EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."accounts" IS 'cdc-bridge definition 8baf866484757b35';
-DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."accounts";
-CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."accounts"
+    EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.order_lines');
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."order_lines";
+CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."order_lines"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.accounts');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."accounts" IS 'cdc-bridge definition 8baf866484757b35';
+    EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.order_lines');
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.accounts', '"public"."accounts"'::regclass, '8baf866484757b35',
+SELECT 'public.order_lines', '"public"."order_lines"'::regclass, '89979ca0a0195989',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
-             WHERE a.attrelid = '"public"."accounts"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+             WHERE a.attrelid = '"public"."order_lines"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
 ON CONFLICT (table_name) DO UPDATE
 SET relation = excluded.relation, definition_hash = excluded.definition_hash,
     columns = excluded.columns, installed_at = now();
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."accounts";
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."accounts";
-DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."accounts";
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b04dbf07f3887ebb_ins"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b04dbf07f3887ebb_upd"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b04dbf07f3887ebb_rekey"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b04dbf07f3887ebb_del"();
-DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_b04dbf07f3887ebb"();
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."order_lines";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."order_lines";
+DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."order_lines";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_ee252aa802f52263_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_ee252aa802f52263_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_ee252aa802f52263_rekey"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_ee252aa802f52263_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_ee252aa802f52263"();
 -- Roles belong to the whole cluster: create it once, never drop it here.
 DO $create_role$
 BEGIN
@@ -991,7 +1025,8 @@ BEGIN
     END IF;
 END
 $grant_maintain$;
+GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."products" TO "cdc_bridge_relay";
+GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."product_prices" TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."customers" TO "cdc_bridge_relay";
 GRANT SELECT ON "public"."orders" TO "cdc_bridge_relay";
-GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."products" TO "cdc_bridge_relay";
-GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."accounts" TO "cdc_bridge_relay";
+GRANT SELECT ON "public"."order_lines" TO "cdc_bridge_relay";

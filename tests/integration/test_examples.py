@@ -33,7 +33,7 @@ SCHEMA_OF = {
     "both-fields.yaml": "schema-erp.sql",
     "docker/erp.yaml": "schema-erp.sql",
     "docker/shop.yaml": "schema-shop.sql",
-    "erp-commerce-api.yaml": "schema-erp.sql",
+    "erp-commerce-api.yaml": "schema-erp-api.sql",
 }
 
 MIRROR_MODE = {
@@ -107,18 +107,30 @@ def test_example_installs_on_its_schema(name: str, new_database: Any) -> None:
 
 @pytest.mark.parametrize(("side", "other"), [("erp.yaml", "shop.yaml")])
 def test_pair_rules_mirror_each_other(side: str, other: str) -> None:
+    """Different tables and names at each side, the same entities with mirrored rules."""
     mine, theirs = load_example(side), load_example(other)
     assert (mine.system, mine.peer.name) == (theirs.peer.name, theirs.system)
-    assert set(mine.tables) == set(theirs.tables)
-    for label, table in mine.tables.items():
-        peer_table = theirs.tables[label]
-        assert table.key == peer_table.key
-        if isinstance(table.sor, dict):
-            assert isinstance(peer_table.sor, dict)
-            assert {f: MIRROR_OWNER[o] for f, o in table.sor.items()} == peer_table.sor
-            assert table.conflicts == peer_table.conflicts  # symmetric policy: same winner
+    my_specs = {s.entity: s for s in mine.table_specs if s.part_of is None}
+    their_specs = {s.entity: s for s in theirs.table_specs if s.part_of is None}
+    assert set(my_specs) == set(their_specs) == {"product", "customer", "order", "order_line"}
+    for entity, spec in my_specs.items():
+        peer_spec = their_specs[entity]
+        assert spec.entity_key == peer_spec.entity_key
+        mine_sor, theirs_sor = mine.tables[spec.label].sor, theirs.tables[peer_spec.label].sor
+        if isinstance(mine_sor, dict):
+            assert isinstance(theirs_sor, dict)
+            assert {f: MIRROR_OWNER[o] for f, o in mine_sor.items()} == theirs_sor
+            assert spec.conflicts == peer_spec.conflicts  # symmetric policy: same winner
         else:
-            assert MIRROR_MODE[table.sor] == peer_table.sor
+            assert MIRROR_MODE[mine_sor] == theirs_sor
+        # Each field one side holds, the other holds too (in its main or side tables, or
+        # in its xref).
+        assert entity_fields(mine, entity) == entity_fields(theirs, entity)
+
+
+def entity_fields(config: BridgeConfig, entity: str) -> set[str]:
+    specs = [s for s in config.table_specs if s.entity == entity]
+    return {f for s in specs for f in [*(s.fields or {}), *(s.xref or ())]}
 
 
 @pytest.mark.parametrize(
@@ -149,20 +161,41 @@ def test_pair_captures_and_guards_as_documented(new_database: Any) -> None:
     erp_dsn = erp.database.url.get_secret_value()
     shop_dsn = shop.database.url.get_secret_value()
     with psycopg.connect(erp_dsn) as conn:
-        conn.execute("INSERT INTO customers VALUES (1, 'Ann', 'ann@example.com', 'gold')")
-        conn.execute("INSERT INTO accounts (id, company_name, status) VALUES (7, 'Draft', 'draft')")
-        conn.execute("INSERT INTO orders VALUES (5, 1, 10, 'new')")  # adopted: never shipped
-        conn.execute("INSERT INTO products VALUES ('P1', 'Pen', 1.5, NULL, 3)")
+        conn.execute("INSERT INTO customers VALUES ('CUST-1', 'Ann', 'ann@example.com', NULL, 0)")
+        conn.execute("INSERT INTO items VALUES ('ITEM-1', 'Pen', 1.5, 'A', NULL)")
+        # Adopted: received only, never shipped.
+        conn.execute("INSERT INTO sales_orders VALUES ('ERP-5', 'CUST-1', 'O', 10, now())")
+    with psycopg.connect(shop_dsn) as conn, conn.transaction():
+        # The customer and product as the bridge applies them for the ERP (origin = erp).
+        conn.execute("SET LOCAL cdc_bridge.origin = 'erp'")
+        conn.execute("INSERT INTO customers (id, full_name) VALUES (7, 'Ann')")
+        conn.execute(
+            "INSERT INTO products (id, sku_code, label, gross_price, visible, tax_class) "
+            "VALUES (3, 'ITEM-1', 'Pen', 1.79, true, 'standard')"
+        )
+        conn.execute("INSERT INTO product_prices VALUES (3, 1.5)")
     with psycopg.connect(shop_dsn) as conn:
-        conn.execute("INSERT INTO orders VALUES (9, 1, 25.00, 'new')")
+        conn.execute("INSERT INTO orders (customer_id, total) VALUES (7, 25)")
+        conn.execute(
+            "INSERT INTO order_lines (order_id, product_id, quantity, unit_price) "
+            "SELECT max(id), 3, 2, 12.5 FROM orders"
+        )
     assert outbox(erp_dsn) == [
-        ("public.customers", "I", {"id": 1}, "erp"),
-        ("public.products", "I", {"sku": "P1"}, "erp"),
+        ("public.customers", "I", {"customer_no": "CUST-1"}, "erp"),
+        ("public.items", "I", {"item_no": "ITEM-1"}, "erp"),
     ]
-    assert outbox(shop_dsn) == [("public.orders", "I", {"id": 9}, "shop")]
-    assert "owned by erp" in refused(shop_dsn, "INSERT INTO customers VALUES (2, 'Bo', NULL, NULL)")
+    assert outbox(shop_dsn) == [
+        # Captured with the peer's origin (a both-field table), never sent back.
+        ("public.customers", "I", {"id": 7}, "erp"),
+        ("public.orders", "I", {"id": 1001}, "shop"),
+        ("public.order_lines", "I", {"id": 5001}, "shop"),
+    ]
+    assert "owned by erp" in refused(shop_dsn, "UPDATE products SET label = 'x' WHERE id = 3")
+    assert "owned by erp" in refused(shop_dsn, "UPDATE customers SET full_name = 'x' WHERE id = 7")
+    # The ERP owns the customer's number, so only the ERP creates customers.
+    assert "owned by erp" in refused(shop_dsn, "INSERT INTO customers (full_name) VALUES ('Bo')")
     assert "owned by shop" in refused(
-        erp_dsn, "UPDATE products SET description = 'x' WHERE sku = 'P1'"
+        erp_dsn, "UPDATE customers SET phone = '+1' WHERE customer_no = 'CUST-1'"
     )
 
 
