@@ -650,9 +650,14 @@ def settle_transactions(txns: list[list[Planned]], held: set[KeyId]) -> set[KeyI
             _finish_unapplied(txn, ResultStatus.SKIPPED, SKIPPED_REASON, ResultStatus.REJECTED)
             held |= keys
         elif rejected is not None:
+            cause = (rejected.result.reason if rejected.result else None) or ""
+            # A side table's plan shares its change: the change is refused for that cause.
+            _finish_unapplied(
+                [p for p in txn if p.change is rejected.change], ResultStatus.REJECTED, cause
+            )
             reason = (
                 f"not applied: change {rejected.change.idempotency_key} of its source "
-                f"transaction was rejected ({rejected.result.reason if rejected.result else ''})"
+                f"transaction was rejected ({cause})"
             )
             _finish_unapplied(txn, ResultStatus.REJECTED, reason)
             held |= keys

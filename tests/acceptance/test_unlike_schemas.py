@@ -269,3 +269,17 @@ def test_snapshot_ships_rows_that_predate_the_bridge_as_entities(
         [erp, shop],
     )
     assert len(rows(shop, SHOP_PRODUCTS)) == 40
+
+
+def test_a_side_table_s_refusal_is_the_change_s_own_reason(pair: tuple[Bridge, Bridge]) -> None:
+    erp, shop = pair
+    both = [erp, shop]
+    erp.sql("INSERT INTO items VALUES ('ITEM-BAD', 'Devil', 666, 'A', NULL)")
+    erp.sql("INSERT INTO items VALUES ('ITEM-OK', 'Oar', 10, 'A', NULL)")
+    wait_until("the good item at the shop", lambda: len(rows(shop, SHOP_PRODUCTS)) == 1, both)
+    wait_until("the refused item failed", lambda: len(failed(erp)) == 1, both)
+    [(table, reason)] = failed(erp)
+    assert table == "public.items"
+    assert "product_prices_net_price_check" in reason, reason
+    assert not reason.startswith("not applied"), reason
+    assert shop.value("SELECT count(*) FROM products WHERE sku_code = 'ITEM-BAD'") == 0
