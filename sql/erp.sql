@@ -118,6 +118,106 @@ BEGIN
 END
 $refuse_truncate_v1$;
 REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
+-- Writes, at install, one function per synced table that makes a jsonb of its rows exact:
+-- wire_v1_<digest>(row, fields jsonb) returns `fields` with the values that jsonb would
+-- change replaced by their PostgreSQL text form (a JSON string):
+-- - real / double precision -0 (jsonb numbers have no negative zero): "-0";
+-- - json: always its text (jsonb drops its spacing, key order and duplicate keys);
+-- - jsonb holding a string, or the document `null` (which would arrive as SQL NULL):
+--   its text;
+-- - arrays whose lower bounds are not all 1, or whose elements are real, double precision,
+--   json or jsonb: the array's text ('[0:2]={1,2,3}');
+-- - composite values with a field of those types (or an array, or a composite): their
+--   text ('("x",{a})').
+-- The receiver reads such a string through the column type's input function
+-- (jsonb_populate_record does for every type but json and jsonb, which inbound/apply.py
+-- casts from the text). Only keys `fields` holds are replaced, so the function serves
+-- whole rows and a per-field table's subsets alike.
+-- The choice is made per column type, here, once, from the catalog: for a table holding
+-- none of these types the function is `SELECT $2`, which PostgreSQL inlines (LANGUAGE sql,
+-- STABLE, no SET, not STRICT): its capture costs what to_jsonb alone costs. A column added
+-- later ships as to_jsonb writes it until the table is installed again (`triggers status`
+-- reports the drift); a column the function names is dropped in the same transaction as
+-- the table's reinstall, as a per-field table's shipped columns are.
+CREATE OR REPLACE FUNCTION "cdc_bridge".create_wire_function_v1(
+    relation regclass, schema_name text, name text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $create_wire_function_v1$
+DECLARE
+    v_pairs text[];
+    v_body  text := 'SELECT $2';
+BEGIN
+    WITH RECURSIVE columns AS (
+        SELECT a.attnum, a.attname, a.atttypid AS typid
+        FROM pg_attribute a
+        WHERE a.attrelid = relation AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL  -- a domain is read as its base type
+        SELECT c.attnum, c.attname, t.typbasetype
+        FROM columns c JOIN pg_type t ON t.oid = c.typid
+        WHERE t.typtype = 'd'
+    ), typed AS (
+        SELECT c.attnum, format('($1).%I', c.attname) AS v, quote_literal(c.attname) AS k,
+               t.oid AS typid, t.typcategory,
+               coalesce(nullif(e.typbasetype, 0), e.oid) AS element,
+               t.typtype = 'c' AND EXISTS (
+                   SELECT FROM pg_attribute f
+                   JOIN pg_type ft ON ft.oid = f.atttypid
+                   LEFT JOIN pg_type fb ON fb.oid = ft.typbasetype
+                   WHERE f.attrelid = t.typrelid AND f.attnum > 0 AND NOT f.attisdropped
+                     AND (coalesce(fb.oid, ft.oid) IN ('float4'::regtype, 'float8'::regtype,
+                                                       'json'::regtype, 'jsonb'::regtype)
+                          OR coalesce(fb.typcategory, ft.typcategory) IN ('A', 'C'))
+               ) AS inexact_composite
+        FROM columns c
+        JOIN pg_type t ON t.oid = c.typid
+        LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+        WHERE t.typtype <> 'd'
+    ), rules AS (
+        SELECT attnum, k, v, CASE
+            WHEN typid IN ('float4'::regtype, 'float8'::regtype) THEN
+                format('%s = 0 AND %s::text = ''-0''', v, v)
+            -- Always as text (a NULL's text is NULL, and NULL replaces nothing). Not
+            -- `IS NOT NULL`: on a composite it is false when any one field is NULL.
+            WHEN typid = 'json'::regtype THEN 'true'
+            WHEN typid = 'jsonb'::regtype THEN
+                format('pg_catalog.jsonb_typeof(%s) IN (''null'', ''string'')', v)
+            WHEN typcategory = 'A' AND element IN ('float4'::regtype, 'float8'::regtype,
+                                                   'json'::regtype, 'jsonb'::regtype) THEN 'true'
+            WHEN inexact_composite THEN 'true'
+            WHEN typcategory = 'A' THEN
+                format('pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~) ''^(\[1:[0-9]+\])+$''', v)
+            END AS exact_when
+        FROM typed
+    )
+    SELECT array_agg(
+               format('%s, CASE WHEN $2 OPERATOR(pg_catalog.?) %s AND (%s) THEN %s::text END',
+                      k, k, exact_when, v)
+               ORDER BY attnum)
+    INTO v_pairs
+    FROM rules WHERE exact_when IS NOT NULL;
+    IF v_pairs IS NOT NULL THEN
+        -- jsonb_build_object takes at most 100 arguments: one call per 50 columns. The
+        -- replacements are strings or NULL (stripped: `fields` keeps its own value).
+        SELECT 'SELECT $2 OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls('
+               || string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
+                             ' OPERATOR(pg_catalog.||) ' ORDER BY chunk)
+               || ')'
+        INTO v_body
+        FROM (SELECT (n - 1) / 50 AS chunk, string_agg(pair, ', ' ORDER BY n) AS p
+              FROM unnest(v_pairs) WITH ORDINALITY AS x(pair, n)
+              GROUP BY 1) AS chunks;
+    END IF;
+    EXECUTE format('CREATE OR REPLACE FUNCTION %I.%I(%s, jsonb) RETURNS jsonb '
+                   'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+                   schema_name, name, relation, v_body);
+    EXECUTE format('COMMENT ON FUNCTION %I.%I(%s, jsonb) IS %L', schema_name, name, relation,
+                   'cdc-bridge: exact wire values of ' || relation || ' (generated at install)');
+    -- The relay role is granted EXECUTE by the install's grants (grant_wire_function).
+    EXECUTE format('REVOKE ALL ON FUNCTION %I.%I(%s, jsonb) FROM PUBLIC', schema_name, name,
+                   relation);
+END
+$create_wire_function_v1$;
+REVOKE ALL ON FUNCTION "cdc_bridge".create_wire_function_v1(regclass, text, text) FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS "cdc_bridge".batches (
     batch_id     text PRIMARY KEY,          -- the webhook-id sent to the peer
     status       text NOT NULL,
@@ -304,6 +404,7 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".snapshots (
                 CHECK (status IN ('running', 'finished', 'abandoned'))
 );
 CREATE INDEX IF NOT EXISTS snapshots_table ON "cdc_bridge".snapshots (table_name, status);
+SELECT "cdc_bridge".create_wire_function_v1('"public"."items"'::regclass, 'cdc_bridge', 'wire_v1_c0e2fcbdfbbd1a6d');
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -345,21 +446,21 @@ CREATE INDEX IF NOT EXISTS snapshots_table ON "cdc_bridge".snapshots (table_name
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_ins"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), pg_catalog.to_jsonb(n.*), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, pg_catalog.to_jsonb(n.*)), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_ins"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_ins"() IS 'cdc-bridge: captures inserts of public.items (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_ins"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_ins"() IS 'cdc-bridge: captures inserts of public.items (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -401,7 +502,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_ins"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_upd"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -411,19 +512,19 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."item_no" = o."item_no")
     UNION ALL
-    SELECT 'public.items', 'U', pg_catalog.jsonb_build_object('item_no', n."item_no"), pg_catalog.to_jsonb(n.*), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.items', 'U', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, pg_catalog.to_jsonb(n.*)), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."item_no" = o."item_no"
     WHERE (n.*) *<> (o.*)
     UNION ALL
-    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), pg_catalog.to_jsonb(n.*), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, pg_catalog.to_jsonb(n.*)), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."item_no" = o."item_no");
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_upd"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_upd"() IS 'cdc-bridge: captures updates of public.items (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_upd"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_upd"() IS 'cdc-bridge: captures updates of public.items (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -465,7 +566,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_upd"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_del"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -478,39 +579,39 @@ BEGIN
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_del"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_del"() IS 'cdc-bridge: captures deletes of public.items (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_del"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_del"() IS 'cdc-bridge: captures deletes of public.items (generated)';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."items"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."items" IS 'cdc-bridge definition 8bca04b89a8c05ea';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_ins"();
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."items"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."items" IS 'cdc-bridge definition 8bca04b89a8c05ea';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_upd"();
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."items"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."items" IS 'cdc-bridge definition 8bca04b89a8c05ea';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_del"();
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."items"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.items');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."items" IS 'cdc-bridge definition 8bca04b89a8c05ea';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."items"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.items');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."items" IS 'cdc-bridge definition 8bca04b89a8c05ea';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.items', '"public"."items"'::regclass, '8bca04b89a8c05ea',
+SELECT 'public.items', '"public"."items"'::regclass, 'eec56b40f465ad5c',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."items"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -520,11 +621,15 @@ SET relation = excluded.relation, definition_hash = excluded.definition_hash,
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."items";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."items";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."items";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_c0e2fcbdfbbd1a6d_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_c0e2fcbdfbbd1a6d_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_c0e2fcbdfbbd1a6d_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_c0e2fcbdfbbd1a6d_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_c0e2fcbdfbbd1a6d_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_c0e2fcbdfbbd1a6d"();
+SELECT "cdc_bridge".create_wire_function_v1('"public"."customers"'::regclass, 'cdc_bridge', 'wire_v1_dfb56e0ba4df7250');
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -566,21 +671,21 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_c0e2fcbdfbbd1a6d"();
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name", 'email', n."email"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name", 'email', n."email")), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() IS 'cdc-bridge: captures inserts of public.customers (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() IS 'cdc-bridge: captures inserts of public.customers (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -622,7 +727,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -632,19 +737,19 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."customer_no" = o."customer_no")
     UNION ALL
-    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name") || CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', n."email") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', o."email") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN 'email' END, CASE WHEN (ROW(n."name")::record) *<> (ROW(o."name")::record) THEN 'name' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name") || CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', n."email") ELSE '{}'::jsonb END), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, nullif(CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', o."email") ELSE '{}'::jsonb END, '{}'::jsonb)), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN 'email' END, CASE WHEN (ROW(n."name")::record) *<> (ROW(o."name")::record) THEN 'name' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."customer_no" = o."customer_no"
     WHERE (ROW(n."name")::record) *<> (ROW(o."name")::record) OR (ROW(n."email")::record) *<> (ROW(o."email")::record)
     UNION ALL
-    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name", 'email', n."email"), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name", 'email', n."email")), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."customer_no" = o."customer_no");
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() IS 'cdc-bridge: captures updates of public.customers (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() IS 'cdc-bridge: captures updates of public.customers (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -686,7 +791,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_del"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -699,46 +804,46 @@ BEGIN
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_del"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_del"() IS 'cdc-bridge: captures deletes of public.customers (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_del"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_del"() IS 'cdc-bridge: captures deletes of public.customers (generated)';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."customers"
     FOR EACH ROW
     WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."phone")::record) *<> (ROW(OLD."phone")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'shop', '{"phone"}', '', '{"customer_no"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition e1ea878fc9629ffa';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition e1ea878fc9629ffa';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"();
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition e1ea878fc9629ffa';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"();
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition e1ea878fc9629ffa';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_del"();
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition e1ea878fc9629ffa';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition e1ea878fc9629ffa';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, 'e1ea878fc9629ffa',
+SELECT 'public.customers', '"public"."customers"'::regclass, '1dfa55391880b6ef',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -748,11 +853,15 @@ SET relation = excluded.relation, definition_hash = excluded.definition_hash,
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."customers";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_dfb56e0ba4df7250"();
+SELECT "cdc_bridge".create_wire_function_v1('"public"."sales_orders"'::regclass, 'cdc_bridge', 'wire_v1_8f89c58336d61819');
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."sales_orders";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."sales_orders"
     FOR EACH STATEMENT
@@ -772,6 +881,9 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."sales_orders";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."sales_orders";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."sales_orders";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."sales_orders";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_8f89c58336d61819_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_8f89c58336d61819_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_8f89c58336d61819_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_8f89c58336d61819_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_8f89c58336d61819_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_8f89c58336d61819_del"();
@@ -780,6 +892,7 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_8f89c58336d61819_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_8f89c58336d61819_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_8f89c58336d61819_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_8f89c58336d61819"();
+SELECT "cdc_bridge".create_wire_function_v1('"public"."sales_order_lines"'::regclass, 'cdc_bridge', 'wire_v1_8438506db2a46db8');
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."sales_order_lines";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."sales_order_lines"
     FOR EACH STATEMENT
@@ -799,6 +912,9 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."sales_order_lines
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."sales_order_lines";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."sales_order_lines";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."sales_order_lines";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_8438506db2a46db8_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_8438506db2a46db8_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_8438506db2a46db8_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_8438506db2a46db8_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_8438506db2a46db8_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_8438506db2a46db8_del"();
@@ -830,6 +946,14 @@ BEGIN
 END
 $grant_maintain$;
 GRANT SELECT ON "public"."items" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"("public"."items", jsonb) TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."customers" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_dfb56e0ba4df7250"("public"."customers", jsonb) TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."sales_orders" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_8f89c58336d61819"("public"."sales_orders", jsonb) TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."sales_order_lines" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_8438506db2a46db8"("public"."sales_order_lines", jsonb) TO "cdc_bridge_relay";

@@ -118,6 +118,106 @@ BEGIN
 END
 $refuse_truncate_v1$;
 REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
+-- Writes, at install, one function per synced table that makes a jsonb of its rows exact:
+-- wire_v1_<digest>(row, fields jsonb) returns `fields` with the values that jsonb would
+-- change replaced by their PostgreSQL text form (a JSON string):
+-- - real / double precision -0 (jsonb numbers have no negative zero): "-0";
+-- - json: always its text (jsonb drops its spacing, key order and duplicate keys);
+-- - jsonb holding a string, or the document `null` (which would arrive as SQL NULL):
+--   its text;
+-- - arrays whose lower bounds are not all 1, or whose elements are real, double precision,
+--   json or jsonb: the array's text ('[0:2]={1,2,3}');
+-- - composite values with a field of those types (or an array, or a composite): their
+--   text ('("x",{a})').
+-- The receiver reads such a string through the column type's input function
+-- (jsonb_populate_record does for every type but json and jsonb, which inbound/apply.py
+-- casts from the text). Only keys `fields` holds are replaced, so the function serves
+-- whole rows and a per-field table's subsets alike.
+-- The choice is made per column type, here, once, from the catalog: for a table holding
+-- none of these types the function is `SELECT $2`, which PostgreSQL inlines (LANGUAGE sql,
+-- STABLE, no SET, not STRICT): its capture costs what to_jsonb alone costs. A column added
+-- later ships as to_jsonb writes it until the table is installed again (`triggers status`
+-- reports the drift); a column the function names is dropped in the same transaction as
+-- the table's reinstall, as a per-field table's shipped columns are.
+CREATE OR REPLACE FUNCTION "cdc_bridge".create_wire_function_v1(
+    relation regclass, schema_name text, name text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $create_wire_function_v1$
+DECLARE
+    v_pairs text[];
+    v_body  text := 'SELECT $2';
+BEGIN
+    WITH RECURSIVE columns AS (
+        SELECT a.attnum, a.attname, a.atttypid AS typid
+        FROM pg_attribute a
+        WHERE a.attrelid = relation AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL  -- a domain is read as its base type
+        SELECT c.attnum, c.attname, t.typbasetype
+        FROM columns c JOIN pg_type t ON t.oid = c.typid
+        WHERE t.typtype = 'd'
+    ), typed AS (
+        SELECT c.attnum, format('($1).%I', c.attname) AS v, quote_literal(c.attname) AS k,
+               t.oid AS typid, t.typcategory,
+               coalesce(nullif(e.typbasetype, 0), e.oid) AS element,
+               t.typtype = 'c' AND EXISTS (
+                   SELECT FROM pg_attribute f
+                   JOIN pg_type ft ON ft.oid = f.atttypid
+                   LEFT JOIN pg_type fb ON fb.oid = ft.typbasetype
+                   WHERE f.attrelid = t.typrelid AND f.attnum > 0 AND NOT f.attisdropped
+                     AND (coalesce(fb.oid, ft.oid) IN ('float4'::regtype, 'float8'::regtype,
+                                                       'json'::regtype, 'jsonb'::regtype)
+                          OR coalesce(fb.typcategory, ft.typcategory) IN ('A', 'C'))
+               ) AS inexact_composite
+        FROM columns c
+        JOIN pg_type t ON t.oid = c.typid
+        LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+        WHERE t.typtype <> 'd'
+    ), rules AS (
+        SELECT attnum, k, v, CASE
+            WHEN typid IN ('float4'::regtype, 'float8'::regtype) THEN
+                format('%s = 0 AND %s::text = ''-0''', v, v)
+            -- Always as text (a NULL's text is NULL, and NULL replaces nothing). Not
+            -- `IS NOT NULL`: on a composite it is false when any one field is NULL.
+            WHEN typid = 'json'::regtype THEN 'true'
+            WHEN typid = 'jsonb'::regtype THEN
+                format('pg_catalog.jsonb_typeof(%s) IN (''null'', ''string'')', v)
+            WHEN typcategory = 'A' AND element IN ('float4'::regtype, 'float8'::regtype,
+                                                   'json'::regtype, 'jsonb'::regtype) THEN 'true'
+            WHEN inexact_composite THEN 'true'
+            WHEN typcategory = 'A' THEN
+                format('pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~) ''^(\[1:[0-9]+\])+$''', v)
+            END AS exact_when
+        FROM typed
+    )
+    SELECT array_agg(
+               format('%s, CASE WHEN $2 OPERATOR(pg_catalog.?) %s AND (%s) THEN %s::text END',
+                      k, k, exact_when, v)
+               ORDER BY attnum)
+    INTO v_pairs
+    FROM rules WHERE exact_when IS NOT NULL;
+    IF v_pairs IS NOT NULL THEN
+        -- jsonb_build_object takes at most 100 arguments: one call per 50 columns. The
+        -- replacements are strings or NULL (stripped: `fields` keeps its own value).
+        SELECT 'SELECT $2 OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls('
+               || string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
+                             ' OPERATOR(pg_catalog.||) ' ORDER BY chunk)
+               || ')'
+        INTO v_body
+        FROM (SELECT (n - 1) / 50 AS chunk, string_agg(pair, ', ' ORDER BY n) AS p
+              FROM unnest(v_pairs) WITH ORDINALITY AS x(pair, n)
+              GROUP BY 1) AS chunks;
+    END IF;
+    EXECUTE format('CREATE OR REPLACE FUNCTION %I.%I(%s, jsonb) RETURNS jsonb '
+                   'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+                   schema_name, name, relation, v_body);
+    EXECUTE format('COMMENT ON FUNCTION %I.%I(%s, jsonb) IS %L', schema_name, name, relation,
+                   'cdc-bridge: exact wire values of ' || relation || ' (generated at install)');
+    -- The relay role is granted EXECUTE by the install's grants (grant_wire_function).
+    EXECUTE format('REVOKE ALL ON FUNCTION %I.%I(%s, jsonb) FROM PUBLIC', schema_name, name,
+                   relation);
+END
+$create_wire_function_v1$;
+REVOKE ALL ON FUNCTION "cdc_bridge".create_wire_function_v1(regclass, text, text) FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS "cdc_bridge".batches (
     batch_id     text PRIMARY KEY,          -- the webhook-id sent to the peer
     status       text NOT NULL,
@@ -304,6 +404,7 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".snapshots (
                 CHECK (status IN ('running', 'finished', 'abandoned'))
 );
 CREATE INDEX IF NOT EXISTS snapshots_table ON "cdc_bridge".snapshots (table_name, status);
+SELECT "cdc_bridge".create_wire_function_v1('"public"."products"'::regclass, 'cdc_bridge', 'wire_v1_cfb267950e0221ab');
 DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."products";
 CREATE TRIGGER "cdc_bridge_guard" BEFORE INSERT OR UPDATE OR DELETE ON "public"."products"
     FOR EACH ROW
@@ -330,6 +431,9 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."products";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."products";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."products";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."products";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_cfb267950e0221ab_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_cfb267950e0221ab_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_cfb267950e0221ab_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_cfb267950e0221ab_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_cfb267950e0221ab_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_cfb267950e0221ab_del"();
@@ -338,6 +442,7 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_cfb267950e0221ab_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_cfb267950e0221ab"();
+SELECT "cdc_bridge".create_wire_function_v1('"public"."product_prices"'::regclass, 'cdc_bridge', 'wire_v1_4788281b32be57dd');
 DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."product_prices";
 CREATE TRIGGER "cdc_bridge_guard" BEFORE INSERT OR UPDATE OR DELETE ON "public"."product_prices"
     FOR EACH ROW
@@ -364,6 +469,9 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."product_prices";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."product_prices";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."product_prices";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."product_prices";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_4788281b32be57dd_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_4788281b32be57dd_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_4788281b32be57dd_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_4788281b32be57dd_del"();
@@ -372,6 +480,7 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_4788281b32be57dd_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_4788281b32be57dd"();
+SELECT "cdc_bridge".create_wire_function_v1('"public"."customers"'::regclass, 'cdc_bridge', 'wire_v1_dfb56e0ba4df7250');
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -413,21 +522,21 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_4788281b32be57dd"();
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address")), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() IS 'cdc-bridge: captures inserts of public.customers (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() IS 'cdc-bridge: captures inserts of public.customers (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -469,7 +578,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -479,58 +588,58 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
     UNION ALL
-    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone") || CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', n."email_address") ELSE '{}'::jsonb END, nullif(CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', o."email_address") ELSE '{}'::jsonb END, '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN 'email_address' END, CASE WHEN (ROW(n."phone")::record) *<> (ROW(o."phone")::record) THEN 'phone' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone") || CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', n."email_address") ELSE '{}'::jsonb END), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, nullif(CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', o."email_address") ELSE '{}'::jsonb END, '{}'::jsonb)), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN 'email_address' END, CASE WHEN (ROW(n."phone")::record) *<> (ROW(o."phone")::record) THEN 'phone' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
     WHERE (ROW(n."phone")::record) *<> (ROW(o."phone")::record) OR (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record)
     UNION ALL
-    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address"), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address")), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"() IS 'cdc-bridge: captures updates of public.customers (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() IS 'cdc-bridge: captures updates of public.customers (generated)';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_fields" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."customers"
     FOR EACH ROW
     WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."full_name")::record) *<> (ROW(OLD."full_name")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '{"full_name"}', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_rows" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_guard_rows" BEFORE INSERT OR DELETE ON "public"."customers"
     FOR EACH ROW
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"();
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"();
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition c4a97ce69eb206a5';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, 'c4a97ce69eb206a5',
+SELECT 'public.customers', '"public"."customers"'::regclass, '9dffdfc5b9bc8de9',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -541,12 +650,16 @@ DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."customers";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."customers";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v5_dfb56e0ba4df7250_del"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_dfb56e0ba4df7250_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_dfb56e0ba4df7250_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_dfb56e0ba4df7250"();
+SELECT "cdc_bridge".create_wire_function_v1('"public"."orders"'::regclass, 'cdc_bridge', 'wire_v1_b2852c9ff2f8f54c');
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -588,21 +701,21 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_dfb56e0ba4df7250"();
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_ins"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, pg_catalog.to_jsonb(n.*)), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_ins"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_ins"() IS 'cdc-bridge: captures inserts of public.orders (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() IS 'cdc-bridge: captures inserts of public.orders (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -644,7 +757,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_ins"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_upd"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -654,19 +767,19 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
     UNION ALL
-    SELECT 'public.orders', 'U', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.orders', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, pg_catalog.to_jsonb(n.*)), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
     WHERE (n.*) *<> (o.*)
     UNION ALL
-    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, pg_catalog.to_jsonb(n.*)), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_upd"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_upd"() IS 'cdc-bridge: captures updates of public.orders (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() IS 'cdc-bridge: captures updates of public.orders (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -708,7 +821,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_upd"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_del"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -721,46 +834,46 @@ BEGIN
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_del"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_del"() IS 'cdc-bridge: captures deletes of public.orders (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"() IS 'cdc-bridge: captures deletes of public.orders (generated)';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."orders"
     FOR EACH ROW
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.orders', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 35fa9f1aa2a6e586';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."orders"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 35fa9f1aa2a6e586';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"();
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 35fa9f1aa2a6e586';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"();
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 35fa9f1aa2a6e586';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"();
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."orders"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.orders');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."orders" IS 'cdc-bridge definition 35fa9f1aa2a6e586';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."orders"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.orders');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 35fa9f1aa2a6e586';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.orders', '"public"."orders"'::regclass, '35fa9f1aa2a6e586',
+SELECT 'public.orders', '"public"."orders"'::regclass, '73f219fb08eae0b9',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."orders"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -770,11 +883,15 @@ SET relation = excluded.relation, definition_hash = excluded.definition_hash,
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."orders";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."orders";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."orders";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_b2852c9ff2f8f54c_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_rekey"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_b2852c9ff2f8f54c_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_b2852c9ff2f8f54c"();
+SELECT "cdc_bridge".create_wire_function_v1('"public"."order_lines"'::regclass, 'cdc_bridge', 'wire_v1_ee252aa802f52263');
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -816,21 +933,21 @@ DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v2_b2852c9ff2f8f54c"();
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, pg_catalog.to_jsonb(n.*)), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"() IS 'cdc-bridge: captures inserts of public.order_lines (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() IS 'cdc-bridge: captures inserts of public.order_lines (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -872,7 +989,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -882,19 +999,19 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
     UNION ALL
-    SELECT 'public.order_lines', 'U', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, pg_catalog.to_jsonb(n.*)), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
     WHERE (n.*) *<> (o.*)
     UNION ALL
-    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), pg_catalog.to_jsonb(n.*), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, pg_catalog.to_jsonb(n.*)), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
     RETURN NEW;
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"() IS 'cdc-bridge: captures updates of public.order_lines (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() IS 'cdc-bridge: captures updates of public.order_lines (generated)';
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER
 -- trigger that hands it the statement's rows as transition tables (cdc_bridge_new,
@@ -936,7 +1053,7 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"() IS 'cdc-bri
 -- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
 -- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
 -- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
-CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"() RETURNS trigger
+CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
@@ -949,46 +1066,46 @@ BEGIN
 END
 $capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
-REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"() FROM PUBLIC;
-COMMENT ON FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"() IS 'cdc-bridge: captures deletes of public.order_lines (generated)';
+REVOKE ALL ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"() FROM PUBLIC;
+COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"() IS 'cdc-bridge: captures deletes of public.order_lines (generated)';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."order_lines"
     FOR EACH ROW
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.order_lines', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."order_lines"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"();
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"();
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
-    EXECUTE FUNCTION "cdc_bridge"."capture_v4_ee252aa802f52263_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+    EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"();
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."order_lines"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.order_lines');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."order_lines"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.order_lines');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition 89979ca0a0195989';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.order_lines', '"public"."order_lines"'::regclass, '89979ca0a0195989',
+SELECT 'public.order_lines', '"public"."order_lines"'::regclass, 'd37645b3eff30c4e',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."order_lines"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -998,6 +1115,9 @@ SET relation = excluded.relation, definition_hash = excluded.definition_hash,
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_rekey" ON "public"."order_lines";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_enter" ON "public"."order_lines";
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_leave" ON "public"."order_lines";
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_ee252aa802f52263_ins"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_ee252aa802f52263_upd"();
+DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v4_ee252aa802f52263_del"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_ee252aa802f52263_ins"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_ee252aa802f52263_upd"();
 DROP FUNCTION IF EXISTS "cdc_bridge"."capture_v3_ee252aa802f52263_rekey"();
@@ -1026,7 +1146,17 @@ BEGIN
 END
 $grant_maintain$;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."products" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_cfb267950e0221ab"("public"."products", jsonb) TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."product_prices" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_4788281b32be57dd"("public"."product_prices", jsonb) TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."customers" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_dfb56e0ba4df7250"("public"."customers", jsonb) TO "cdc_bridge_relay";
 GRANT SELECT ON "public"."orders" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"("public"."orders", jsonb) TO "cdc_bridge_relay";
 GRANT SELECT ON "public"."order_lines" TO "cdc_bridge_relay";
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION "cdc_bridge"."wire_v1_ee252aa802f52263"("public"."order_lines", jsonb) TO "cdc_bridge_relay";

@@ -17,6 +17,11 @@ their fields stay `to_jsonb(n.*)` (no column list is known without a database, a
 added column ships without a reinstall). Their updates record no `changed` list: the
 relay ships whole rows whatever changed, and only per-field tables' SOR filter and
 conflict rules read it.
+
+Fields pass through the table's wire function (`wire_function_name`), which the install
+writes from the catalog (capture.sql: create_wire_function): it puts back the values
+jsonb cannot hold exactly (-0, json text, the jsonb document `null`, array bounds) as
+their text. For a table without such columns it is `SELECT fields`, inlined: no cost.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ OLD_ROWS = "cdc_bridge_old"
 _PAIRS_PER_CALL = 50
 
 _NO_FIELDS = sql.SQL("'{}'::jsonb")
+# Whole rows of the transition tables, as function arguments (`n`: a column may be named n).
+_NEW_ROW = sql.SQL("n.*")
+_OLD_ROW = sql.SQL("o.*")
 
 _SECURITY = sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp")
 
@@ -55,13 +63,32 @@ _LEGACY_KINDS = ("ins", "upd", "rekey", "del")
 
 def capture_function_name(spec: TableSpec, kind: CaptureKind) -> str:
     """Stable per table, short enough for any label (identifiers stop at 63 bytes)."""
-    return f"capture_v4_{_label_digest(spec)}_{kind}"
+    return f"capture_v5_{_label_digest(spec)}_{kind}"
 
 
 def legacy_capture_function_names(spec: TableSpec) -> list[str]:
-    """The capture functions of earlier installs (replaced by this version's)."""
+    """The capture functions of earlier installs (replaced by this version's): v4 wrote
+    fields as to_jsonb alone, v3 was row-level, v2 one function."""
     digest = _label_digest(spec)
-    return [f"capture_v3_{digest}_{kind}" for kind in _LEGACY_KINDS] + [f"capture_v2_{digest}"]
+    return (
+        [f"capture_v4_{digest}_{kind}" for kind in CAPTURE_KINDS]
+        + [f"capture_v3_{digest}_{kind}" for kind in _LEGACY_KINDS]
+        + [f"capture_v2_{digest}"]
+    )
+
+
+def wire_function_name(spec: TableSpec) -> str:
+    """The table's wire function (exact values), written at install from the catalog."""
+    return f"wire_v1_{_label_digest(spec)}"
+
+
+def exact_fields(
+    schema: str, spec: TableSpec, row: sql.Composable, fields: sql.Composable
+) -> sql.Composed:
+    """`fields` (jsonb of columns of `row`) with the values jsonb changes given as text."""
+    return sql.SQL("{}({}, {})").format(
+        sql.Identifier(schema, wire_function_name(spec)), row, fields
+    )
 
 
 def _label_digest(spec: TableSpec) -> str:
@@ -171,7 +198,7 @@ def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind)
         "old_rows": sql.Identifier(OLD_ROWS),
         "old_key": json_object("o", spec.key),
         "new_key": json_object("n", spec.key),
-        "insert_fields": _insert_fields(spec),
+        "insert_fields": exact_fields(config.bridge_schema, spec, _NEW_ROW, _insert_fields(spec)),
         "old_in": in_filter(spec, "o"),
         "new_in": in_filter(spec, "n"),
     }
@@ -183,8 +210,10 @@ def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind)
         "capture_update" if spec.where is None else "capture_update_filtered",
         same_key=_same_key(spec),
         changed_any=_any_changed(spec),
-        update_fields=_update_fields(spec),
-        old=_update_old(spec),
+        update_fields=exact_fields(config.bridge_schema, spec, _NEW_ROW, _update_fields(spec)),
+        old=_update_old(spec)
+        if not spec.both_fields
+        else exact_fields(config.bridge_schema, spec, _OLD_ROW, _update_old(spec)),
         changed=_changed_columns(spec),
         **parts,
     )

@@ -28,6 +28,7 @@ from cdc_bridge.capture.function import (
     drop_capture_function,
     drop_capture_functions,
     legacy_capture_function_names,
+    wire_function_name,
 )
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 
@@ -41,6 +42,7 @@ BASE_BLOCKS: tuple[str, ...] = (
     "create_notify_function",
     "create_guard_function",
     "create_truncate_guard_function",
+    "create_wire_function",
 )
 # Tables of the later stages, one line per block (each stage owns its own .sql file).
 EXTRA_BASE_BLOCKS: list[str] = [
@@ -340,9 +342,29 @@ def _unused_capture(config: BridgeConfig, spec: TableSpec) -> list[sql.Composabl
     return statements + [drop_capture_function(config, name) for name in names]
 
 
+def install_wire_function(config: BridgeConfig, spec: TableSpec) -> sql.Composable:
+    """Writes the table's wire function from its columns' types, at install (every synced
+    table has one: capture, snapshot and reconcile send through it, serve reads through it)."""
+    return queries.query(
+        "install_wire_function",
+        schema=config.bridge_schema,
+        relation=spec.name.regclass_literal,
+        schema_name=sql.Literal(config.bridge_schema),
+        function_name=sql.Literal(wire_function_name(spec)),
+    )
+
+
+def drop_wire_function(config: BridgeConfig, spec: TableSpec) -> sql.Composable:
+    return queries.query(
+        "drop_wire_function",
+        function=sql.Identifier(config.bridge_schema, wire_function_name(spec)),
+    )
+
+
 def install_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
     digest = definition_hash(config, spec)
-    statements: list[sql.Composable] = _capture_function(config, spec)
+    statements: list[sql.Composable] = [install_wire_function(config, spec)]
+    statements += _capture_function(config, spec)
     for trigger in table_triggers(config, spec):
         # Re-running an install replaces the triggers; stale ones from an older config
         # are dropped by the migration that changes the config.
@@ -370,6 +392,7 @@ def install_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]
 def uninstall_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composable]:
     statements: list[sql.Composable] = [_drop_trigger(spec, n) for n in ALL_TRIGGER_NAMES]
     statements += drop_capture_functions(config, spec)
+    statements.append(drop_wire_function(config, spec))
     statements.append(
         queries.query(
             "forget_installed_table", schema=config.bridge_schema, label=sql.Literal(spec.label)
@@ -401,6 +424,14 @@ def grants(config: BridgeConfig) -> list[sql.Composable]:
     for spec in config.table_specs:
         block = "grant_write_table" if _receives(spec) else "grant_read_table"
         statements.append(queries.query(block, table=spec.name.identifier, role=role))
+        statements.append(
+            queries.query(
+                "grant_wire_function",
+                function=sql.Identifier(config.bridge_schema, wire_function_name(spec)),
+                table=spec.name.identifier,
+                role=role,
+            )
+        )
     return statements
 
 

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cdc_bridge import sql as queries
+from cdc_bridge.capture.function import wire_function_name
 from cdc_bridge.config import BridgeConfig, InboundTls, TableSpec
 from cdc_bridge.db import error_line, mask_dsn
 from cdc_bridge.entity.outbound import Outbound
@@ -172,7 +173,10 @@ class Inbound:
             query = queries.query(
                 "inbound_read_rows",
                 table=spec.name.identifier,
-                columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                wire=sql.Identifier(self.config.bridge_schema, wire_function_name(spec)),
+                columns=sql.SQL(", ").join(
+                    sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns
+                ),
                 key=sql.SQL(", ").join(sql.Identifier(c) for c in spec.key),
             )
             after = None if request.after is None else codec.dumps_text(request.after)

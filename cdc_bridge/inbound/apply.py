@@ -33,6 +33,7 @@ from psycopg import sql
 
 from cdc_bridge import retention
 from cdc_bridge import sql as queries
+from cdc_bridge.capture.function import exact_fields
 from cdc_bridge.config import BridgeConfig, ConflictPolicy, TableMode, TableSpec
 from cdc_bridge.entity import Entities
 from cdc_bridge.entity.inbound import LocalChange, Translator
@@ -172,6 +173,8 @@ class Applier:
         self._translator = Translator(
             self.entities, self.schema, kinds.capabilities(config.peer).names_records
         )
+        # Per table, its json and jsonb columns (name -> is jsonb), read once from the catalog.
+        self._json_columns: dict[str, dict[str, bool]] = {}
         # Statement text per shape: composing and quoting it again for every run cost a
         # third of a batch of small transactions (a run per table and transaction).
         self._statements: dict[Shape, bytes] = {}
@@ -324,7 +327,18 @@ class Applier:
             queries.query("inbound_table_columns", relation=spec.name.regclass_literal)
         )
         columns = self._columns[spec.label] = frozenset(r[0] for r in rows)
+        self._json_columns.pop(spec.label, None)  # a column may have been added
         return columns
+
+    def json_columns(self, conn: Connection, spec: TableSpec) -> dict[str, bool]:
+        """The table's json and jsonb columns (name -> is jsonb), from the catalog (cached)."""
+        found = self._json_columns.get(spec.label)
+        if found is None:
+            rows = conn.execute(
+                queries.query("inbound_json_columns", relation=spec.name.regclass_literal)
+            )
+            found = self._json_columns[spec.label] = {name: kind for name, kind in rows}
+        return found
 
     # -------------------------------------------------------------- 2. conflicts
 
@@ -360,7 +374,9 @@ class Applier:
                 table=spec.name.identifier,
                 key=_column_list(spec.key),
                 key_json=json_object(spec.key),
-                pairs=_json_pairs(spec.both_fields),
+                values=exact_fields(
+                    self.schema, spec, sql.SQL("t.*"), json_object(spec.both_fields)
+                ),
             )
             rows = [p.key for p in members]
             for key, values in conn.execute(query, {"rows": _json(rows)}):
@@ -463,11 +479,11 @@ class Applier:
     def _execute(self, conn: Connection, run: list[Planned]) -> None:
         statement = self._statements.get(run[0].shape)
         if statement is None:
-            statement = self._statement(run[0]).as_bytes(conn)
+            statement = self._statement(conn, run[0]).as_bytes(conn)
             self._statements[run[0].shape] = statement
         conn.execute(statement, {"rows": _json([p.row for p in run])})
 
-    def _statement(self, plan: Planned) -> sql.Composed:
+    def _statement(self, conn: Connection, plan: Planned) -> sql.Composed:
         spec = plan.spec
         assert spec is not None
         if plan.change.op is Op.DELETE:
@@ -483,20 +499,27 @@ class Applier:
             action = sql.SQL("UPDATE SET ") + sql.SQL(", ").join(
                 sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updated
             )
+        rows = incoming_rows(spec, columns, self.json_columns(conn, spec))
         # An entity mapped to a table may arrive in parts (a side table's fields at the
         # peer), so like a per-field table it is updated where it exists.
         if updated and (spec.mapped or not spec.receives_whole_rows):
-            return self._update_then_insert(spec, columns, updated, action)
+            return self._update_then_insert(spec, columns, updated, action, rows)
         return queries.query(
             "inbound_upsert",
             table=spec.name.identifier,
             columns=_column_list(columns),
+            rows=rows,
             key=_column_list(spec.key),
             action=action,
         )
 
     def _update_then_insert(
-        self, spec: TableSpec, columns: list[str], updated: list[str], action: sql.Composable
+        self,
+        spec: TableSpec,
+        columns: list[str],
+        updated: list[str],
+        action: sql.Composable,
+        rows: sql.Composable,
     ) -> sql.Composed:
         def pairs(template: str, names: Iterable[str]) -> sql.Composable:
             return sql.SQL(" AND ").join(
@@ -507,6 +530,7 @@ class Applier:
             "inbound_update_then_insert",
             table=spec.name.identifier,
             columns=_column_list(columns),
+            rows=rows,
             assignments=sql.SQL(", ").join(
                 sql.SQL("{c} = i.{c}").format(c=sql.Identifier(c)) for c in updated
             ),
@@ -702,6 +726,34 @@ def statement_runs(plans: Iterable[Planned]) -> Iterator[list[Planned]]:
         keys.add(plan.key_id)
     if group:
         yield group
+
+
+def incoming_rows(
+    spec: TableSpec, columns: list[str], json_columns: dict[str, bool]
+) -> sql.Composed:
+    """The `%(rows)s` payload as rows of the table: json and jsonb columns whose value is
+    a string are cast from that text (docs/protocol.md, "Values")."""
+    if not json_columns.keys() & set(columns):
+        return queries.query("inbound_typed_rows", table=spec.name.identifier)
+    values = []
+    for name in columns:
+        column = sql.Identifier(name)
+        if name not in json_columns:
+            values.append(sql.SQL("p.{}").format(column))
+            continue
+        values.append(
+            sql.SQL(
+                "CASE WHEN pg_catalog.jsonb_typeof(x.r -> {name}) = 'string' "
+                "THEN (x.r ->> {name})::{type} ELSE p.{column} END AS {column}"
+            ).format(
+                name=sql.Literal(name),
+                type=sql.SQL("jsonb" if json_columns[name] else "json"),
+                column=column,
+            )
+        )
+    return queries.query(
+        "inbound_text_rows", table=spec.name.identifier, values=sql.SQL(", ").join(values)
+    )
 
 
 def _row_columns(spec: TableSpec, row: dict[str, Any]) -> list[str]:

@@ -223,7 +223,7 @@ def _parts(target: Target, spec: TableSpec) -> dict[str, Any]:
         "queue": outbox.queue_into(target.schema),
         "table": spec.name.identifier,
         "key_object": json_object(spec.key),
-        "fields_object": fields_object(spec),
+        "fields_object": fields_object(target.schema, spec),
         "key_columns": sql.SQL(", ").join(map(row_column, spec.key)),
         "bound_columns": sql.SQL(", ").join(
             sql.SQL("b.{}").format(sql.Identifier(k)) for k in spec.key

@@ -21,6 +21,7 @@ from sqlglot import exp
 from cdc_bridge import outbox
 from cdc_bridge import sql as queries
 from cdc_bridge.capture.filters import parse_where, referenced_columns
+from cdc_bridge.capture.function import exact_fields
 from cdc_bridge.config import TableMode, TableSpec
 from cdc_bridge.db import dict_cursor
 from cdc_bridge.errors import UserError
@@ -64,11 +65,15 @@ def json_object(columns: tuple[str, ...]) -> sql.Composable:
     return sql.SQL("jsonb_build_object({})").format(pairs)
 
 
-def fields_object(spec: TableSpec) -> sql.Composable:
-    """The fields this side ships for a row of `t`, as jsonb (key included)."""
-    if spec.ships_whole_rows:
-        return sql.SQL("to_jsonb(t)")
-    return json_object(spec.key + spec.shipped_fields)
+def fields_object(schema: str, spec: TableSpec) -> sql.Composable:
+    """The fields this side ships for a row of `t`, as jsonb (key included), with exact
+    values as capture writes them (the table's wire function)."""
+    fields = (
+        sql.SQL("to_jsonb(t.*)")  # t.*: a column may be named t
+        if spec.ships_whole_rows
+        else json_object(spec.key + spec.shipped_fields)
+    )
+    return exact_fields(schema, spec, sql.SQL("t.*"), fields)
 
 
 class ChunkQuery:
@@ -121,7 +126,7 @@ class ChunkQuery:
                 for k, a in zip(self.spec.key, aliases, strict=True)
             ),
             key_object=json_object(self.spec.key),
-            fields_object=fields_object(self.spec),
+            fields_object=fields_object(self.target.schema, self.spec),
             condition=self._condition(resuming),
             key_order=sql.SQL(", ").join(map(row_column, self.spec.key)),
             alias_order=sql.SQL(", ").join(aliases),

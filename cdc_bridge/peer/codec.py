@@ -1,6 +1,7 @@
 """The wire codec: JSON that keeps every value PostgreSQL can hold exactly as it was.
 
-Values travel as PostgreSQL's `to_jsonb` writes them, and jsonb numbers are `numeric`:
+Values travel as PostgreSQL's `to_jsonb` writes them (those jsonb would change, as their
+text: docs/protocol.md, "Values"), and jsonb numbers are `numeric`:
 `1.10`, `12345678901234.123456` and `10**30` are exact there, and must stay so in
 Python. A general-purpose parser would round them through a binary float (orjson, the
 standard library without `parse_float`), silently turn integers past 64 bits into floats

@@ -57,6 +57,118 @@ END
 $notify_v2$;
 REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 
+-- name: create_wire_function
+-- Writes, at install, one function per synced table that makes a jsonb of its rows exact:
+-- wire_v1_<digest>(row, fields jsonb) returns `fields` with the values that jsonb would
+-- change replaced by their PostgreSQL text form (a JSON string):
+-- - real / double precision -0 (jsonb numbers have no negative zero): "-0";
+-- - json: always its text (jsonb drops its spacing, key order and duplicate keys);
+-- - jsonb holding a string, or the document `null` (which would arrive as SQL NULL):
+--   its text;
+-- - arrays whose lower bounds are not all 1, or whose elements are real, double precision,
+--   json or jsonb: the array's text ('[0:2]={{1,2,3}}');
+-- - composite values with a field of those types (or an array, or a composite): their
+--   text ('("x",{{a}})').
+-- The receiver reads such a string through the column type's input function
+-- (jsonb_populate_record does for every type but json and jsonb, which inbound/apply.py
+-- casts from the text). Only keys `fields` holds are replaced, so the function serves
+-- whole rows and a per-field table's subsets alike.
+-- The choice is made per column type, here, once, from the catalog: for a table holding
+-- none of these types the function is `SELECT $2`, which PostgreSQL inlines (LANGUAGE sql,
+-- STABLE, no SET, not STRICT): its capture costs what to_jsonb alone costs. A column added
+-- later ships as to_jsonb writes it until the table is installed again (`triggers status`
+-- reports the drift); a column the function names is dropped in the same transaction as
+-- the table's reinstall, as a per-field table's shipped columns are.
+CREATE OR REPLACE FUNCTION {schema}.create_wire_function_v1(
+    relation regclass, schema_name text, name text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $create_wire_function_v1$
+DECLARE
+    v_pairs text[];
+    v_body  text := 'SELECT $2';
+BEGIN
+    WITH RECURSIVE columns AS (
+        SELECT a.attnum, a.attname, a.atttypid AS typid
+        FROM pg_attribute a
+        WHERE a.attrelid = relation AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL  -- a domain is read as its base type
+        SELECT c.attnum, c.attname, t.typbasetype
+        FROM columns c JOIN pg_type t ON t.oid = c.typid
+        WHERE t.typtype = 'd'
+    ), typed AS (
+        SELECT c.attnum, format('($1).%I', c.attname) AS v, quote_literal(c.attname) AS k,
+               t.oid AS typid, t.typcategory,
+               coalesce(nullif(e.typbasetype, 0), e.oid) AS element,
+               t.typtype = 'c' AND EXISTS (
+                   SELECT FROM pg_attribute f
+                   JOIN pg_type ft ON ft.oid = f.atttypid
+                   LEFT JOIN pg_type fb ON fb.oid = ft.typbasetype
+                   WHERE f.attrelid = t.typrelid AND f.attnum > 0 AND NOT f.attisdropped
+                     AND (coalesce(fb.oid, ft.oid) IN ('float4'::regtype, 'float8'::regtype,
+                                                       'json'::regtype, 'jsonb'::regtype)
+                          OR coalesce(fb.typcategory, ft.typcategory) IN ('A', 'C'))
+               ) AS inexact_composite
+        FROM columns c
+        JOIN pg_type t ON t.oid = c.typid
+        LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+        WHERE t.typtype <> 'd'
+    ), rules AS (
+        SELECT attnum, k, v, CASE
+            WHEN typid IN ('float4'::regtype, 'float8'::regtype) THEN
+                format('%s = 0 AND %s::text = ''-0''', v, v)
+            -- Always as text (a NULL's text is NULL, and NULL replaces nothing). Not
+            -- `IS NOT NULL`: on a composite it is false when any one field is NULL.
+            WHEN typid = 'json'::regtype THEN 'true'
+            WHEN typid = 'jsonb'::regtype THEN
+                format('pg_catalog.jsonb_typeof(%s) IN (''null'', ''string'')', v)
+            WHEN typcategory = 'A' AND element IN ('float4'::regtype, 'float8'::regtype,
+                                                   'json'::regtype, 'jsonb'::regtype) THEN 'true'
+            WHEN inexact_composite THEN 'true'
+            WHEN typcategory = 'A' THEN
+                format('pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~) ''^(\[1:[0-9]+\])+$''', v)
+            END AS exact_when
+        FROM typed
+    )
+    SELECT array_agg(
+               format('%s, CASE WHEN $2 OPERATOR(pg_catalog.?) %s AND (%s) THEN %s::text END',
+                      k, k, exact_when, v)
+               ORDER BY attnum)
+    INTO v_pairs
+    FROM rules WHERE exact_when IS NOT NULL;
+    IF v_pairs IS NOT NULL THEN
+        -- jsonb_build_object takes at most 100 arguments: one call per 50 columns. The
+        -- replacements are strings or NULL (stripped: `fields` keeps its own value).
+        SELECT 'SELECT $2 OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls('
+               || string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
+                             ' OPERATOR(pg_catalog.||) ' ORDER BY chunk)
+               || ')'
+        INTO v_body
+        FROM (SELECT (n - 1) / 50 AS chunk, string_agg(pair, ', ' ORDER BY n) AS p
+              FROM unnest(v_pairs) WITH ORDINALITY AS x(pair, n)
+              GROUP BY 1) AS chunks;
+    END IF;
+    EXECUTE format('CREATE OR REPLACE FUNCTION %I.%I(%s, jsonb) RETURNS jsonb '
+                   'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+                   schema_name, name, relation, v_body);
+    EXECUTE format('COMMENT ON FUNCTION %I.%I(%s, jsonb) IS %L', schema_name, name, relation,
+                   'cdc-bridge: exact wire values of ' || relation || ' (generated at install)');
+    -- The relay role is granted EXECUTE by the install's grants (grant_wire_function).
+    EXECUTE format('REVOKE ALL ON FUNCTION %I.%I(%s, jsonb) FROM PUBLIC', schema_name, name,
+                   relation);
+END
+$create_wire_function_v1$;
+REVOKE ALL ON FUNCTION {schema}.create_wire_function_v1(regclass, text, text) FROM PUBLIC;
+
+-- name: install_wire_function
+SELECT {schema}.create_wire_function_v1({relation}::regclass, {schema_name}, {function_name});
+
+-- name: grant_wire_function
+-- snapshot, reconcile and serve call it as the relay role (capture as its owner).
+GRANT EXECUTE ON FUNCTION {function}({table}, jsonb) TO {role};
+
+-- name: drop_wire_function
+DROP FUNCTION IF EXISTS {function};
+
 -- name: create_table_capture_function
 -- Capture functions are generated per table and per kind of statement (capture/function.py):
 -- `_ins`, `_upd` and `_del`. Each is called once per statement by a statement-level AFTER

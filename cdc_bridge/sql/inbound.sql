@@ -117,12 +117,41 @@ SELECT a.attname::text FROM pg_catalog.pg_attribute a
 WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 AND NOT a.attisdropped
   AND a.attgenerated = '';
 
+-- name: inbound_json_columns
+-- Columns of type json or jsonb (or a domain over one), which a peer sends as their text
+-- when jsonb would change them (a string on the wire; see inbound_text_rows).
+WITH RECURSIVE columns AS (
+    SELECT a.attname, a.atttypid AS typid
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT c.attname, t.typbasetype
+    FROM columns c JOIN pg_catalog.pg_type t ON t.oid = c.typid
+    WHERE t.typtype = 'd'
+)
+SELECT attname::text, typid = 'jsonb'::regtype AS binary FROM columns
+WHERE typid IN ('json'::regtype, 'jsonb'::regtype);
+
+-- name: inbound_typed_rows
+-- The incoming rows typed by the table's own row type, so every value gets the column's
+-- type (and its input checks) without naming types here.
+jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)
+
+-- name: inbound_text_rows
+-- The same for a table with json or jsonb columns: such a column's value may come as a
+-- string holding its text (its exact json text, the jsonb document `null`, a jsonb
+-- string), which is cast here (jsonb_populate_record would keep the string itself);
+-- {values} lists the columns, those cast as
+-- CASE WHEN jsonb_typeof(x.r -> 'c') = 'string' THEN (x.r ->> 'c')::json ELSE p.c END.
+(SELECT {values}
+ FROM pg_catalog.jsonb_array_elements(%(rows)s::jsonb) AS x(r)
+ CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::{table}, x.r) AS p)
+
 -- name: inbound_upsert
--- The incoming rows are typed by the table's own row type, so every value gets the
--- column's type (and its input checks) without naming types here. The key the peer sent
--- (or the cross-reference gave) is the row's key, even in a GENERATED ALWAYS column.
+-- The key the peer sent (or the cross-reference gave) is the row's key, even in a
+-- GENERATED ALWAYS column.
 INSERT INTO {table} AS t ({columns}) OVERRIDING SYSTEM VALUE
-SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)
+SELECT {columns} FROM {rows} AS i
 ON CONFLICT ({key}) DO {action};
 
 -- name: inbound_delete
@@ -132,7 +161,7 @@ WHERE {match};
 
 -- name: inbound_current_values
 -- Current values of the `both` fields, to compare with the sender's `old`.
-SELECT {key_json}, jsonb_build_object({pairs})
+SELECT {key_json}, {values}
 FROM {table} AS t
 WHERE ({key}) IN (SELECT {key} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb));
 
@@ -171,13 +200,13 @@ WHERE c.status = 'open' AND c.table_name = x.table_name AND c.key = x.key
   AND c.field = x.field;
 
 -- name: inbound_read_rows
-SELECT to_jsonb(r) FROM (
-    SELECT {columns} FROM {table} AS t
-    WHERE %(after)s::jsonb IS NULL
-       OR ({key}) > (SELECT {key} FROM jsonb_populate_record(NULL::{table}, %(after)s::jsonb))
-    ORDER BY {key}
-    LIMIT %(limit)s
-) AS r;
+-- Values as the peer sends them: through the table's wire function (exact).
+SELECT {wire}(t.*, (SELECT to_jsonb(r) FROM (SELECT {columns}) AS r))
+FROM {table} AS t
+WHERE %(after)s::jsonb IS NULL
+   OR ({key}) > (SELECT {key} FROM jsonb_populate_record(NULL::{table}, %(after)s::jsonb))
+ORDER BY {key}
+LIMIT %(limit)s;
 
 -- name: inbound_list_conflicts
 SELECT id, table_name, key, field, local_value, peer_value, policy, winner, status,
@@ -214,7 +243,7 @@ WHERE id = %(id)s;
 -- table's NOT NULL columns on the proposed row before finding the conflict, so an
 -- existing row is updated first and only the keys that matched nothing are inserted.
 WITH incoming AS (
-    SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)
+    SELECT {columns} FROM {rows} AS r
 ), updated AS (
     UPDATE {table} AS t SET {assignments}
     FROM incoming AS i

@@ -31,6 +31,7 @@ from tests.helpers import FIXTURES, SECRET, install
 from tests.integration.inbound_support import Server, running
 from tests.relay_support import config_text, running_relay, wait_drained
 from tests.values import (
+    COLUMNS,
     EDGES,
     EDGES_NEGATED,
     NAMES,
@@ -301,3 +302,121 @@ def test_deeply_nested_jsonb_passes_serve_and_every_tool(pair: Pair) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         pair.settled()
         assert table_text(pair.shop_dsn, "ledger") == table_text(pair.erp_dsn, "ledger")
+
+
+# ------------------------------------------------------------------ values jsonb would change
+
+# Each a value that to_jsonb changes: -0, json's own text, the jsonb document `null`, array
+# bounds (in a column, in a composite). On the wire they travel as their text.
+ODD = {
+    "f4": "-0",
+    "f8": "-0",
+    "js": '{"b": 1,  "a": 2, "a": 3}',
+    "jb": "null",
+    "im": "[0:1][-2:-1]={{1,2},{3,NULL}}",
+    "ta": "[-1:0]={a,NULL}",
+    "addr": '(x,1,1.10,"[0:0]={a}")',
+}
+ODD_ON_THE_WIRE = {**ODD, "addr": "(x,1,1.10,[0:0]={a})"}  # the composite's own text
+# What jsonb would have made of them: what the shop held before this fix.
+ROUNDED = {
+    "f4": "0",
+    "f8": "0",
+    "js": '{"a": 3, "b": 1}',
+    "jb": None,
+    "im": "{{1,2},{3,NULL}}",
+    "ta": "{a,NULL}",
+    "addr": '(x,1,1.10,"{a}")',
+}
+
+
+def odd_row(key: int, values: dict[str, str | None]) -> list[str | None]:
+    return [key, *params({**dict.fromkeys(NAMES), **values})]
+
+
+# One row per value, through both tables (whole rows, and the per-field SOR filter):
+# a failure names the value at fault.
+EACH_ALONE = (
+    {"f8": "-0"},
+    {"f4": "-0"},
+    {"js": '{"b": 1,  "a": 2, "a": 3}'},
+    {"js": "null"},
+    {"jb": "null"},
+    {"jb": '"null"'},
+    {"im": "[0:2]={1,2,3}"},
+    {"ta": "[-1:1]={a,NULL,c}"},
+    {"addr": '(x,1,1.10,"[0:0]={a}")'},
+)
+
+
+def test_each_value_jsonb_would_change_arrives_exactly_alone(pair: Pair) -> None:
+    with psycopg.connect(pair.erp_dsn, autocommit=True) as conn:
+        for key, values in enumerate(EACH_ALONE, start=1):
+            for table in TABLES:
+                conn.execute(insert_sql(table).encode(), odd_row(key, values))
+    pair.settled()
+    rows = [(table, key) for key in range(1, len(EACH_ALONE) + 1) for table in TABLES]
+    shop = {(t, k): row_text(pair.shop_dsn, t, k) for t, k in rows}
+    erp = {(t, k): row_text(pair.erp_dsn, t, k) for t, k in rows}
+    assert shop == erp
+
+
+def test_values_jsonb_would_change_pass_batches_show_reconcile_and_snapshot(pair: Pair) -> None:
+    with psycopg.connect(pair.erp_dsn, autocommit=True) as conn:
+        conn.execute(insert_sql(WHOLE).encode(), odd_row(7, ODD))
+    pair.settled()
+    assert row_text(pair.shop_dsn, WHOLE, 7) == row_text(pair.erp_dsn, WHOLE, 7)
+
+    # batches show prints the change as it went: each such value as its text.
+    listed = pair.cli("batches", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    batch_id = json.loads(listed.stdout)[0]["batch_id"]
+    shown = pair.cli("batches", "show", batch_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    (change,) = json.loads(shown.stdout)["changes"]
+    assert {name: change["fields"][name] for name in ODD} == ODD_ON_THE_WIRE
+    plain = pair.cli("batches", "show", batch_id)
+    assert plain.returncode == 0 and batch_id in plain.stdout, plain.stderr
+
+    checked = pair.cli("reconcile", f"public.{WHOLE}")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # The shop's copy as a bridge that wrote values through jsonb left it: every one of
+    # them is a difference that reconcile reports, and --fix repairs.
+    types = {c.name: c.type for c in COLUMNS}
+    sets = ", ".join(f"{name} = %s::{types[name]}" for name in ROUNDED)
+    rounded = f"UPDATE public.{WHOLE} SET {sets} WHERE id = 7"  # noqa: S608
+    as_peer(pair.shop_dsn, (rounded, tuple(ROUNDED.values())))
+    report = pair.cli("reconcile", f"public.{WHOLE}", "--json")
+    assert report.returncode == 1, report.stdout + report.stderr
+    (difference,) = json.loads(report.stdout)["differences"]
+    assert difference["fields"] == {
+        name: {"local": ODD_ON_THE_WIRE[name], "peer": _rounded_on_the_wire(name)}
+        for name in ROUNDED
+    }
+    fixed = pair.cli("reconcile", f"public.{WHOLE}", "--fix")
+    assert fixed.returncode == 1, fixed.stdout + fixed.stderr
+    pair.settled()
+    assert row_text(pair.shop_dsn, WHOLE, 7) == row_text(pair.erp_dsn, WHOLE, 7)
+    again = pair.cli("reconcile", f"public.{WHOLE}")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    # A snapshot ships them exactly too.
+    as_peer(pair.shop_dsn, (rounded, tuple(ROUNDED.values())))
+    done = pair.cli("snapshot", f"public.{WHOLE}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    pair.settled()
+    assert row_text(pair.shop_dsn, WHOLE, 7) == row_text(pair.erp_dsn, WHOLE, 7)
+
+
+def _rounded_on_the_wire(name: str) -> Any:
+    """The shop's rounded value as the peer read sends it (exact: as it is stored)."""
+    return {
+        "f4": 0,
+        "f8": 0,
+        "js": ROUNDED["js"],
+        "jb": None,
+        "im": [[1, 2], [3, None]],
+        "ta": ["a", None],
+        "addr": "(x,1,1.10,{a})",
+    }[name]

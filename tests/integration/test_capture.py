@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
-from cdc_bridge.capture.function import legacy_capture_function_names
+from cdc_bridge.capture.function import legacy_capture_function_names, wire_function_name
+from cdc_bridge.config import BridgeConfig, parse_config
+from cdc_bridge.peer.codec import use_exact_json
 from tests.helpers import (
+    FIXTURES,
+    SECRET,
     example_config,
     fetch,
     install,
@@ -362,3 +368,77 @@ def test_updates_are_seen_by_stored_value_for_every_type(conn: Any) -> None:
         ("U", "1.0", '{"a": 2}', None),  # whole rows: no list of changed columns
         ("U", "1.00", '{"a": 2}', None),  # jsonb calls 1.0 and 1.00 equal; the row still ships
     ]
+
+
+# ------------------------------------------------------------------ wire functions
+
+ODD_DDL = """
+CREATE DOMAIN public.temperature AS double precision;
+CREATE TABLE public.odd (id int PRIMARY KEY, f8 float8, t public.temperature, f4 real,
+                         js json, jb jsonb, ia int[], fa float8[], n numeric);
+"""
+
+
+def _with_odd(dsn: str) -> BridgeConfig:
+    """The example config plus public.odd, a whole-row table of the types jsonb changes."""
+    data = yaml.safe_load((FIXTURES / "erp.yaml").read_text())
+    data["tables"]["public.odd"] = {"key": ["id"], "sor": "local"}
+    env = {"ERP_DATABASE_URL": dsn, "BRIDGE_SECRET": SECRET}
+    return parse_config(yaml.safe_dump(data), "erp.yaml", env)
+
+
+def _through_wire(conn: Any, config: BridgeConfig, label: str) -> tuple[list[Any], str]:
+    """The table's rows through its wire function, and the plan of that query."""
+    spec = next(s for s in config.table_specs if s.label == label)
+    call = sql.SQL("SELECT {}(t.*, to_jsonb(t.*)) FROM {} AS t ORDER BY id").format(
+        sql.Identifier("cdc_bridge", wire_function_name(spec)), spec.name.identifier
+    )
+    rows = [r[0] for r in conn.execute(call)]
+    plan = "\n".join(r[0] for r in conn.execute(sql.SQL("EXPLAIN VERBOSE ") + call))
+    return rows, plan
+
+
+def test_wire_function_is_to_jsonb_itself_for_a_table_without_such_types(db: str) -> None:
+    config = example_config(db)
+    install(config)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', 'a@x', NULL)")
+        rows, plan = _through_wire(conn, config, "public.customers")
+    assert rows == [{"id": 1, "name": "Ann", "email": "a@x", "tier": None}]
+    # Inlined: the query computes to_jsonb and nothing else (no call, no concatenation).
+    assert "Output: to_jsonb(t.*)" in plan and "wire_v1" not in plan, plan
+
+
+def test_wire_function_gives_the_values_jsonb_changes_as_their_text(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as setup:
+        setup.execute(ODD_DDL)
+    config = _with_odd(db)
+    install(config)
+    with psycopg.connect(db, autocommit=True) as conn:
+        use_exact_json(conn)  # 1.10 stays 1.10
+        conn.execute(
+            "INSERT INTO public.odd VALUES"
+            " (1, '-0', '-0', '-0', '{\"b\": 1,  \"a\": 2, \"a\": 3}', 'null',"
+            "  '[0:1]={1,2}', '{1.5}', -0.0),"
+            " (2, 0, 1.5, 'NaN', '[1]', '\"x\"', '{1,2}', NULL, 1.10),"
+            " (3, NULL, NULL, NULL, NULL, NULL, '{}', NULL, NULL)"
+        )
+        rows, _ = _through_wire(conn, config, "public.odd")
+        captured = conn.execute(
+            "SELECT fields FROM cdc_bridge.outbox WHERE table_name = 'public.odd' ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        {
+            **{"id": 1, "f8": "-0", "t": "-0", "f4": "-0", "jb": "null"},
+            **{"js": '{"b": 1,  "a": 2, "a": 3}', "ia": "[0:1]={1,2}", "fa": "{1.5}", "n": 0},
+        },
+        {
+            **{"id": 2, "f8": 0, "t": Decimal("1.5"), "f4": "NaN", "jb": '"x"'},
+            **{"js": "[1]", "ia": [1, 2], "fa": None, "n": Decimal("1.10")},
+        },
+        {
+            **{"id": 3, "f8": None, "t": None, "f4": None, "jb": None},
+            **{"js": None, "ia": [], "fa": None, "n": None},
+        },
+    ]
+    assert [r[0] for r in captured] == rows  # capture writes the same

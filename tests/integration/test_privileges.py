@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from cdc_bridge.config import BridgeConfig
+from cdc_bridge.capture.function import wire_function_name
+from cdc_bridge.config import BridgeConfig, TableSpec
 from tests.helpers import example_config, install
 
 SECURITY_DOC = Path(__file__).parents[2] / "docs" / "security.md"
@@ -98,6 +99,9 @@ def expected(conn: psycopg.Connection[Any], config: BridgeConfig) -> set[Grant]:
             f"table {s.name.dotted}" for s in ships_only
         ],
         "each table this side receives": [f"table {s.name.dotted}" for s in receives],
+        "each synced table's wire function": [
+            f"function {wire_function(conn, schema, s)}" for s in config.table_specs
+        ],
     }
     grantees = {"relay role": config.database.relay_role, "PUBLIC": "PUBLIC"}
     return {
@@ -106,6 +110,17 @@ def expected(conn: psycopg.Connection[Any], config: BridgeConfig) -> set[Grant]:
         for obj in objects[on]
         for privilege in privileges
     }
+
+
+def wire_function(conn: psycopg.Connection[Any], schema: str, spec: TableSpec) -> str:
+    """The table's wire function as the catalog names it (its argument types included)."""
+    row = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n"
+        " ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = %s",
+        [schema, wire_function_name(spec)],
+    ).fetchone()
+    assert row is not None, f"no wire function for {spec.label}"
+    return str(row[0])
 
 
 @pytest.mark.parametrize("fixture", ["erp.yaml", "erp_pair.yaml", "shop.yaml"])
@@ -122,4 +137,4 @@ def test_the_documented_list_is_read() -> None:
     """The parser sees the table (a renamed heading would otherwise compare nothing)."""
     rows = documented()
     assert ("relay role", ["USAGE"], "the bridge schema") in rows
-    assert len(rows) == 6
+    assert len(rows) == 7
