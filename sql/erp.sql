@@ -119,8 +119,9 @@ END
 $refuse_truncate_v1$;
 REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
 -- Writes, at install, one function per synced table that makes a jsonb of its rows exact:
--- wire_v1_<digest>(row, fields jsonb) returns `fields` with the values that jsonb would
--- change replaced by their PostgreSQL text form (a JSON string):
+-- wire_v1_<digest>(row, fields jsonb) returns `fields` (NULL: the whole row, to_jsonb(row))
+-- with the values that jsonb would change replaced by their PostgreSQL text form (a JSON
+-- string):
 -- - real / double precision -0 (jsonb numbers have no negative zero): "-0";
 -- - json: always its text (jsonb drops its spacing, key order and duplicate keys);
 -- - jsonb holding a string, or the document `null` (which would arrive as SQL NULL):
@@ -132,20 +133,25 @@ REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
 -- The receiver reads such a string through the column type's input function
 -- (jsonb_populate_record does for every type but json and jsonb, which inbound/apply.py
 -- casts from the text). Only keys `fields` holds are replaced, so the function serves
--- whole rows and a per-field table's subsets alike.
+-- whole rows and a per-field table's subsets (and single fields) alike.
 -- The choice is made per column type, here, once, from the catalog: for a table holding
--- none of these types the function is `SELECT $2`, which PostgreSQL inlines (LANGUAGE sql,
--- STABLE, no SET, not STRICT): its capture costs what to_jsonb alone costs. A column added
--- later ships as to_jsonb writes it until the table is installed again (`triggers status`
--- reports the drift); a column the function names is dropped in the same transaction as
--- the table's reinstall, as a per-field table's shipped columns are.
+-- none of these types the function is `SELECT COALESCE($2, to_jsonb($1))`, which
+-- PostgreSQL inlines (LANGUAGE sql, STABLE, no SET, not STRICT): a whole-row capture
+-- computes COALESCE(to_jsonb(n.*)), to_jsonb as before, and calls nothing. For another
+-- table a row holding none of those values pays only their tests (a CASE on its columns).
+-- A column added later ships as to_jsonb writes it until the table is installed again
+-- (`triggers status` reports the drift); a column the function names is dropped in the
+-- same transaction as the table's reinstall, as a per-field table's shipped columns are.
 CREATE OR REPLACE FUNCTION "cdc_bridge".create_wire_function_v1(
     relation regclass, schema_name text, name text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $create_wire_function_v1$
 DECLARE
-    v_pairs text[];
-    v_body  text := 'SELECT $2';
+    -- The fields given, or (NULL) the whole row: to_jsonb then runs once, inlined.
+    v_fields text := 'COALESCE($2, pg_catalog.to_jsonb($1))';
+    v_pairs  text[];
+    v_any    text;
+    v_body   text := 'SELECT ' || v_fields;
 BEGIN
     WITH RECURSIVE columns AS (
         SELECT a.attnum, a.attname, a.atttypid AS typid
@@ -173,35 +179,41 @@ BEGIN
         LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
         WHERE t.typtype <> 'd'
     ), rules AS (
+        -- When a value goes as its text. Not `x IS NOT NULL`: on a composite it is false
+        -- when any one field is NULL (a composite of NULLs alone is exact as an object).
         SELECT attnum, k, v, CASE
             WHEN typid IN ('float4'::regtype, 'float8'::regtype) THEN
                 format('%s = 0 AND %s::text = ''-0''', v, v)
-            -- Always as text (a NULL's text is NULL, and NULL replaces nothing). Not
-            -- `IS NOT NULL`: on a composite it is false when any one field is NULL.
-            WHEN typid = 'json'::regtype THEN 'true'
+            WHEN typid = 'json'::regtype THEN format('NOT (%s IS NULL)', v)
             WHEN typid = 'jsonb'::regtype THEN
                 format('pg_catalog.jsonb_typeof(%s) IN (''null'', ''string'')', v)
             WHEN typcategory = 'A' AND element IN ('float4'::regtype, 'float8'::regtype,
-                                                   'json'::regtype, 'jsonb'::regtype) THEN 'true'
-            WHEN inexact_composite THEN 'true'
+                                                   'json'::regtype, 'jsonb'::regtype)
+                 OR inexact_composite THEN format('NOT (%s IS NULL)', v)
             WHEN typcategory = 'A' THEN
-                format('pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~) ''^(\[1:[0-9]+\])+$''', v)
+                format('pg_catalog.array_lower(%s, 1) <> 1 OR pg_catalog.array_ndims(%s) > 1'
+                       ' AND pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~)'
+                       ' ''^(\[1:[0-9]+\])+$''', v, v, v)
             END AS exact_when
         FROM typed
     )
-    SELECT array_agg(
-               format('%s, CASE WHEN $2 OPERATOR(pg_catalog.?) %s AND (%s) THEN %s::text END',
-                      k, k, exact_when, v)
-               ORDER BY attnum)
-    INTO v_pairs
+    SELECT array_agg(format('%s, CASE WHEN ($2 IS NULL OR $2 OPERATOR(pg_catalog.?) %s)'
+                            ' AND (%s) THEN %s::text END', k, k, exact_when, v)
+                     ORDER BY attnum),
+           string_agg(format('(%s)', exact_when), ' OR ' ORDER BY attnum)
+    INTO v_pairs, v_any
     FROM rules WHERE exact_when IS NOT NULL;
     IF v_pairs IS NOT NULL THEN
-        -- jsonb_build_object takes at most 100 arguments: one call per 50 columns. The
-        -- replacements are strings or NULL (stripped: `fields` keeps its own value).
-        SELECT 'SELECT $2 OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls('
-               || string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
-                             ' OPERATOR(pg_catalog.||) ' ORDER BY chunk)
-               || ')'
+        -- A row holding none of these values takes the ELSE branch: the fields (or
+        -- to_jsonb) alone, computed once. jsonb_build_object takes at most 100 arguments:
+        -- one call per 50 columns. The replacements are strings or NULL (stripped: the
+        -- fields keep their own value).
+        SELECT format('SELECT CASE WHEN %s THEN %s OPERATOR(pg_catalog.||) '
+                      'pg_catalog.jsonb_strip_nulls(%s) ELSE %s END',
+                      v_any, v_fields,
+                      string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
+                                 ' OPERATOR(pg_catalog.||) ' ORDER BY chunk),
+                      v_fields)
         INTO v_body
         FROM (SELECT (n - 1) / 50 AS chunk, string_agg(pair, ', ' ORDER BY n) AS p
               FROM unnest(v_pairs) WITH ORDINALITY AS x(pair, n)
@@ -452,7 +464,7 @@ SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem 
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, pg_catalog.to_jsonb(n.*)), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
@@ -512,11 +524,11 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."item_no" = o."item_no")
     UNION ALL
-    SELECT 'public.items', 'U', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, pg_catalog.to_jsonb(n.*)), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.items', 'U', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, NULL::jsonb), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."item_no" = o."item_no"
     WHERE (n.*) *<> (o.*)
     UNION ALL
-    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, pg_catalog.to_jsonb(n.*)), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.items', 'I', pg_catalog.jsonb_build_object('item_no', n."item_no"), "cdc_bridge"."wire_v1_c0e2fcbdfbbd1a6d"(n.*, NULL::jsonb), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."item_no" = o."item_no");
     RETURN NEW;
@@ -586,32 +598,32 @@ CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."items"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."items" IS 'cdc-bridge definition a324013e41bf554e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."items"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."items" IS 'cdc-bridge definition a324013e41bf554e';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."items"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_c0e2fcbdfbbd1a6d_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."items" IS 'cdc-bridge definition a324013e41bf554e';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."items"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.items');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."items" IS 'cdc-bridge definition a324013e41bf554e';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."items";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."items"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.items');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."items" IS 'cdc-bridge definition eec56b40f465ad5c';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."items" IS 'cdc-bridge definition a324013e41bf554e';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.items', '"public"."items"'::regclass, 'eec56b40f465ad5c',
+SELECT 'public.items', '"public"."items"'::regclass, 'a324013e41bf554e',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."items"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -737,7 +749,7 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."customer_no" = o."customer_no")
     UNION ALL
-    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name") || CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', n."email") ELSE '{}'::jsonb END), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, nullif(CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', o."email") ELSE '{}'::jsonb END, '{}'::jsonb)), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN 'email' END, CASE WHEN (ROW(n."name")::record) *<> (ROW(o."name")::record) THEN 'name' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
+    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('customer_no', n."customer_no"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('customer_no', n."customer_no", 'name', n."name") || CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', n."email") ELSE '{}'::jsonb END), nullif("cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN pg_catalog.jsonb_build_object('email', o."email") ELSE '{}'::jsonb END), '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email")::record) *<> (ROW(o."email")::record) THEN 'email' END, CASE WHEN (ROW(n."name")::record) *<> (ROW(o."name")::record) THEN 'name' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop' THEN 'erp' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'shop' ELSE 'erp' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."customer_no" = o."customer_no"
     WHERE (ROW(n."name")::record) *<> (ROW(o."name")::record) OR (ROW(n."email")::record) *<> (ROW(o."email")::record)
     UNION ALL
@@ -812,38 +824,38 @@ CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."customers"
     WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'shop'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."phone")::record) *<> (ROW(OLD."phone")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'shop', '{"phone"}', '', '{"customer_no"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition 96c3e1997d7360f9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 96c3e1997d7360f9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 96c3e1997d7360f9';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."customers" IS 'cdc-bridge definition 96c3e1997d7360f9';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 96c3e1997d7360f9';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 1dfa55391880b6ef';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 96c3e1997d7360f9';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, '1dfa55391880b6ef',
+SELECT 'public.customers', '"public"."customers"'::regclass, '96c3e1997d7360f9',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

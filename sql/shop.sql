@@ -119,8 +119,9 @@ END
 $refuse_truncate_v1$;
 REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
 -- Writes, at install, one function per synced table that makes a jsonb of its rows exact:
--- wire_v1_<digest>(row, fields jsonb) returns `fields` with the values that jsonb would
--- change replaced by their PostgreSQL text form (a JSON string):
+-- wire_v1_<digest>(row, fields jsonb) returns `fields` (NULL: the whole row, to_jsonb(row))
+-- with the values that jsonb would change replaced by their PostgreSQL text form (a JSON
+-- string):
 -- - real / double precision -0 (jsonb numbers have no negative zero): "-0";
 -- - json: always its text (jsonb drops its spacing, key order and duplicate keys);
 -- - jsonb holding a string, or the document `null` (which would arrive as SQL NULL):
@@ -132,20 +133,25 @@ REVOKE ALL ON FUNCTION "cdc_bridge".refuse_truncate_v1() FROM PUBLIC;
 -- The receiver reads such a string through the column type's input function
 -- (jsonb_populate_record does for every type but json and jsonb, which inbound/apply.py
 -- casts from the text). Only keys `fields` holds are replaced, so the function serves
--- whole rows and a per-field table's subsets alike.
+-- whole rows and a per-field table's subsets (and single fields) alike.
 -- The choice is made per column type, here, once, from the catalog: for a table holding
--- none of these types the function is `SELECT $2`, which PostgreSQL inlines (LANGUAGE sql,
--- STABLE, no SET, not STRICT): its capture costs what to_jsonb alone costs. A column added
--- later ships as to_jsonb writes it until the table is installed again (`triggers status`
--- reports the drift); a column the function names is dropped in the same transaction as
--- the table's reinstall, as a per-field table's shipped columns are.
+-- none of these types the function is `SELECT COALESCE($2, to_jsonb($1))`, which
+-- PostgreSQL inlines (LANGUAGE sql, STABLE, no SET, not STRICT): a whole-row capture
+-- computes COALESCE(to_jsonb(n.*)), to_jsonb as before, and calls nothing. For another
+-- table a row holding none of those values pays only their tests (a CASE on its columns).
+-- A column added later ships as to_jsonb writes it until the table is installed again
+-- (`triggers status` reports the drift); a column the function names is dropped in the
+-- same transaction as the table's reinstall, as a per-field table's shipped columns are.
 CREATE OR REPLACE FUNCTION "cdc_bridge".create_wire_function_v1(
     relation regclass, schema_name text, name text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $create_wire_function_v1$
 DECLARE
-    v_pairs text[];
-    v_body  text := 'SELECT $2';
+    -- The fields given, or (NULL) the whole row: to_jsonb then runs once, inlined.
+    v_fields text := 'COALESCE($2, pg_catalog.to_jsonb($1))';
+    v_pairs  text[];
+    v_any    text;
+    v_body   text := 'SELECT ' || v_fields;
 BEGIN
     WITH RECURSIVE columns AS (
         SELECT a.attnum, a.attname, a.atttypid AS typid
@@ -173,35 +179,41 @@ BEGIN
         LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
         WHERE t.typtype <> 'd'
     ), rules AS (
+        -- When a value goes as its text. Not `x IS NOT NULL`: on a composite it is false
+        -- when any one field is NULL (a composite of NULLs alone is exact as an object).
         SELECT attnum, k, v, CASE
             WHEN typid IN ('float4'::regtype, 'float8'::regtype) THEN
                 format('%s = 0 AND %s::text = ''-0''', v, v)
-            -- Always as text (a NULL's text is NULL, and NULL replaces nothing). Not
-            -- `IS NOT NULL`: on a composite it is false when any one field is NULL.
-            WHEN typid = 'json'::regtype THEN 'true'
+            WHEN typid = 'json'::regtype THEN format('NOT (%s IS NULL)', v)
             WHEN typid = 'jsonb'::regtype THEN
                 format('pg_catalog.jsonb_typeof(%s) IN (''null'', ''string'')', v)
             WHEN typcategory = 'A' AND element IN ('float4'::regtype, 'float8'::regtype,
-                                                   'json'::regtype, 'jsonb'::regtype) THEN 'true'
-            WHEN inexact_composite THEN 'true'
+                                                   'json'::regtype, 'jsonb'::regtype)
+                 OR inexact_composite THEN format('NOT (%s IS NULL)', v)
             WHEN typcategory = 'A' THEN
-                format('pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~) ''^(\[1:[0-9]+\])+$''', v)
+                format('pg_catalog.array_lower(%s, 1) <> 1 OR pg_catalog.array_ndims(%s) > 1'
+                       ' AND pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~)'
+                       ' ''^(\[1:[0-9]+\])+$''', v, v, v)
             END AS exact_when
         FROM typed
     )
-    SELECT array_agg(
-               format('%s, CASE WHEN $2 OPERATOR(pg_catalog.?) %s AND (%s) THEN %s::text END',
-                      k, k, exact_when, v)
-               ORDER BY attnum)
-    INTO v_pairs
+    SELECT array_agg(format('%s, CASE WHEN ($2 IS NULL OR $2 OPERATOR(pg_catalog.?) %s)'
+                            ' AND (%s) THEN %s::text END', k, k, exact_when, v)
+                     ORDER BY attnum),
+           string_agg(format('(%s)', exact_when), ' OR ' ORDER BY attnum)
+    INTO v_pairs, v_any
     FROM rules WHERE exact_when IS NOT NULL;
     IF v_pairs IS NOT NULL THEN
-        -- jsonb_build_object takes at most 100 arguments: one call per 50 columns. The
-        -- replacements are strings or NULL (stripped: `fields` keeps its own value).
-        SELECT 'SELECT $2 OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls('
-               || string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
-                             ' OPERATOR(pg_catalog.||) ' ORDER BY chunk)
-               || ')'
+        -- A row holding none of these values takes the ELSE branch: the fields (or
+        -- to_jsonb) alone, computed once. jsonb_build_object takes at most 100 arguments:
+        -- one call per 50 columns. The replacements are strings or NULL (stripped: the
+        -- fields keep their own value).
+        SELECT format('SELECT CASE WHEN %s THEN %s OPERATOR(pg_catalog.||) '
+                      'pg_catalog.jsonb_strip_nulls(%s) ELSE %s END',
+                      v_any, v_fields,
+                      string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
+                                 ' OPERATOR(pg_catalog.||) ' ORDER BY chunk),
+                      v_fields)
         INTO v_body
         FROM (SELECT (n - 1) / 50 AS chunk, string_agg(pair, ', ' ORDER BY n) AS p
               FROM unnest(v_pairs) WITH ORDINALITY AS x(pair, n)
@@ -588,7 +600,7 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
     UNION ALL
-    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone") || CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', n."email_address") ELSE '{}'::jsonb END), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, nullif(CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', o."email_address") ELSE '{}'::jsonb END, '{}'::jsonb)), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN 'email_address' END, CASE WHEN (ROW(n."phone")::record) *<> (ROW(o."phone")::record) THEN 'phone' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone") || CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', n."email_address") ELSE '{}'::jsonb END), nullif("cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', o."email_address") ELSE '{}'::jsonb END), '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN 'email_address' END, CASE WHEN (ROW(n."phone")::record) *<> (ROW(o."phone")::record) THEN 'phone' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
     WHERE (ROW(n."phone")::record) *<> (ROW(o."phone")::record) OR (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record)
     UNION ALL
@@ -607,39 +619,39 @@ CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."customers"
     WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."full_name")::record) *<> (ROW(OLD."full_name")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '{"full_name"}', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_rows" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_guard_rows" BEFORE INSERT OR DELETE ON "public"."customers"
     FOR EACH ROW
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
+COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 9dffdfc5b9bc8de9';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, '9dffdfc5b9bc8de9',
+SELECT 'public.customers', '"public"."customers"'::regclass, 'a64caf6fb2102f0c',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -707,7 +719,7 @@ SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem 
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, pg_catalog.to_jsonb(n.*)), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
@@ -767,11 +779,11 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
     UNION ALL
-    SELECT 'public.orders', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, pg_catalog.to_jsonb(n.*)), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.orders', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
     WHERE (n.*) *<> (o.*)
     UNION ALL
-    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, pg_catalog.to_jsonb(n.*)), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
     RETURN NEW;
@@ -842,38 +854,38 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."orders"
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.orders', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."orders"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."orders"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.orders');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."orders"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.orders');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 73f219fb08eae0b9';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.orders', '"public"."orders"'::regclass, '73f219fb08eae0b9',
+SELECT 'public.orders', '"public"."orders"'::regclass, '955edad88f0dbbc1',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."orders"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -939,7 +951,7 @@ SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem 
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
-    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, pg_catalog.to_jsonb(n.*)), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true;
     RETURN NEW;
@@ -999,11 +1011,11 @@ BEGIN
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
     UNION ALL
-    SELECT 'public.order_lines', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, pg_catalog.to_jsonb(n.*)), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
     WHERE (n.*) *<> (o.*)
     UNION ALL
-    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, pg_catalog.to_jsonb(n.*)), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
     RETURN NEW;
@@ -1074,38 +1086,38 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."order_lin
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.order_lines', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."order_lines"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
 DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."order_lines"
     FOR EACH STATEMENT
     WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
     EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.order_lines');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
+COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."order_lines"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.order_lines');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition d37645b3eff30c4e';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.order_lines', '"public"."order_lines"'::regclass, 'd37645b3eff30c4e',
+SELECT 'public.order_lines', '"public"."order_lines"'::regclass, '1a024330256a8441',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."order_lines"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

@@ -50,6 +50,8 @@ _NO_FIELDS = sql.SQL("'{}'::jsonb")
 # Whole rows of the transition tables, as function arguments (`n`: a column may be named n).
 _NEW_ROW = sql.SQL("n.*")
 _OLD_ROW = sql.SQL("o.*")
+# The wire function's `fields` for "the whole row" (it computes to_jsonb itself).
+_WHOLE_ROW = sql.SQL("NULL::jsonb")
 
 _SECURITY = sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp")
 
@@ -83,11 +85,14 @@ def wire_function_name(spec: TableSpec) -> str:
 
 
 def exact_fields(
-    schema: str, spec: TableSpec, row: sql.Composable, fields: sql.Composable
+    schema: str, spec: TableSpec, row: sql.Composable, fields: sql.Composable | None
 ) -> sql.Composed:
-    """`fields` (jsonb of columns of `row`) with the values jsonb changes given as text."""
+    """`fields` (jsonb of columns of `row`; None: the whole row) with the values jsonb
+    changes given as their text. For a table that holds no such types PostgreSQL inlines
+    the call to `COALESCE(fields, to_jsonb(row))`: to_jsonb alone for the whole row."""
+    given = _WHOLE_ROW if fields is None else fields
     return sql.SQL("{}({}, {})").format(
-        sql.Identifier(schema, wire_function_name(spec)), row, fields
+        sql.Identifier(schema, wire_function_name(spec)), row, given
     )
 
 
@@ -144,8 +149,9 @@ def _changed_columns(spec: TableSpec) -> sql.Composable:
     )
 
 
-def _update_fields(spec: TableSpec) -> sql.Composable:
-    """Fields of an update: fields owned by `both` ship only when they changed."""
+def _update_fields(spec: TableSpec) -> sql.Composable | None:
+    """Fields of an update (None: the whole row); fields owned by `both` ship only when
+    they changed."""
     if spec.ships_whole_rows:
         return _insert_fields(spec)
     both = set(spec.both_fields)
@@ -154,17 +160,20 @@ def _update_fields(spec: TableSpec) -> sql.Composable:
     return sql.SQL(" || ").join(parts)
 
 
-def _update_old(spec: TableSpec) -> sql.Composable:
+def _update_old(config: BridgeConfig, spec: TableSpec) -> sql.Composable:
     """Previous values of the changed `both` fields (conflict detection); NULL if none."""
     if not spec.both_fields:
         return sql.SQL("NULL::jsonb")
     parts = sql.SQL(" || ").join(_when_changed(b, "o") for b in spec.both_fields)
-    return sql.SQL("nullif({}, {})").format(parts, _NO_FIELDS)
+    return sql.SQL("nullif({}, {})").format(
+        exact_fields(config.bridge_schema, spec, _OLD_ROW, parts), _NO_FIELDS
+    )
 
 
-def _insert_fields(spec: TableSpec) -> sql.Composable:
+def _insert_fields(spec: TableSpec) -> sql.Composable | None:
+    """The fields of an insert; None for the whole row (to_jsonb in the wire function)."""
     if spec.ships_whole_rows:
-        return sql.SQL("pg_catalog.to_jsonb(n.*)")  # n.*: a column may be named n
+        return None
     return json_object("n", [*spec.key, *spec.shipped_fields])
 
 
@@ -211,9 +220,7 @@ def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind)
         same_key=_same_key(spec),
         changed_any=_any_changed(spec),
         update_fields=exact_fields(config.bridge_schema, spec, _NEW_ROW, _update_fields(spec)),
-        old=_update_old(spec)
-        if not spec.both_fields
-        else exact_fields(config.bridge_schema, spec, _OLD_ROW, _update_old(spec)),
+        old=_update_old(config, spec),
         changed=_changed_columns(spec),
         **parts,
     )

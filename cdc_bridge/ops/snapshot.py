@@ -68,11 +68,8 @@ def json_object(columns: tuple[str, ...]) -> sql.Composable:
 def fields_object(schema: str, spec: TableSpec) -> sql.Composable:
     """The fields this side ships for a row of `t`, as jsonb (key included), with exact
     values as capture writes them (the table's wire function)."""
-    fields = (
-        sql.SQL("to_jsonb(t.*)")  # t.*: a column may be named t
-        if spec.ships_whole_rows
-        else json_object(spec.key + spec.shipped_fields)
-    )
+    # t.*: a column may be named t. None: the whole row (to_jsonb(t.*)).
+    fields = None if spec.ships_whole_rows else json_object(spec.key + spec.shipped_fields)
     return exact_fields(schema, spec, sql.SQL("t.*"), fields)
 
 

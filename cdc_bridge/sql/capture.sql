@@ -59,8 +59,9 @@ REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 
 -- name: create_wire_function
 -- Writes, at install, one function per synced table that makes a jsonb of its rows exact:
--- wire_v1_<digest>(row, fields jsonb) returns `fields` with the values that jsonb would
--- change replaced by their PostgreSQL text form (a JSON string):
+-- wire_v1_<digest>(row, fields jsonb) returns `fields` (NULL: the whole row, to_jsonb(row))
+-- with the values that jsonb would change replaced by their PostgreSQL text form (a JSON
+-- string):
 -- - real / double precision -0 (jsonb numbers have no negative zero): "-0";
 -- - json: always its text (jsonb drops its spacing, key order and duplicate keys);
 -- - jsonb holding a string, or the document `null` (which would arrive as SQL NULL):
@@ -72,20 +73,25 @@ REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
 -- The receiver reads such a string through the column type's input function
 -- (jsonb_populate_record does for every type but json and jsonb, which inbound/apply.py
 -- casts from the text). Only keys `fields` holds are replaced, so the function serves
--- whole rows and a per-field table's subsets alike.
+-- whole rows and a per-field table's subsets (and single fields) alike.
 -- The choice is made per column type, here, once, from the catalog: for a table holding
--- none of these types the function is `SELECT $2`, which PostgreSQL inlines (LANGUAGE sql,
--- STABLE, no SET, not STRICT): its capture costs what to_jsonb alone costs. A column added
--- later ships as to_jsonb writes it until the table is installed again (`triggers status`
--- reports the drift); a column the function names is dropped in the same transaction as
--- the table's reinstall, as a per-field table's shipped columns are.
+-- none of these types the function is `SELECT COALESCE($2, to_jsonb($1))`, which
+-- PostgreSQL inlines (LANGUAGE sql, STABLE, no SET, not STRICT): a whole-row capture
+-- computes COALESCE(to_jsonb(n.*)), to_jsonb as before, and calls nothing. For another
+-- table a row holding none of those values pays only their tests (a CASE on its columns).
+-- A column added later ships as to_jsonb writes it until the table is installed again
+-- (`triggers status` reports the drift); a column the function names is dropped in the
+-- same transaction as the table's reinstall, as a per-field table's shipped columns are.
 CREATE OR REPLACE FUNCTION {schema}.create_wire_function_v1(
     relation regclass, schema_name text, name text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $create_wire_function_v1$
 DECLARE
-    v_pairs text[];
-    v_body  text := 'SELECT $2';
+    -- The fields given, or (NULL) the whole row: to_jsonb then runs once, inlined.
+    v_fields text := 'COALESCE($2, pg_catalog.to_jsonb($1))';
+    v_pairs  text[];
+    v_any    text;
+    v_body   text := 'SELECT ' || v_fields;
 BEGIN
     WITH RECURSIVE columns AS (
         SELECT a.attnum, a.attname, a.atttypid AS typid
@@ -113,35 +119,41 @@ BEGIN
         LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
         WHERE t.typtype <> 'd'
     ), rules AS (
+        -- When a value goes as its text. Not `x IS NOT NULL`: on a composite it is false
+        -- when any one field is NULL (a composite of NULLs alone is exact as an object).
         SELECT attnum, k, v, CASE
             WHEN typid IN ('float4'::regtype, 'float8'::regtype) THEN
                 format('%s = 0 AND %s::text = ''-0''', v, v)
-            -- Always as text (a NULL's text is NULL, and NULL replaces nothing). Not
-            -- `IS NOT NULL`: on a composite it is false when any one field is NULL.
-            WHEN typid = 'json'::regtype THEN 'true'
+            WHEN typid = 'json'::regtype THEN format('NOT (%s IS NULL)', v)
             WHEN typid = 'jsonb'::regtype THEN
                 format('pg_catalog.jsonb_typeof(%s) IN (''null'', ''string'')', v)
             WHEN typcategory = 'A' AND element IN ('float4'::regtype, 'float8'::regtype,
-                                                   'json'::regtype, 'jsonb'::regtype) THEN 'true'
-            WHEN inexact_composite THEN 'true'
+                                                   'json'::regtype, 'jsonb'::regtype)
+                 OR inexact_composite THEN format('NOT (%s IS NULL)', v)
             WHEN typcategory = 'A' THEN
-                format('pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~) ''^(\[1:[0-9]+\])+$''', v)
+                format('pg_catalog.array_lower(%s, 1) <> 1 OR pg_catalog.array_ndims(%s) > 1'
+                       ' AND pg_catalog.array_dims(%s) OPERATOR(pg_catalog.!~)'
+                       ' ''^(\[1:[0-9]+\])+$''', v, v, v)
             END AS exact_when
         FROM typed
     )
-    SELECT array_agg(
-               format('%s, CASE WHEN $2 OPERATOR(pg_catalog.?) %s AND (%s) THEN %s::text END',
-                      k, k, exact_when, v)
-               ORDER BY attnum)
-    INTO v_pairs
+    SELECT array_agg(format('%s, CASE WHEN ($2 IS NULL OR $2 OPERATOR(pg_catalog.?) %s)'
+                            ' AND (%s) THEN %s::text END', k, k, exact_when, v)
+                     ORDER BY attnum),
+           string_agg(format('(%s)', exact_when), ' OR ' ORDER BY attnum)
+    INTO v_pairs, v_any
     FROM rules WHERE exact_when IS NOT NULL;
     IF v_pairs IS NOT NULL THEN
-        -- jsonb_build_object takes at most 100 arguments: one call per 50 columns. The
-        -- replacements are strings or NULL (stripped: `fields` keeps its own value).
-        SELECT 'SELECT $2 OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls('
-               || string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
-                             ' OPERATOR(pg_catalog.||) ' ORDER BY chunk)
-               || ')'
+        -- A row holding none of these values takes the ELSE branch: the fields (or
+        -- to_jsonb) alone, computed once. jsonb_build_object takes at most 100 arguments:
+        -- one call per 50 columns. The replacements are strings or NULL (stripped: the
+        -- fields keep their own value).
+        SELECT format('SELECT CASE WHEN %s THEN %s OPERATOR(pg_catalog.||) '
+                      'pg_catalog.jsonb_strip_nulls(%s) ELSE %s END',
+                      v_any, v_fields,
+                      string_agg(format('pg_catalog.jsonb_build_object(%s)', p),
+                                 ' OPERATOR(pg_catalog.||) ' ORDER BY chunk),
+                      v_fields)
         INTO v_body
         FROM (SELECT (n - 1) / 50 AS chunk, string_agg(pair, ', ' ORDER BY n) AS p
               FROM unnest(v_pairs) WITH ORDINALITY AS x(pair, n)

@@ -387,11 +387,16 @@ def _with_odd(dsn: str) -> BridgeConfig:
     return parse_config(yaml.safe_dump(data), "erp.yaml", env)
 
 
-def _through_wire(conn: Any, config: BridgeConfig, label: str) -> tuple[list[Any], str]:
-    """The table's rows through its wire function, and the plan of that query."""
+def _through_wire(
+    conn: Any, config: BridgeConfig, label: str, fields: str = "NULL::jsonb"
+) -> tuple[list[Any], str]:
+    """The table's rows through its wire function (whole rows, or the `fields` of `t`),
+    and the plan of that query."""
     spec = next(s for s in config.table_specs if s.label == label)
-    call = sql.SQL("SELECT {}(t.*, to_jsonb(t.*)) FROM {} AS t ORDER BY id").format(
-        sql.Identifier("cdc_bridge", wire_function_name(spec)), spec.name.identifier
+    call = sql.SQL("SELECT {}(t.*, {}) FROM {} AS t ORDER BY id").format(
+        sql.Identifier("cdc_bridge", wire_function_name(spec)),
+        sql.SQL(fields),
+        spec.name.identifier,
     )
     rows = [r[0] for r in conn.execute(call)]
     plan = "\n".join(r[0] for r in conn.execute(sql.SQL("EXPLAIN VERBOSE ") + call))
@@ -405,8 +410,9 @@ def test_wire_function_is_to_jsonb_itself_for_a_table_without_such_types(db: str
         conn.execute("INSERT INTO customers VALUES (1, 'Ann', 'a@x', NULL)")
         rows, plan = _through_wire(conn, config, "public.customers")
     assert rows == [{"id": 1, "name": "Ann", "email": "a@x", "tier": None}]
-    # Inlined: the query computes to_jsonb and nothing else (no call, no concatenation).
-    assert "Output: to_jsonb(t.*)" in plan and "wire_v1" not in plan, plan
+    # Inlined: the query computes to_jsonb once and nothing else (no call, no test, no
+    # concatenation; COALESCE of one argument returns it).
+    assert "Output: COALESCE(to_jsonb(t.*)), id" in plan and "wire_v1" not in plan, plan
 
 
 def test_wire_function_gives_the_values_jsonb_changes_as_their_text(db: str) -> None:
@@ -442,3 +448,10 @@ def test_wire_function_gives_the_values_jsonb_changes_as_their_text(db: str) -> 
         },
     ]
     assert [r[0] for r in captured] == rows  # capture writes the same
+    # A subset of the fields: only the keys it holds are replaced.
+    with psycopg.connect(db, autocommit=True) as conn:
+        use_exact_json(conn)
+        subset, _ = _through_wire(conn, config, "public.odd", "jsonb_build_object('id', t.id)")
+        pairs, _ = _through_wire(conn, config, "public.odd", "jsonb_build_object('js', t.js)")
+    assert subset == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert pairs == [{"js": '{"b": 1,  "a": 2, "a": 3}'}, {"js": "[1]"}, {"js": None}]
