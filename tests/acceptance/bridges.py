@@ -179,6 +179,14 @@ def bridge_pair(
             pg_server.drop_database(database)
 
 
+def create_app_database(pg_server: TestServer, name: str, schema: Path) -> str:
+    """A new database holding an application's schema (an SQL file); returns its DSN."""
+    dsn = pg_server.create_database(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema.read_text().encode())
+    return dsn
+
+
 def start_pair(bridges: list[Bridge], ports: dict[str, tuple[int, int]]) -> None:
     """Start both sides' `serve`, then (once both listen) their relays; `ports` gives each
     side's (serve, metrics) port by bridge name. A relay started before its peer listens

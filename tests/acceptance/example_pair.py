@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.acceptance.bridges import Bridge, start_pair
+from tests.acceptance.bridges import Bridge, create_app_database, start_pair
 from tests.helpers import SECRET
 from tests.integration.inbound_support import free_port
 from tests.pg import TestServer
@@ -100,9 +100,7 @@ def example_pair(pg_server: TestServer, workdir: Path) -> Iterator[tuple[Bridge,
     bridges: list[Bridge] = []
     try:
         for side in ("erp", "shop"):
-            dsn = pg_server.create_database(names[side])
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute((EXAMPLES / f"schema-{side}.sql").read_text().encode())
+            dsn = create_app_database(pg_server, names[side], EXAMPLES / f"schema-{side}.sql")
             path = workdir / f"{side}.yaml"
             path.write_text(example_config_text(side, dsn, ports))
             bridge = Bridge(side, dsn, path, workdir)

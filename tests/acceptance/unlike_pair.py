@@ -7,10 +7,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
-
 from cdc_bridge.config import BridgeConfig, parse_config
-from tests.acceptance.bridges import Bridge, start_pair
+from tests.acceptance.bridges import Bridge, create_app_database, start_pair
 from tests.helpers import FIXTURES, SECRET, install
 from tests.integration.inbound_support import free_port
 from tests.pg import TestServer
@@ -43,10 +41,7 @@ def unlike_config(
 
 def create_unlike_database(pg_server: TestServer, name: str, side: str) -> str:
     """A new database holding one side's application schema; returns its DSN."""
-    dsn = pg_server.create_database(name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute((UNLIKE / f"{side}_schema.sql").read_text().encode())
-    return dsn
+    return create_app_database(pg_server, name, UNLIKE / f"{side}_schema.sql")
 
 
 @contextlib.contextmanager
