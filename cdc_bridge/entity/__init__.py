@@ -50,6 +50,8 @@ class EntityMap:
     fields: tuple[FieldMap, ...] = ()
     by_column: dict[str, FieldMap] = field(default_factory=dict)
     by_field: dict[str, FieldMap] = field(default_factory=dict)
+    # The fields holding another entity's key (looked at for every row: built once).
+    references: tuple[FieldMap, ...] = ()
 
     @classmethod
     def of(cls, spec: TableSpec) -> EntityMap:
@@ -60,6 +62,7 @@ class EntityMap:
             maps,
             by_column={m.column: m for m in maps},
             by_field={m.name: m for m in maps},
+            references=tuple(m for m in maps if m.ref is not None),
         )
 
     @property
@@ -74,10 +77,6 @@ class EntityMap:
     @property
     def uses_xref(self) -> bool:
         return self.spec.xref is not None
-
-    @property
-    def references(self) -> tuple[FieldMap, ...]:
-        return tuple(m for m in self.fields if m.ref is not None)
 
     # ------------------------------------------------------------- outbound
 
