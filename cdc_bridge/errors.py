@@ -68,6 +68,13 @@ class TokenError(BridgeError):
     """The peer's OAuth2 token endpoint gave no token."""
 
 
+class RequestFailed(BridgeError):
+    """The peer did not answer: connection refused or reset, timeout, TLS.
+
+    The message says why, in words safe for logs (`peer.http.describe_error`).
+    """
+
+
 class Refused(BridgeError):
     """`serve` refuses a whole request with an HTTP status and a reason."""
 

@@ -6,8 +6,10 @@ Both send the same signed batches of `--batch-size` changes (built once, the rel
 `batch_body`) to the minimal acking peer of bench/relay/peer.py (its own process), four at
 a time as the relay's four lanes do, and read the per-change results with the relay's
 `read_results`:
-  aiohttp: `BridgeEndpoint.deliver`, the relay's own path (peer.http.batch_session);
-  httpx:   the same steps through `peer.http.async_client` (what the REST kind uses).
+  aiohttp: `BridgeEndpoint.deliver`, the relay's own path (peer.http.PeerClient, the
+           bridge's one HTTP client);
+  httpx:   the same steps through an httpx.AsyncClient set up as the REST kind's was
+           before every request moved to aiohttp (keep-alive, TCP_NODELAY, the timeout).
 The two take turns, `--repeat` times each. Printed: this process's CPU per batch (what
 the client costs the relay) and batches/s, and the ratio httpx / aiohttp (median).
 No database: only the HTTP client differs.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -32,7 +35,7 @@ import yaml
 from cdc_bridge.config import BridgeConfig, BridgePeer, parse_config
 from cdc_bridge.peer.bridge import BridgeEndpoint, batch_body, read_results
 from cdc_bridge.peer.endpoint import Delivery, Outgoing
-from cdc_bridge.peer.http import async_client, signed_headers
+from cdc_bridge.peer.http import signed_headers, tls_context
 from cdc_bridge.peer.protocol import BATCH_PATH, Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +84,14 @@ class HttpxBatches:
         assert isinstance(config.peer, BridgePeer)
         self._system = config.system
         self._signer = Signer(config.peer.secrets)
-        self._http = async_client(config.peer)
+        peer = config.peer
+        verify: ssl.SSLContext | bool = tls_context(peer) or True
+        transport = httpx.AsyncHTTPTransport(
+            verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
+        self._http = httpx.AsyncClient(
+            transport=transport, base_url=peer.url, timeout=peer.timeout_s
+        )
 
     async def deliver(self, batch_id: str, sent: Sequence[Outgoing]) -> Delivery:
         body = batch_body(self._system, batch_id, sent)

@@ -4,9 +4,9 @@
 
 On $CDC_BRIDGE_BENCH_DSN or an embedded PostgreSQL 18, against a minimal API in its own
 process (bench/rest/api.py, 200 to everything). For request concurrency 1 and 8:
-  bare:  the same number of PUT requests with the same HTTP client (httpx, keep-alive,
-         TCP_NODELAY) and the same JSON body, at that concurrency, nothing read or
-         recorded: the rate the server and client allow;
+  bare:  the same number of PUT requests with the same HTTP client library (aiohttp,
+         keep-alive, TCP_NODELAY) and the same JSON body, at that concurrency, nothing
+         read or recorded: the rate the server and client allow;
   relay: N products inserted in one transaction, then `cdc-bridge run` (REST adapter,
          peer.rate_limit.concurrency = C) until the outbox is empty: changes/s.
 The ratio relay / bare is printed per concurrency, median of the repetitions.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import psycopg
 import yaml
@@ -77,18 +77,15 @@ def config_yaml(dsn: str, api_url: str, concurrency: int) -> str:
 async def bare(api_url: str, count: int, concurrency: int) -> float:
     body = orjson.dumps({"sku": "P-000001", "name": "name", "price": 12.5,
                          "description": "d", "stock": 3})
-    transport = httpx.AsyncHTTPTransport(
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-    )
     slots = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=api_url, transport=transport) as http:
+    async with aiohttp.ClientSession() as http:  # aiohttp sets TCP_NODELAY itself
 
         async def one(i: int) -> None:
-            async with slots:
-                response = await http.put(
-                    f"/api/products/P-{i:06d}", content=body,
-                    headers={"content-type": "application/json"},
-                )
+            async with slots, http.put(
+                f"{api_url}/api/products/P-{i:06d}", data=body,
+                headers={"content-type": "application/json"},
+            ) as response:
+                await response.read()
                 response.raise_for_status()
 
         started = time.perf_counter()

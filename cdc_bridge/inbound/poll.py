@@ -48,10 +48,10 @@ from psycopg import sql
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, PollSource, TableSpec
 from cdc_bridge.entity import EntityMap
-from cdc_bridge.errors import CodecError, PollError
+from cdc_bridge.errors import CodecError, PollError, RequestFailed
 from cdc_bridge.inbound.apply import Applier, json_object
 from cdc_bridge.peer import codec
-from cdc_bridge.peer.http import RequestFailed, sync_client
+from cdc_bridge.peer.http import BlockingClient, PeerClient
 from cdc_bridge.peer.protocol import Batch, Change, Op, ResultStatus
 
 log = logging.getLogger("cdc_bridge.poll")
@@ -89,7 +89,9 @@ class Poller:
         self.config = config
         self.applier = Applier(config)
         # peer.url, peer.tls (a private CA, mTLS), peer.timeout_s and peer.auth
-        self.http = sync_client(config.peer, environ, headers={"accept": "application/json"})
+        self.http = BlockingClient(
+            PeerClient(config.peer, environ, headers={"accept": "application/json"})
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -215,14 +217,11 @@ class Poller:
 
     def _get(self, url: str, params: dict[str, Any]) -> tuple[Any, str | None]:
         try:
-            # No params at all for a `Link` URL: an empty mapping would drop its query.
-            response = self.http.get(url, params=params or None)
+            response = self.http.request("GET", url, params=params)
         except RequestFailed as exc:
-            raise PollError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise PollError(
-                f"GET {url} answered HTTP {response.status_code}: {response.text[:200]}"
-            )
+            raise PollError(f"GET {url} failed: {exc}") from None
+        if response.status != 200:
+            raise PollError(f"GET {url} answered HTTP {response.status}: {response.text[:200]}")
         try:
             return codec.loads(response.content), response.headers.get("link")
         except CodecError as exc:

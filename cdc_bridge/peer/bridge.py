@@ -13,13 +13,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import aiohttp
-import httpx
 import orjson
 from pydantic import ValidationError
 
 from cdc_bridge.config import BridgeConfig, BridgePeer, TableSpec
-from cdc_bridge.errors import CodecError
+from cdc_bridge.errors import CodecError, RequestFailed
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.endpoint import (
     APPLIED,
@@ -30,14 +28,14 @@ from cdc_bridge.peer.endpoint import (
     Page,
 )
 from cdc_bridge.peer.http import (
-    batch_session,
+    BlockingClient,
+    PeerClient,
     http_failure,
     kept,
     no_answer,
     note_status,
     read_failure,
     signed_headers,
-    sync_client,
     transport_failure,
 )
 from cdc_bridge.peer.protocol import (
@@ -66,7 +64,7 @@ class BridgeEndpoint:
         exact_values=True,
     )
 
-    def __init__(self, config: BridgeConfig, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, config: BridgeConfig) -> None:
         peer = config.peer
         if not isinstance(peer, BridgePeer):
             raise TypeError(f"a BridgeEndpoint for a peer of kind {peer.adapter!r}")
@@ -75,30 +73,25 @@ class BridgeEndpoint:
         self._peer = peer
         self._system = config.system
         self._signer = Signer(peer.secrets)
-        self._http = http
-        self._url = peer.url + BATCH_PATH
+        self._http = PeerClient(peer)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        await self._http.aclose()
 
     async def deliver(
         self, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None
     ) -> Delivery:
-        if self._http is None:
-            self._http = batch_session(self._peer)
         body = batch_body(self._system, batch_id, changes, settled_below)
         headers = signed_headers(self._signer, batch_id, body)
         started = time.perf_counter()
         try:
-            async with self._http.post(self._url, data=body, headers=headers) as response:
-                content = await response.read()
-                status, retry_after = response.status, response.headers.get("retry-after")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            response = await self._http.request("POST", BATCH_PATH, body=body, headers=headers)
+        except RequestFailed as exc:
             return no_answer(exc, started)
-        if status != 200:
-            return http_failure(status, content, retry_after, started)
-        return read_results(content, changes, started)
+        if response.status != 200:
+            retry_after = response.headers.get("retry-after")
+            return http_failure(response.status, response.content, retry_after, started)
+        return read_results(response.content, changes, started)
 
     def read(self, spec: TableSpec) -> BridgeReader:
         return BridgeReader(self._config, self._peer, spec, self._signer)
@@ -228,17 +221,17 @@ class BridgeReader:
         self._signer = signer
         self._system, self._label, self._url = config.system, spec.label, peer.url
         self._entity = spec.entity
-        self._http = sync_client(peer)
+        self._http = BlockingClient(PeerClient(peer))
 
     def page(self, after: dict[str, Any] | None, limit: int) -> Page:
         request = ReadRequest(source=self._system, entity=self._entity, after=after, limit=limit)
         body = dumps(request)
         headers = signed_headers(self._signer, f"read-{uuid.uuid4().hex}", body)
         try:
-            response = self._http.post(READ_PATH, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            response = self._http.request("POST", READ_PATH, body=body, headers=headers)
+        except RequestFailed as exc:
             raise transport_failure(self._label, self._url, exc, _SERVE_HINT) from exc
-        if response.status_code != 200:
+        if response.status != 200:
             raise read_failure(self._label, self._url, response)
         data = codec.loads(response.content)
         return Page(rows=list(data["rows"]), more=bool(data["more"]), next=data.get("next"))

@@ -1,49 +1,50 @@
-"""Every HTTP client the bridge opens to its peer is built here, with one setup: the base
-URL, TLS (`peer.tls`: a private CA, a client certificate), the timeout (`peer.timeout_s`),
-the credential (`peer.auth`, see auth.py) and TCP_NODELAY. The bridge protocol's requests
-are signed here too (`signed_headers`), for the relay's batches and reconcile's reads.
+"""The bridge's one HTTP client to its peer (aiohttp), and what its answers mean.
 
-Two client libraries, chosen by measurement (bench/README.md, "HTTP stacks"):
-- aiohttp for the relay's batches (`batch_session`): sending a 500-change batch through
-  httpx cost 1.65x the CPU of aiohttp and gave 0.60x the batches/s (bench_http.py);
-- httpx for everything else: a REST API's requests (`async_client`, with the auth flows
-  of auth.py, OAuth2 token refresh included) and the tools' blocking reads (`sync_client`).
+Every request to the peer goes through a `PeerClient`: the relay's batches, a REST API's
+requests and its OAuth2 token requests, and the tools' reads (reconcile, poll), which run
+the same client on a private event loop (`BlockingClient`). One setup for all of them:
+- the base URL (`peer.url`; a path in it prefixes every request's path);
+- TLS as `peer.tls` asks (a private CA to trust, a client certificate to present), else
+  the system's CAs;
+- the timeout of one request (`peer.timeout_s`, the whole request and its answer);
+- the credential (`peer.auth`, auth.py), added to each request;
+- TCP_NODELAY (aiohttp sets it on every connection it opens);
+- no redirects followed: a 3xx is an answer like any other.
+The bridge protocol's requests are signed here too (`signed_headers`).
 
-Failures read the same from both (`describe_error`: `ConnectError: ...`, `Timeout`).
+aiohttp was chosen by measurement (bench/README.md, "HTTP stacks"): a 500-change batch
+through httpx cost 1.65x the CPU of aiohttp and gave 0.60x the batches/s.
+
+A peer that does not answer (connection refused or reset, timeout, TLS) raises
+`RequestFailed`, whose message is `describe_error`'s (`ConnectError: ...`, `Timeout`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
 import ssl
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aiohttp
-import httpx
 import orjson
+from yarl import URL
 
 from cdc_bridge.config import PeerBase
 from cdc_bridge.db import mask_dsn
-from cdc_bridge.errors import PeerReadError
-from cdc_bridge.peer.auth import build_auth
+from cdc_bridge.errors import PeerReadError, RequestFailed
+from cdc_bridge.peer.auth import Credential, build_auth
 from cdc_bridge.peer.endpoint import Delivery
 from cdc_bridge.peer.protocol import Signer
-
-# What a client of this module raises when the peer does not answer (connection refused
-# or reset, timeout, TLS): the callers need not know which library sent the request.
-RequestFailed = httpx.HTTPError
 
 # Kept with an attempt or a failed change: enough to see what the peer said.
 MAX_KEPT_BODY = 4000
 _TRANSIENT_4XX = (408, 429)
-# The request head and body go out in separate writes, and without it Nagle's algorithm
-# holds the body until the peer's delayed ACK (~40 ms per request).
-_NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
 def tls_context(peer: PeerBase) -> ssl.SSLContext | None:
@@ -57,49 +58,136 @@ def tls_context(peer: PeerBase) -> ssl.SSLContext | None:
     return context
 
 
-def batch_session(peer: PeerBase) -> aiohttp.ClientSession:
-    """The batch protocol's client: aiohttp (sets TCP_NODELAY itself). It needs the
-    running loop: create it on first use."""
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=peer.timeout_s),
-        connector=aiohttp.TCPConnector(ssl=_verify(peer)),
-    )
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The peer's answer, read whole."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
-def async_client(
-    peer: PeerBase,
-    environ: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> httpx.AsyncClient:
-    """An async client for the peer's API, authenticated as `peer.auth` says."""
-    transport = httpx.AsyncHTTPTransport(verify=_verify(peer), socket_options=_NODELAY)
-    return httpx.AsyncClient(transport=transport, **_setup(peer, environ, headers))
+def peer_url(base: str, target: str, params: Mapping[str, Any] | None = None) -> URL:
+    """`target` under `base` (a path is appended to the base's path, as in
+    `https://host/api/` + `/v1/batches`; an absolute URL is taken as it is), with `params`
+    added to its query."""
+    if target.startswith(("http://", "https://")):
+        url = URL(target)
+    else:
+        url = URL(base.rstrip("/") + "/" + target.lstrip("/"))
+    if params:
+        url = url.extend_query({name: _query_value(v) for name, v in params.items()})
+    return url
 
 
-def sync_client(
-    peer: PeerBase,
-    environ: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> httpx.Client:
-    """A blocking client for the tools (reconcile, poll), set up like `async_client`."""
-    transport = httpx.HTTPTransport(verify=_verify(peer), socket_options=_NODELAY)
-    return httpx.Client(transport=transport, **_setup(peer, environ, headers))
+def _query_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
-def _verify(peer: PeerBase) -> ssl.SSLContext | bool:
-    return tls_context(peer) or True
+class PeerClient:
+    """Requests to the peer, set up as `peer` says (see the module's docstring).
+
+    The aiohttp session needs the running loop: it is opened on the first request.
+    """
+
+    def __init__(
+        self,
+        peer: PeerBase,
+        environ: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._base = peer.url
+        self._ssl: ssl.SSLContext | bool = tls_context(peer) or True
+        self._timeout = aiohttp.ClientTimeout(total=peer.timeout_s)
+        self._credential: Credential | None = build_auth(
+            peer, os.environ if environ is None else environ
+        )
+        self._headers = dict(headers or {})
+        self._session: aiohttp.ClientSession | None = None
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send one request (`target`: a path under `peer.url`, or an absolute URL) with
+        the peer's credential; raises `RequestFailed` when the peer does not answer."""
+        url = peer_url(self._base, target, params)
+        sent = {**self._headers, **headers} if headers else self._headers
+        if self._credential is None:
+            return await self._send(method, url, body, sent)
+
+        async def send(extra: Mapping[str, str], query: Mapping[str, str]) -> Response:
+            return await self._send(
+                method, url.extend_query(query) if query else url, body, {**sent, **extra}
+            )
+
+        reply = await self._credential.send(send, self._post)
+        assert isinstance(reply, Response)
+        return reply
+
+    async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        """A request of the credential's own (an OAuth2 token request): only its headers."""
+        return await self._send("POST", URL(url), body, headers)
+
+    async def _send(
+        self, method: str, url: URL, body: bytes | None, headers: Mapping[str, str]
+    ) -> Response:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
+            )
+        try:
+            async with self._session.request(
+                method, url, data=body, headers=headers, allow_redirects=False
+            ) as answer:
+                return Response(answer.status, answer.headers, await answer.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RequestFailed(describe_error(exc)) from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _setup(
-    peer: PeerBase, environ: Mapping[str, str] | None, headers: Mapping[str, str] | None
-) -> dict[str, Any]:
-    """What every httpx client to the peer shares: base URL, timeout, credential."""
-    return {
-        "base_url": peer.url,
-        "timeout": peer.timeout_s,
-        "auth": build_auth(peer, os.environ if environ is None else environ),
-        "headers": headers,
-    }
+class RequestOptions(TypedDict, total=False):
+    """`PeerClient.request`'s options."""
+
+    body: bytes | None
+    params: Mapping[str, Any] | None
+    headers: Mapping[str, str] | None
+
+
+class BlockingClient:
+    """A `PeerClient` for the blocking tools (reconcile, poll): each request runs to its
+    end on the client's own event loop, which keeps its connections (and an OAuth2
+    token) from one request to the next. For one thread at a time."""
+
+    def __init__(self, client: PeerClient) -> None:
+        self._client = client
+        self._loop = asyncio.Runner()
+
+    def request(self, method: str, target: str, **options: Unpack[RequestOptions]) -> Response:
+        return self._loop.run(self._client.request(method, target, **options))
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self._client.aclose())
+        finally:
+            self._loop.close()
 
 
 def signed_headers(signer: Signer, message_id: str, body: bytes) -> dict[str, str]:
@@ -142,8 +230,8 @@ def describe_error(exc: Exception) -> str:
 
 
 def _error_name(exc: Exception) -> str:
-    # aiohttp's names for the two usual failures take httpx's, so `attempts.error`
-    # reads the same whichever client sent the request.
+    # Short names for the two usual failures (`attempts.error` has read this way since
+    # the first version).
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "ConnectError"
     if isinstance(exc, TimeoutError):
@@ -190,9 +278,9 @@ def http_failure(status: int, content: bytes, retry_after: str | None, started: 
     return delivery
 
 
-def no_answer(exc: Exception, started: float) -> Delivery:
+def no_answer(exc: RequestFailed, started: float) -> Delivery:
     return Delivery(
-        error=describe_error(exc),
+        error=str(exc),
         transient=True,
         duration_ms=(time.perf_counter() - started) * 1000,
     )
@@ -203,17 +291,13 @@ def no_answer(exc: Exception, started: float) -> Delivery:
 _KEPT_READ_BODY = 300
 
 
-def read_failure(what: str, url: str, response: httpx.Response) -> PeerReadError:
+def read_failure(what: str, url: str, response: Response) -> PeerReadError:
     body = response.content[:_KEPT_READ_BODY].decode("utf-8", errors="replace")
     return PeerReadError(
         f"reading {what} from the peer at {mask_dsn(url)} failed: HTTP "
-        f"{response.status_code}: {body}"
+        f"{response.status}: {body}"
     )
 
 
-def transport_failure(what: str, url: str, exc: httpx.HTTPError, fix: str) -> PeerReadError:
-    detail = str(exc).strip().splitlines()
-    reason = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
-    return PeerReadError(
-        f"reading {what} from the peer at {mask_dsn(url)} failed: {mask_dsn(reason)}; {fix}"
-    )
+def transport_failure(what: str, url: str, exc: RequestFailed, fix: str) -> PeerReadError:
+    return PeerReadError(f"reading {what} from the peer at {mask_dsn(url)} failed: {exc}; {fix}")

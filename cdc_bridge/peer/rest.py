@@ -25,7 +25,6 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import httpx
 import psycopg
 from aiolimiter import AsyncLimiter
 from jsonpointer import JsonPointer, JsonPointerException, resolve_pointer
@@ -40,19 +39,26 @@ from cdc_bridge.config import (
     RestTableMapping,
     TableSpec,
 )
-from cdc_bridge.errors import BodyError, CodecError, PeerReadError, TokenError, UserError
+from cdc_bridge.errors import (
+    BodyError,
+    CodecError,
+    PeerReadError,
+    RequestFailed,
+    TokenError,
+    UserError,
+)
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.endpoint import APPLIED, Answer, Capabilities, Delivery, Outgoing
 from cdc_bridge.peer.http import (
+    BlockingClient,
+    PeerClient,
+    Response,
     answer_reason,
-    async_client,
-    describe_error,
     is_transient_status,
     kept,
     note_status,
     read_failure,
     retry_after_seconds,
-    sync_client,
     transport_failure,
 )
 from cdc_bridge.peer.protocol import ResultStatus
@@ -199,20 +205,12 @@ class RestEndpoint:
             raise TypeError(f"a RestEndpoint for a peer of kind {peer.adapter!r}")
         self._peer, self._environ = peer, environ
         self._mappings = {s.label: s for s in config.table_specs if s.rest is not None}
-        self._headers = {"content-type": "application/json"}
-        self._client: httpx.AsyncClient | None = None  # made on first use (it needs a loop)
+        self._http = PeerClient(peer, environ, headers={"content-type": "application/json"})
         self._pace = Pace(peer.rate_limit)
         self._xref = Xref(config.database.url.get_secret_value(), config.bridge_schema)
 
-    @property
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = async_client(self._peer, self._environ)
-        return self._client
-
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        await self._http.aclose()
         await self._xref.aclose()
 
     def read(self, spec: TableSpec) -> RestReader:
@@ -266,7 +264,7 @@ class RestEndpoint:
         outcome: Delivery,
         peer_id: str | None = None,
         with_body: bool = True,
-    ) -> httpx.Response | None:
+    ) -> Response | None:
         """One request for a change; None when it failed transiently (noted in `outcome`)."""
         values = dict(change.key_values())
         if peer_id is not None:
@@ -277,12 +275,9 @@ class RestEndpoint:
                 return await self._http.request(
                     operation.method,
                     fill_path(operation.path, values),
-                    content=body,
-                    headers=self._headers,
+                    body=body,
                 )
-        except httpx.HTTPError as exc:
-            outcome.transient, outcome.error = True, describe_error(exc)
-        except TokenError as exc:
+        except (RequestFailed, TokenError) as exc:
             outcome.transient, outcome.error = True, str(exc)
         return None
 
@@ -295,7 +290,7 @@ class RestEndpoint:
             return await self._delete_tracked(change, mapping, peer_id, outcome)
         if peer_id is not None and mapping.update is not None:
             response = await self._request(mapping.update, change, outcome, peer_id)
-            if response is None or response.status_code != 404:
+            if response is None or response.status != 404:
                 return None if response is None else self._result(change, response, outcome)
             await self._xref.forget(change.table, change.key_text)  # gone there: create it
         return await self._create(change, mapping, outcome)
@@ -307,11 +302,11 @@ class RestEndpoint:
         response = await self._request(mapping.insert, change, outcome)
         if response is None:
             return None
-        if 200 <= response.status_code < 300:
+        if 200 <= response.status < 300:
             missing = f"the create's answer has no id at {mapping.id}"
             learned = await self._learn(change, response, mapping.id, missing)
             return APPLIED if isinstance(learned, str) else learned
-        if response.status_code in mapping.exists and mapping.search is not None:
+        if response.status in mapping.exists and mapping.search is not None:
             return await self._adopt(change, mapping, outcome)
         return self._result(change, response, outcome)
 
@@ -321,7 +316,7 @@ class RestEndpoint:
         """The API has the record already: find its id by our key, keep it, update it."""
         assert mapping.search is not None and mapping.found is not None
         response = await self._request(mapping.search, change, outcome, with_body=False)
-        if response is None or response.status_code != 200:
+        if response is None or response.status != 200:
             return None if response is None else self._result(change, response, outcome)
         missing = f"the API says the record exists, but its search finds none at {mapping.found}"
         learned = await self._learn(change, response, mapping.found, missing)
@@ -333,7 +328,7 @@ class RestEndpoint:
         return None if updated is None else self._result(change, updated, outcome)
 
     async def _learn(
-        self, change: Outgoing, response: httpx.Response, pointer: str, missing: str
+        self, change: Outgoing, response: Response, pointer: str, missing: str
     ) -> str | Answer:
         """Keep the API's id for the record, found at `pointer` in its answer, and return
         it; the change is rejected when the answer has none."""
@@ -355,7 +350,7 @@ class RestEndpoint:
         response = await self._request(mapping.delete, change, outcome, peer_id)
         if response is None:
             return None
-        if response.status_code == 404 or 200 <= response.status_code < 300:
+        if response.status == 404 or 200 <= response.status < 300:
             await self._xref.forget(change.table, change.key_text)
             return APPLIED
         return self._result(change, response, outcome)
@@ -374,9 +369,9 @@ class RestEndpoint:
         return codec.dumps(body_of(mapping, change.fields or {}))  # numbers as written
 
     def _result(
-        self, change: Outgoing, response: httpx.Response, outcome: Delivery
+        self, change: Outgoing, response: Response, outcome: Delivery
     ) -> Answer | None:
-        status = response.status_code
+        status = response.status
         note_status(outcome, status)
         if 200 <= status < 300:
             return APPLIED
@@ -391,7 +386,7 @@ class RestEndpoint:
         return _rejected(change, f"HTTP {status}: {answer_reason(response.content, 200)}")
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+def _json_or_none(response: Response) -> Any:
     try:
         return codec.loads(response.content)  # a created id past 64 bits stays exact
     except CodecError:
@@ -423,16 +418,18 @@ class RestReader:
         # The peer's names for our fields, turned back into ours for the comparison.
         renames = spec.rest.rename if spec.rest else {}
         self._ours = {theirs: ours for ours, theirs in renames.items()}
-        self._http = sync_client(peer, environ, headers={"accept": "application/json"})
+        self._http = BlockingClient(
+            PeerClient(peer, environ, headers={"accept": "application/json"})
+        )
 
     def row(self, key: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            response = self._http.get(fill_path(self._path, key))
-        except httpx.HTTPError as exc:
+            response = self._http.request("GET", fill_path(self._path, key))
+        except RequestFailed as exc:
             raise transport_failure(self._label, self._url, exc, _API_HINT) from exc
-        if response.status_code == 404:
+        if response.status == 404:
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             raise read_failure(self._label, self._url, response)
         data = codec.loads(response.content)
         if not isinstance(data, dict):
