@@ -10,6 +10,7 @@
 - `GET /api/customers?modified_after=T&page=N&per_page=M`: customers modified after T,
   oldest modification first, paged by number, with a `Link: <...>; rel="next"` header.
   A test can act between pages (`on_page`), e.g. modify a customer mid-read.
+- HTTPS when given a server TLS context (which may require a client certificate).
 - `/api/v3/products`: a catalog that names its records. POST creates and answers the new
   id (409 when the SKU exists), PUT and DELETE take `/api/v3/products/{id}` (404 when
   unknown), and `GET /api/v3/products?sku=X` searches.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -76,16 +78,19 @@ class ApiState:
 
 
 class CommerceApi:
-    def __init__(self, credential: Credential) -> None:
+    def __init__(self, credential: Credential, tls: ssl.SSLContext | None = None) -> None:
         self.credential = credential
         self.state = ApiState()
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
+        self._scheme = "http" if tls is None else "https"
+        if tls is not None:  # the handshake happens on accept (a refused one drops it)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> CommerceApi:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

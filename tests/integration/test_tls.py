@@ -1,10 +1,13 @@
 """TLS between bridges: `serve` on HTTPS with a client CA (mutual TLS), the relay trusting a
 private CA and presenting a client certificate. Certificates come from trustme; the server
-is a real `serve` app on 127.0.0.1, the sender the real relay and its HTTP client."""
+is a real `serve` app on 127.0.0.1, the sender the real relay and its HTTP client. The
+same setup for the tools' reads, and for an application's API (the commerce-like API on
+HTTPS) and its OAuth2 token endpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +19,12 @@ import pytest
 import trustme
 import yaml
 
-from cdc_bridge.config import BridgeConfig, parse_config
+from cdc_bridge.config import BridgeConfig, RestPeer, parse_config
+from cdc_bridge.errors import PeerReadError, RequestFailed
 from cdc_bridge.peer.bridge import BridgeEndpoint
-from cdc_bridge.peer.endpoint import Delivery, Outgoing
+from cdc_bridge.peer.endpoint import Delivery, Outgoing, Page, PagedReader
+from cdc_bridge.peer.http import BlockingClient, PeerClient
+from tests.commerce_api import CLIENT_ID, CLIENT_SECRET, CommerceApi, Credential
 from tests.helpers import install
 from tests.integration.inbound_support import Server, load, rows, running
 from tests.pg import TestServer
@@ -151,3 +157,66 @@ def test_a_client_without_the_right_certificates_is_refused(
     # The same batch with the relay's real certificates goes through.
     good = erp_config(db, shop, {"ca": pki.ca, "cert": pki.client_cert, "key": pki.client_key})
     assert [a.status.value for a in deliver(good).results.values()] == ["applied"]
+
+
+def test_the_tools_read_over_mutual_tls(db: str, shop: Server, pki: Pki) -> None:
+    """reconcile's reader: the same TLS setup as the relay's batches, on a blocking client."""
+    good = erp_config(db, shop, {"ca": pki.ca, "cert": pki.client_cert, "key": pki.client_key})
+    reader = BridgeEndpoint(good).read(good.table("public.customers"))
+    assert isinstance(reader, PagedReader)
+    try:
+        assert reader.page(None, 10) == Page(rows=[], more=False)
+    finally:
+        reader.close()
+    stranger = {"ca": pki.ca, "cert": pki.stranger_cert, "key": pki.stranger_key}
+    refused = erp_config(db, shop, stranger)
+    reader = BridgeEndpoint(refused).read(refused.table("public.customers"))
+    assert isinstance(reader, PagedReader)
+    try:
+        with pytest.raises(PeerReadError, match=r"reading public\.customers from the peer at https://"):
+            reader.page(None, 10)
+    finally:
+        reader.close()
+
+
+def server_tls(pki: Pki) -> ssl.SSLContext:
+    """The commerce API's TLS: its certificate from the private CA, clients' required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def rest_peer(url: str, tls: dict[str, Path]) -> RestPeer:
+    auth = {
+        "kind": "oauth2_client_credentials",
+        "token_url": f"{url}/oauth/token",
+        "client_id_env": "OAUTH_ID",
+        "client_secret_env": "OAUTH_S",
+    }
+    return RestPeer.model_validate({
+        "adapter": "rest", "name": "shop", "url": url, "auth": auth,
+        "tls": {k: str(v) for k, v in tls.items()},
+    })
+
+
+def test_a_rest_api_and_its_token_endpoint_are_called_over_mutual_tls(pki: Pki) -> None:
+    environ = {"OAUTH_ID": CLIENT_ID, "OAUTH_S": CLIENT_SECRET}
+    with CommerceApi(Credential("oauth2"), tls=server_tls(pki)) as api:
+        good = {"ca": pki.ca, "cert": pki.client_cert, "key": pki.client_key}
+        client = BlockingClient(PeerClient(rest_peer(api.url, good), environ))
+        try:
+            answer = client.request("PUT", "/api/products/P1", body=b'{"name": "Pen"}')
+        finally:
+            client.close()
+        stranger = {"ca": pki.ca, "cert": pki.stranger_cert, "key": pki.stranger_key}
+        client = BlockingClient(PeerClient(rest_peer(api.url, stranger), environ))
+        try:
+            with pytest.raises(RequestFailed):
+                client.request("PUT", "/api/products/P2", body=b'{"name": "Pen"}')
+        finally:
+            client.close()
+    assert answer.status == 200
+    assert api.state.tokens_issued == ["token-1"]
+    assert api.bodies("P1") == [("PUT", {"name": "Pen"})]
+    assert api.bodies("P2") == []
