@@ -264,8 +264,8 @@ class InboundTls(_Frozen):
 
 
 class PeerTls(_Frozen):
-    """How the relay (and reconcile's reader) talk TLS to the peer: a private CA to trust,
-    and a client certificate to present (mutual TLS)."""
+    """How every request to the peer talks TLS (the relay's, the tools' reads): a private
+    CA to trust, and a client certificate to present (mutual TLS)."""
 
     ca: PemFile | None = None
     cert: PemFile | None = None
