@@ -1,14 +1,16 @@
 """The bridge's one HTTP client to its peer (peer/http.py) against the commerce-like API on
 127.0.0.1: the OAuth2 flow (one token for requests sent side by side, renewed before it
-expires, fetched again once after a 401), the tools' blocking client, and what a request
-the peer does not answer says, for the relay and for the tools."""
+expires, fetched again once after a 401), the tools' blocking client, what a request the
+peer does not answer says, for the relay and for the tools, and redirects left unfollowed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -18,8 +20,9 @@ import yaml
 from cdc_bridge.config import BridgeConfig, RestPeer, parse_config
 from cdc_bridge.errors import PollError, RequestFailed, TokenError
 from cdc_bridge.inbound.poll import Poller
-from cdc_bridge.peer.endpoint import Delivery, Outgoing
+from cdc_bridge.peer.endpoint import Answer, Delivery, Outgoing
 from cdc_bridge.peer.http import BlockingClient, PeerClient, Response
+from cdc_bridge.peer.protocol import ResultStatus
 from cdc_bridge.peer.rest import RestEndpoint
 from tests.commerce_api import CLIENT_ID, CLIENT_SECRET, CommerceApi, Credential
 from tests.helpers import install
@@ -238,3 +241,47 @@ def test_a_poll_of_an_api_that_does_not_answer_says_so(db: str) -> None:
             poller.poll_once(conn, config.inbound.polls[0])
     finally:
         poller.close()
+
+
+class _Moved(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to the URL in the server's `target`."""
+
+    server: _MovedServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _moved(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(307)
+        self.send_header("location", self.server.target + self.path)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = _moved
+
+
+class _MovedServer(ThreadingHTTPServer):
+    daemon_threads = True
+    target = ""
+
+
+def test_a_redirect_is_an_answer_not_followed(api: CommerceApi) -> None:
+    """A redirect would send the request (its credential, a signed batch) elsewhere."""
+    moved = _MovedServer(("127.0.0.1", 0), _Moved)
+    moved.target = api.url
+    threading.Thread(target=moved.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{moved.server_address[1]}"
+        client = BlockingClient(PeerClient(oauth_peer(url), ENV))
+        try:
+            with pytest.raises(TokenError, match=r"got HTTP 307"):
+                client.request("PUT", "/api/products/P1", body=b'{"name": "Pen"}')
+        finally:
+            client.close()
+        outcome = deliver(rest_config(url))
+    finally:
+        moved.shutdown()
+        moved.server_close()
+    assert outcome.results == {1: Answer(ResultStatus.REJECTED, "HTTP 307: ")}  # no body
+    assert api.state.tokens_issued == [] and api.bodies("P1") == []
