@@ -29,13 +29,18 @@ NOW = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
 @pytest.fixture
 def shop(pg_server: TestServer) -> Iterator[BridgeConfig]:
     """The unlike shop, installed, with `orders` taken from the peer (a reference to
-    `customer` through the cross-reference of a generated key)."""
+    `customer` through the cross-reference of a generated key, a code map on its state)."""
     name = pg_server.new_name("shop")
     dsn = create_unlike_database(pg_server, name, "shop")
     try:
         text, _ = unlike_config("shop", dsn, PORTS)
         data = yaml.safe_load(text)
-        data["tables"]["public.orders"]["sor"] = "peer"
+        orders = data["tables"]["public.orders"]
+        orders["sor"] = "peer"
+        orders["fields"]["state"] = {
+            "column": "status",
+            "map": {"open": "O", "shipped": "S", "closed": "C"},
+        }
         config = parse_config(yaml.safe_dump(data), "shop.yaml", {})
         install(config)
         yield config
@@ -86,7 +91,7 @@ def test_a_later_change_of_the_batch_finds_the_record_an_earlier_one_created(
     response = apply(
         shop,
         change("customer", Op.INSERT, "C-1", 1, name="Anna Berg", email="anna@example.com"),
-        change("order", Op.INSERT, "O-1", 2, customer="C-1", state="open", total="12.500000"),
+        change("order", Op.INSERT, "O-1", 2, customer="C-1", state="O", total="12.500000"),
         change("customer", Op.UPDATE, "C-1", 3, name="Anna Lind", email="anna@example.com"),
         change("customer", Op.DELETE, "C-404", 4),
     )
@@ -110,8 +115,8 @@ def test_a_reference_to_a_record_that_has_not_arrived_is_rejected_with_its_reaso
     response = apply(
         shop,
         change("customer", Op.INSERT, "C-1", 1, name="Anna Berg"),
-        change("order", Op.INSERT, "O-2", 2, customer="C-9", state="open", total="3.000000"),
-        change("order", Op.INSERT, "O-3", 3, customer="C-1", state="shipped", total="4.000000"),
+        change("order", Op.INSERT, "O-2", 2, customer="C-9", state="O", total="3.000000"),
+        change("order", Op.INSERT, "O-3", 3, customer="C-1", state="S", total="4.000000"),
     )
 
     statuses = [(r.status.value, r.reason) for r in response.results]
@@ -131,13 +136,41 @@ def test_an_unmapped_value_is_still_refused(shop: BridgeConfig) -> None:
     response = apply(
         shop,
         change("customer", Op.INSERT, "C-1", 1, name="Anna Berg"),
-        change("order", Op.INSERT, "O-1", 2, customer="C-1", state="lost", total="1.000000"),
+        change("order", Op.INSERT, "O-1", 2, customer="C-1", state="X", total="1.000000"),
     )
 
-    assert [r.status.value for r in response.results] == ["applied", "rejected"]
-    reason = response.results[1].reason or ""
-    assert "lost" in reason and "order_status" in reason
+    assert [(r.status.value, r.reason) for r in response.results] == [
+        ("applied", None),
+        (
+            "rejected",
+            "order.state: value 'X' has no mapping to public.orders.status; fix: add it to "
+            "the field's `map`",
+        ),
+    ]
     assert fetch(shop, "SELECT count(*) FROM orders") == [(0,)]
+
+
+def test_a_change_carrying_part_of_a_row_updates_it_and_a_whole_row_replaces_it(
+    shop: BridgeConfig,
+) -> None:
+    whole = {"customer": "C-1", "placed_at": "2026-11-30T08:00:00+00:00"}
+    first = apply(
+        shop,
+        change("customer", Op.INSERT, "C-1", 1, name="Anna Berg"),
+        change("order", Op.INSERT, "O-1", 2, **whole, state="O", total="12.500000"),
+    )
+    # Only the state: the order's other NOT NULL columns are not carried, and stay.
+    second = apply(shop, change("order", Op.UPDATE, "O-1", 3, state="S"))
+    third = apply(
+        shop, change("order", Op.UPDATE, "O-1", 4, **whole, state="C", total="13.000000")
+    )
+
+    assert [r.status.value for r in [*first.results, *second.results, *third.results]] == [
+        "applied"
+    ] * 4
+    assert fetch(
+        shop, "SELECT count(*), min(status::text), min(total::text), min(created_at) FROM orders"
+    ) == [(1, "closed", "13.000000", datetime(2026, 11, 30, 8, 0, tzinfo=UTC))]
 
 
 def test_keys_recorded_in_a_transaction_that_is_rolled_back_are_not_left_behind(
