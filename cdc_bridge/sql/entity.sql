@@ -36,7 +36,12 @@ WITH wanted AS (
 SELECT w.n, coalesce(a.entity_key, x.entity_key)::text
 FROM wanted w
 LEFT JOIN added a ON a.entity = w.entity AND a.local_key = w.local_key
-LEFT JOIN {schema}.entity_xref x ON x.entity = w.entity AND x.local_key = w.local_key
+-- One index probe per key (see entity_local_keys), not a scan of the cross-reference.
+LEFT JOIN LATERAL (
+    SELECT x.entity_key FROM {schema}.entity_xref x
+    WHERE x.entity = w.entity AND x.local_key = w.local_key
+    LIMIT 1
+) x ON true
 ORDER BY w.n;
 
 -- name: entity_local_keys
