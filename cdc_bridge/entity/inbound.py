@@ -61,7 +61,12 @@ class Translator:
         keys = self._xref_keys(conn, changes, maps, texts)
         refs = self._references(conn, changes, maps, keys)
         return [
-            self._one(change, emap, None if text is None else keys.get((change.entity, text)), refs)
+            self._one(
+                change,
+                emap,
+                None if emap is None or text is None else keys.get((emap.entity, text)),
+                refs,
+            )
             for change, emap, text in zip(changes, maps, texts, strict=True)
         ]
 
