@@ -127,9 +127,14 @@ class EntityMap:
         if self.identity:
             return dict(values)
         row: dict[str, Any] = {}
+        by_field = self.by_field
         for name, value in values.items():
-            fmap = self.by_field.get(name)
-            if fmap is not None:
+            fmap = by_field.get(name)
+            if fmap is None:
+                continue
+            if value is None or (fmap.to_local is None and fmap.ref is None):
+                row[fmap.column] = value  # a plain rename (most fields): no call per value
+            else:
                 row[fmap.column] = self._to_local(fmap, value, refs)
         return row
 

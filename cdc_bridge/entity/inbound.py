@@ -49,40 +49,57 @@ class Translator:
         self.peer_ids = peer_ids
         self.schema = schema
         self._generated: dict[str, sql.Composable] = {}
+        self._resolvers: dict[tuple[str, bool], bytes] = {}  # entity_resolve_keys, composed
 
     def translate(self, conn: Connection, changes: list[Change]) -> list[LocalChange]:
         maps = [self.entities.of_entity(c.entity) for c in changes]
-        keys = self._xref_keys(conn, changes, maps)
+        # Each change's key as text, for tables whose key the cross-reference holds.
+        texts = [
+            None if emap is None or not emap.uses_xref else _text(change.key)
+            for change, emap in zip(changes, maps, strict=True)
+        ]
+        keys = self._xref_keys(conn, changes, maps, texts)
         refs = self._references(conn, changes, maps, keys)
         return [
-            self._one(change, emap, keys, refs)
-            for change, emap in zip(changes, maps, strict=True)
+            self._one(
+                change,
+                emap,
+                None if emap is None or text is None else keys.get((emap.entity, text)),
+                refs,
+            )
+            for change, emap, text in zip(changes, maps, texts, strict=True)
         ]
 
     def _one(
         self,
         change: Change,
         emap: EntityMap | None,
-        keys: dict[tuple[str, str], dict[str, Any] | None],
+        xref_key: dict[str, Any] | None,
         refs: dict[tuple[str, Any], Any],
     ) -> LocalChange:
         if emap is None:
             return LocalChange(refused=f"entity {change.entity!r} is not configured on this side")
-        if emap.identity and not self.entities.parts_of(emap.entity):
+        parts_of = self.entities.parts_of(emap.entity)
+        if emap.identity and not parts_of:
             # A twin's table: the change is already in this side's terms (the hot path).
             return LocalChange(emap, change.key, change.fields, change.old or None)
         try:
-            if emap.uses_xref:
-                key = keys.get((emap.entity, _text(change.key)))
-                if key is None:
-                    return LocalChange(emap, absent=True)
-            else:
+            if not emap.uses_xref:
                 key = emap.inbound_key(change.key)
+            elif xref_key is not None:
+                key = xref_key
+            elif change.op is Op.DELETE:
+                return LocalChange(emap, absent=True)
+            else:
+                raise Unresolved(
+                    f"{emap.entity} {change.key} has no cross-reference entry here and none "
+                    "could be recorded (the key generated for it is taken)"
+                )
             fields = None
             if change.fields is not None:
                 fields = emap.inbound_values(change.fields, refs)
             old = emap.inbound_values(change.old, refs) if change.old else None
-            parts = list(self._parts(change, emap, key, refs))
+            parts = list(self._parts(change, emap, key, refs)) if parts_of else []
         except (Unmapped, Unresolved) as exc:
             return LocalChange(emap, refused=str(exc))
         return LocalChange(emap, key, fields, old or None, parts=parts)
@@ -109,30 +126,70 @@ class Translator:
     # --------------------------------------------------------------- keys
 
     def _xref_keys(
-        self, conn: Connection, changes: list[Change], maps: list[EntityMap | None]
+        self,
+        conn: Connection,
+        changes: list[Change],
+        maps: list[EntityMap | None],
+        texts: list[str | None],
     ) -> dict[tuple[str, str], dict[str, Any] | None]:
         """(entity, key text) -> local key, for tables whose key is generated here; new
-        records (not deletes) get a key now."""
-        wanted: dict[str, dict[str, tuple[dict[str, Any], bool]]] = {}
-        for change, emap in zip(changes, maps, strict=True):
-            if emap is not None and emap.uses_xref:
-                text = _text(change.key)
+        records (not deletes) get a key now, recorded in the cross-reference."""
+        wanted: dict[str, dict[str, list[Any]]] = {}
+        for change, emap, text in zip(changes, maps, texts, strict=True):
+            if emap is not None and text is not None:
                 creates = change.op is not Op.DELETE
-                _, before = wanted.setdefault(emap.entity, {}).get(text, (change.key, False))
-                wanted[emap.entity][text] = (change.key, before or creates)
+                item = wanted.setdefault(emap.entity, {}).setdefault(text, [change.key, creates])
+                item[1] = item[1] or creates
         found: dict[tuple[str, str], dict[str, Any] | None] = {}
         for entity, items in wanted.items():
             emap = self.entities.of_entity(entity)
             assert emap is not None
-            texts = list(items)
-            local = self._lookup(conn, entity, [items[t][0] for t in texts])
-            new = [t for t, key in zip(texts, local, strict=True) if key is None and items[t][1]]
-            made = dict(zip(new, self._generate(conn, emap, len(new)), strict=True))
-            if made:
-                self._record(conn, entity, [(items[t][0], made[t]) for t in new])
-            for text, key in zip(texts, local, strict=True):
-                found[(entity, text)] = key if key is not None else made.get(text)
+            texts_of = list(items)
+            local = self._resolve(conn, emap, list(items.values()))
+            # A key a concurrent batch recorded first: it has committed by now.
+            again = [i for i, t in enumerate(texts_of) if local[i] is None and items[t][1]]
+            if again:
+                keys = self._lookup(conn, entity, [items[texts_of[i]][0] for i in again])
+                for i, key in zip(again, keys, strict=True):
+                    local[i] = key
+            found.update(((entity, t), key) for t, key in zip(texts_of, local, strict=True))
         return found
+
+    def _resolve(
+        self, conn: Connection, emap: EntityMap, items: list[list[Any]]
+    ) -> list[dict[str, Any] | None]:
+        """The local key of each [entity key, creates]: looked up, or generated and
+        recorded for one that creates (one statement for the lot)."""
+        params = {
+            "entity": emap.entity,
+            "column": emap.spec.key[0],
+            "keys": codec.dumps_text(items),
+        }
+        try:
+            with conn.transaction():
+                row = conn.execute(self._resolver(conn, emap, careful=False), params).fetchone()
+        except psycopg.errors.UniqueViolation:
+            # A key recorded meanwhile by a concurrent batch, or a generated key already
+            # taken: this time a conflicting entry is skipped (NULL, looked at again).
+            row = conn.execute(self._resolver(conn, emap, careful=True), params).fetchone()
+        assert row is not None
+        local: list[dict[str, Any] | None] = codec.loads(row[0])
+        return local
+
+    def _resolver(self, conn: Connection, emap: EntityMap, careful: bool) -> bytes:
+        """entity_resolve_keys for the table, composed once."""
+        name = (emap.spec.label, careful)
+        statement = self._resolvers.get(name)
+        if statement is None:
+            conflict = sql.SQL("ON CONFLICT DO NOTHING" if careful else "")
+            statement = query(
+                "entity_resolve_keys",
+                schema=self.schema,
+                generated=self._generator(conn, emap),
+                conflict=conflict,
+            ).as_bytes(conn)
+            self._resolvers[name] = statement
+        return statement
 
     def _lookup(
         self, conn: Connection, entity: str, keys: list[dict[str, Any]]
@@ -142,15 +199,6 @@ class Translator:
             {"entity": entity, "keys": codec.dumps_text(keys)},
         ).fetchall()
         return [None if text is None else codec.loads(text) for _, text in rows]
-
-    def _generate(self, conn: Connection, emap: EntityMap, count: int) -> list[dict[str, Any]]:
-        if not count:
-            return []
-        column = emap.spec.key[0]
-        rows = conn.execute(
-            query("entity_next_keys", generated=self._generator(conn, emap)), {"n": count}
-        ).fetchall()
-        return [{column: codec.loads(text)} for (text,) in rows]
 
     def _generator(self, conn: Connection, emap: EntityMap) -> sql.Composable:
         label = emap.spec.label
@@ -174,14 +222,6 @@ class Translator:
                     "to a column instead of `xref`"
                 )
         return self._generated[label]
-
-    def _record(
-        self, conn: Connection, entity: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
-    ) -> None:
-        conn.execute(
-            query("entity_record_xref", schema=self.schema),
-            {"entity": entity, "pairs": codec.dumps_text([list(p) for p in pairs])},
-        )
 
     # --------------------------------------------------------- references
 

@@ -501,8 +501,10 @@ class Applier:
             )
         rows = incoming_rows(spec, columns, self.json_columns(conn, spec))
         # An entity mapped to a table may arrive in parts (a side table's fields at the
-        # peer), so like a per-field table it is updated where it exists.
-        if updated and (spec.mapped or not spec.receives_whole_rows):
+        # peer), so like a per-field table it is updated where it exists; a change that
+        # carries the whole row is written like a twin's.
+        partial = spec.mapped and not self._whole_row(conn, spec, plan)
+        if updated and (partial or not spec.receives_whole_rows):
             return self._update_then_insert(spec, columns, updated, action, rows)
         return queries.query(
             "inbound_upsert",
@@ -512,6 +514,14 @@ class Applier:
             key=_column_list(spec.key),
             action=action,
         )
+
+    def _whole_row(self, conn: Connection, spec: TableSpec, plan: Planned) -> bool:
+        """Whether a mapped table's change carries every column of its table (none left
+        to a configured default): INSERT ... ON CONFLICT then checks the very row an update
+        would leave, so it writes what update-then-insert would, in one pass."""
+        if not spec.receives_whole_rows or plan.shape[3]:
+            return False
+        return self.writable_columns(conn, spec).issubset(plan.row)
 
     def _update_then_insert(
         self,
