@@ -56,7 +56,8 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cdc_bridge import sql as queries
-from cdc_bridge.capture.render import listening_key, render_install
+from cdc_bridge.capture.function import listening_key
+from cdc_bridge.capture.render import render_install
 from cdc_bridge.config import parse_config
 from cdc_bridge.embedded import EmbeddedPostgres, _wheel_install_dir
 

@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
     table_name  text NOT NULL,
-    op          text NOT NULL CHECK (op IN ('I', 'U', 'D')),
+    op          text NOT NULL,
     key         jsonb NOT NULL,
     fields      jsonb,
     old         jsonb,
@@ -16,6 +16,10 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox (
     origin      text NOT NULL,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- No CHECK on `op`: only the capture functions and outbox.py write it, with literals. A
+-- CHECK costs every capturing statement its expression read and prepared again (about
+-- 30,000 instructions, 6% of a one-row UPDATE's whole cost; bench/capture_instructions.py).
+ALTER TABLE "cdc_bridge".outbox DROP CONSTRAINT IF EXISTS outbox_op_check;
 -- The relay reads whole source transactions: their rows are found by txid.
 CREATE INDEX IF NOT EXISTS outbox_txid ON "cdc_bridge".outbox (txid, id);
 COMMENT ON TABLE "cdc_bridge".outbox IS
@@ -41,29 +45,10 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".handoffs (
 -- nobody (see the notify trigger). That state now lives in an advisory lock held by the
 -- relay's own session, which ends with it; the sequence goes.
 DROP SEQUENCE IF EXISTS "cdc_bridge".relay_listening;
--- Statement-level, and called only while a relay listens. A transaction that sends
--- NOTIFY takes a cluster-wide lock from pre-commit through its commit flush, so
--- notifying transactions commit one at a time: writers must not notify when nobody
--- waits. The trigger's WHEN clause (capture/render.py, `relay_listens`) asks with one
--- call to a built-in function, no PL/pgSQL and no query:
---   NOT pg_try_advisory_xact_lock_shared(<listening key>)
--- An idle relay holds that key exclusively, on a session of its own that ends when the
--- relay stops, crashes or loses its connection; then the call fails and the writer
--- notifies. With no relay, or a relay busy shipping (it releases the key and reads the
--- outbox again by itself), the call succeeds and the writer keeps the shared lock to
--- its commit: a relay that wants to listen again waits for those writers, then reads
--- once more, so no change is left without a read or a NOTIFY.
--- NOTIFY folds identical notifications of one transaction into one: at most one per
--- table and transaction.
--- pg_notify needs no privilege, so it runs as the writer.
-CREATE OR REPLACE FUNCTION "cdc_bridge".notify_v2() RETURNS trigger
-LANGUAGE plpgsql AS $notify_v2$
-BEGIN
-    PERFORM pg_catalog.pg_notify(TG_ARGV[0], TG_ARGV[1]);
-    RETURN NULL;
-END
-$notify_v2$;
-REVOKE ALL ON FUNCTION "cdc_bridge".notify_v2() FROM PUBLIC;
+-- Earlier versions woke the relay from a trigger of their own on every table
+-- (`cdc_bridge_notify`, calling this function); capture does it now (`capture_wake`).
+-- CASCADE drops those triggers with it, and nothing else depends on the function.
+DROP FUNCTION IF EXISTS "cdc_bridge".notify_v2() CASCADE;
 -- Refuses a local write to data the peer owns. The trigger's WHEN clause
 -- (the `guard_local_write` block) already excludes writes the bridge applies for the peer;
 -- this function only explains. That clause is true for every write but the bridge's own
@@ -527,22 +512,42 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."customers"'::regclass, 'c
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
     SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address")), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
-    WHERE true;
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.customers') IS NOT NULL);
     RETURN NEW;
 END
 $capture$;
@@ -583,13 +588,34 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() IS 'cdc-bri
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
@@ -598,7 +624,7 @@ BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
     SELECT 'public.customers', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
-    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.customers') IS NOT NULL)
     UNION ALL
     SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone") || CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', n."email_address") ELSE '{}'::jsonb END), nullif("cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', o."email_address") ELSE '{}'::jsonb END), '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN 'email_address' END, CASE WHEN (ROW(n."phone")::record) *<> (ROW(o."phone")::record) THEN 'phone' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
@@ -619,39 +645,33 @@ CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."customers"
     WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."full_name")::record) *<> (ROW(OLD."full_name")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '{"full_name"}', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_rows" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_guard_rows" BEFORE INSERT OR DELETE ON "public"."customers"
     FOR EACH ROW
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
+COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
-DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."customers";
-CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."customers"
-    FOR EACH STATEMENT
-    WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
-    EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.customers');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition a64caf6fb2102f0c';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, 'a64caf6fb2102f0c',
+SELECT 'public.customers', '"public"."customers"'::regclass, '2ebf14b668f92385',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -706,22 +726,42 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."orders"'::regclass, 'cdc_
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
     SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
-    WHERE true;
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL);
     RETURN NEW;
 END
 $capture$;
@@ -762,13 +802,34 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() IS 'cdc-bri
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
@@ -777,7 +838,7 @@ BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
     SELECT 'public.orders', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
-    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL)
     UNION ALL
     SELECT 'public.orders', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
@@ -826,22 +887,42 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() IS 'cdc-bri
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
     SELECT 'public.orders', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
-    WHERE true;
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL);
     RETURN NEW;
 END
 $capture$;
@@ -854,38 +935,32 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."orders"
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.orders', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."orders"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
-DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."orders";
-CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."orders"
-    FOR EACH STATEMENT
-    WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
-    EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.orders');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."orders"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.orders');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 955edad88f0dbbc1';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.orders', '"public"."orders"'::regclass, '955edad88f0dbbc1',
+SELECT 'public.orders', '"public"."orders"'::regclass, 'd37e22035edf4f71',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."orders"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -938,22 +1013,42 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."order_lines"'::regclass, 
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
     SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
-    WHERE true;
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL);
     RETURN NEW;
 END
 $capture$;
@@ -994,13 +1089,34 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() IS 'cdc-bri
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
@@ -1009,7 +1125,7 @@ BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
     SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
-    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id")
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL)
     UNION ALL
     SELECT 'public.order_lines', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
@@ -1058,22 +1174,42 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() IS 'cdc-bri
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
 BEGIN
     INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
     SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
-    WHERE true;
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL);
     RETURN NEW;
 END
 $capture$;
@@ -1086,38 +1222,32 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."order_lin
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.order_lines', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."order_lines"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
-DROP TRIGGER IF EXISTS "cdc_bridge_notify" ON "public"."order_lines";
-CREATE TRIGGER "cdc_bridge_notify" AFTER INSERT OR UPDATE OR DELETE ON "public"."order_lines"
-    FOR EACH STATEMENT
-    WHEN (NOT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint))
-    EXECUTE FUNCTION "cdc_bridge"."notify_v2"('cdc_bridge', 'public.order_lines');
-COMMENT ON TRIGGER "cdc_bridge_notify" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."order_lines"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.order_lines');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition 1a024330256a8441';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.order_lines', '"public"."order_lines"'::regclass, '1a024330256a8441',
+SELECT 'public.order_lines', '"public"."order_lines"'::regclass, '32ffc6743b38fdee',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."order_lines"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)

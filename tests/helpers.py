@@ -11,7 +11,8 @@ import psycopg
 from psycopg import sql
 
 from cdc_bridge import sql as queries
-from cdc_bridge.capture.render import listening_key, render_install
+from cdc_bridge.capture.function import listening_key
+from cdc_bridge.capture.render import render_install
 from cdc_bridge.config import BridgeConfig, parse_config
 from tests.pg import TestServer
 

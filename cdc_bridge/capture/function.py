@@ -54,6 +54,8 @@ _OLD_ROW = sql.SQL("o.*")
 _WHOLE_ROW = sql.SQL("NULL::jsonb")
 
 _SECURITY = sql.SQL("SECURITY DEFINER SET search_path = pg_catalog, pg_temp")
+# An update's function joins old and new rows: capture.sql, capture_join_settings.
+_JOIN_SETTINGS = sql.SQL("\n" + queries.raw("capture_join_settings").strip())
 
 
 CaptureKind = Literal["ins", "upd", "del"]
@@ -93,6 +95,26 @@ def exact_fields(
     given = _WHOLE_ROW if fields is None else fields
     return sql.SQL("{}({}, {})").format(
         sql.Identifier(schema, wire_function_name(spec)), row, given
+    )
+
+
+def listening_key(schema: str) -> int:
+    """The advisory lock key an idle relay holds while it waits for NOTIFY (signed 64-bit).
+
+    One per bridge schema, as the NOTIFY channel is. See capture_wake in capture.sql for
+    the handshake.
+    """
+    digest = hashlib.sha256(f"cdc-bridge listening {schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _wake(config: BridgeConfig, spec: TableSpec) -> sql.Composed:
+    """Notifies an idle relay, once per statement (capture.sql: capture_wake)."""
+    return _fragment(
+        "capture_wake",
+        key=sql.Literal(listening_key(config.bridge_schema)),
+        channel=sql.Literal(config.bridge_schema),
+        label=sql.Literal(spec.label),
     )
 
 
@@ -210,6 +232,7 @@ def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind)
         "insert_fields": exact_fields(config.bridge_schema, spec, _NEW_ROW, _insert_fields(spec)),
         "old_in": in_filter(spec, "o"),
         "new_in": in_filter(spec, "n"),
+        "wake": _wake(config, spec),
     }
     if kind == "del":
         return outbox.capture_insert("capture_delete", **parts)
@@ -254,6 +277,7 @@ def create_capture_function(
         "create_table_capture_function",
         function=sql.Identifier(config.bridge_schema, capture_function_name(spec, kind)),
         security=_SECURITY,
+        settings=_JOIN_SETTINGS if kind == "upd" else sql.SQL(""),
         body=capture_function_body(config, spec, kind),
         comment=sql.Literal(f"cdc-bridge: captures {_KIND_TEXT[kind]} of {spec.label} (generated)"),
     )

@@ -39,7 +39,7 @@ BASE_BLOCKS: tuple[str, ...] = (
     "create_installed_tables",
     "create_handoffs",
     "retire_relay_listening",
-    "create_notify_function",
+    "retire_notify_function",
     "create_guard_function",
     "create_truncate_guard_function",
     "create_wire_function",
@@ -103,22 +103,6 @@ def _any_changed(columns: Sequence[str]) -> sql.Composable:
     return sql.SQL(" OR ").join(differs(c, "NEW", "OLD") for c in columns)
 
 
-def listening_key(schema: str) -> int:
-    """The advisory lock key an idle relay holds while it waits for NOTIFY (signed 64-bit).
-
-    One per bridge schema, as the NOTIFY channel is. See create_notify_function in
-    capture.sql for the handshake.
-    """
-    digest = hashlib.sha256(f"cdc-bridge listening {schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _relay_listens(config: BridgeConfig) -> sql.Composable:
-    return sql.SQL("NOT pg_catalog.pg_try_advisory_xact_lock_shared({}::bigint)").format(
-        sql.Literal(listening_key(config.bridge_schema))
-    )
-
-
 def _not_from_peer(config: BridgeConfig) -> sql.Composable:
     """Every write but the bridge's own apply of the peer's changes (docs/security.md)."""
     return sql.SQL(queries.raw("guard_local_write").strip()).format(
@@ -150,17 +134,6 @@ def capture_triggers(config: BridgeConfig, spec: TableSpec) -> list[Trigger]:
     triggers = [capture("ins", "INSERT", new), capture("upd", "UPDATE", old, new)]
     if not spec.key_owned_by_peer:
         triggers.append(capture("del", "DELETE", old))
-    triggers += [
-        Trigger(
-            f"{TRIGGER_PREFIX}notify",
-            "AFTER",
-            "INSERT OR UPDATE OR DELETE",
-            "STATEMENT",
-            "notify_v2",
-            (config.bridge_schema, spec.label),
-            _relay_listens(config),
-        ),
-    ]
     return triggers
 
 

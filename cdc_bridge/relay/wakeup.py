@@ -3,7 +3,7 @@
 A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
 commit flush, so writers that all notify commit one at a time. They therefore notify only
 while a relay listens: an idle relay holds the schema's listening key (an advisory lock,
-`listening_key`) on its read connection, and a writer's notify trigger sends NOTIFY only
+`listening_key`) on its read connection, and a writer's capture sends NOTIFY only
 when it cannot take that key shared (`pg_try_advisory_xact_lock_shared` in the trigger's
 WHEN clause). The key dies with the relay's session, so a relay that stops, crashes or
 loses its connection leaves writers notifying nobody for no longer than the server takes
@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from cdc_bridge import sql as queries
-from cdc_bridge.capture.render import listening_key
+from cdc_bridge.capture.function import listening_key
 
 IN_DOUBT_RECHECK_S = 0.02
 LISTEN_WAIT = "200ms"  # longest wait for the writers that wrote while nobody listened

@@ -32,30 +32,14 @@ CREATE TABLE IF NOT EXISTS {schema}.handoffs (
 -- relay's own session, which ends with it; the sequence goes.
 DROP SEQUENCE IF EXISTS {schema}.relay_listening;
 
--- name: create_notify_function
--- Statement-level, and called only while a relay listens. A transaction that sends
--- NOTIFY takes a cluster-wide lock from pre-commit through its commit flush, so
--- notifying transactions commit one at a time: writers must not notify when nobody
--- waits. The trigger's WHEN clause (capture/render.py, `relay_listens`) asks with one
--- call to a built-in function, no PL/pgSQL and no query:
---   NOT pg_try_advisory_xact_lock_shared(<listening key>)
--- An idle relay holds that key exclusively, on a session of its own that ends when the
--- relay stops, crashes or loses its connection; then the call fails and the writer
--- notifies. With no relay, or a relay busy shipping (it releases the key and reads the
--- outbox again by itself), the call succeeds and the writer keeps the shared lock to
--- its commit: a relay that wants to listen again waits for those writers, then reads
--- once more, so no change is left without a read or a NOTIFY.
--- NOTIFY folds identical notifications of one transaction into one: at most one per
--- table and transaction.
--- pg_notify needs no privilege, so it runs as the writer.
-CREATE OR REPLACE FUNCTION {schema}.notify_v2() RETURNS trigger
-LANGUAGE plpgsql AS $notify_v2$
-BEGIN
-    PERFORM pg_catalog.pg_notify(TG_ARGV[0], TG_ARGV[1]);
-    RETURN NULL;
-END
-$notify_v2$;
-REVOKE ALL ON FUNCTION {schema}.notify_v2() FROM PUBLIC;
+-- name: retire_notify_function
+-- Earlier versions woke the relay from a trigger of their own on every table
+-- (`cdc_bridge_notify`, calling this function); capture does it now (`capture_wake`).
+-- CASCADE drops those triggers with it, and nothing else depends on the function.
+DROP FUNCTION IF EXISTS {schema}.notify_v2() CASCADE;
+
+-- name: capture_wake
+(SELECT pg_catalog.pg_try_advisory_xact_lock_shared({key}::bigint) OR pg_catalog.pg_notify({channel}, {label}) IS NOT NULL)
 
 -- name: create_wire_function
 -- Writes, at install, one function per synced table that makes a jsonb of its rows exact:
@@ -216,16 +200,36 @@ DROP FUNCTION IF EXISTS {function};
 -- - capture_update_filtered: the same for a table with a `where` filter, which only ships
 --   rows inside it: a row that starts (or stops) matching it arrives at (or leaves) the
 --   peer. `OFFSET 0` keeps the op computed once per row, not once per use.
--- Settings for the INSERT ... SELECT. PostgreSQL knows no row counts for transition
--- tables, and PL/pgSQL keeps the plan it made on the first call for the whole session: a
--- plan made for a one-row statement (nested loops) then ran a 20k-row statement of the same
--- session in 263 s instead of 1.1 s. So the joins are hash joins whatever the first call
--- saw (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
--- statement's hash tables without spilling, and `jit = off`: compiling a bulk statement's
--- capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+-- - capture_wake: wakes an idle relay. It is a condition of every capture INSERT that
+--   PostgreSQL evaluates once per statement (an InitPlan: EXPLAIN shows a one-time
+--   filter), and it is always true.
+--   A transaction that sends NOTIFY takes a cluster-wide lock from pre-commit through its
+--   commit flush, so notifying transactions commit one at a time: writers must not notify
+--   when nobody waits. So the statement first asks, with one call to a built-in function:
+--     pg_try_advisory_xact_lock_shared(<listening key>)
+--   An idle relay holds that key exclusively, on a session of its own that ends when the
+--   relay stops, crashes or loses its connection; then the call fails and the writer
+--   notifies. With no relay, or a relay busy shipping (it releases the key and reads the
+--   outbox again by itself), the call succeeds and the writer keeps the shared lock to
+--   its commit: a relay that wants to listen again waits for those writers, then reads
+--   once more, so no change is left without a read or a NOTIFY.
+--   NOTIFY folds identical notifications of one transaction into one: at most one per
+--   table and transaction.
+--   Earlier versions asked the same in a statement trigger's WHEN clause (`cdc_bridge_notify`
+--   with `notify_v2`): PostgreSQL reads and prepares a WHEN clause again for every
+--   statement, and the trigger cost a one-row statement about 17,000 instructions; this
+--   condition costs about 6,000 (bench/capture_instructions.py).
+-- - capture_join_settings: planner settings for an update's function, the only one that
+--   joins. PostgreSQL knows no row counts for transition tables, and PL/pgSQL keeps the
+--   plan it made on the first call for the whole session: a plan made for a one-row
+--   statement (nested loops) then ran a 20k-row statement of the same session in 263 s
+--   instead of 1.1 s. So the joins are hash joins whatever the first call saw
+--   (`enable_nestloop`, `enable_mergejoin` off), with a `work_mem` that holds a large
+--   statement's hash tables without spilling, and `jit = off`: compiling a bulk
+--   statement's capture took longer than running it (0.8 s of 4.5 s for 100k rows).
+--   Each SET costs every call, so the insert and delete functions set only search_path.
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql {security}
-SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
+LANGUAGE plpgsql {security}{settings}
 AS $capture${body}$capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
 REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;
@@ -236,6 +240,9 @@ BEGIN
     {capture};
     RETURN NEW;
 END
+
+-- name: capture_join_settings
+SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 
 -- name: capture_origin
 CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM {peer} THEN {system} WHEN pg_catalog.pg_has_role(session_user, {role}, 'MEMBER') THEN {peer} ELSE {system} END

@@ -369,7 +369,7 @@ ORDER BY xact_start
 LIMIT 1;
 
 -- name: relay_listen
--- The relay is idle: from now on writers notify (see capture.sql: create_notify_function).
+-- The relay is idle: from now on writers notify (see capture.sql: capture_wake).
 -- Waits for the writers that hold the key shared: they wrote while no relay listened. At
 -- most %(timeout)s: set_config comes first in the target list and is LOCAL, so the limit
 -- holds for this statement's lock wait alone (one round trip, in autocommit).

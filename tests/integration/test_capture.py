@@ -352,6 +352,41 @@ def test_install_over_an_earlier_install_leaves_no_old_capture_behind(db: str) -
         ]
 
 
+def test_install_over_an_install_with_a_notify_trigger_retires_it(db: str) -> None:
+    # Earlier versions woke the relay from a trigger of their own on every table, calling
+    # notify_v2, and kept a CHECK on the outbox's op; capture now does both jobs itself.
+    config = example_config(db)
+    install(config)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION cdc_bridge.notify_v2() RETURNS trigger LANGUAGE plpgsql AS "
+            "'BEGIN PERFORM pg_notify(TG_ARGV[0], TG_ARGV[1]); RETURN NULL; END'"
+        )
+        for table in ("customers", "orders"):
+            conn.execute(
+                sql.SQL(
+                    "CREATE TRIGGER cdc_bridge_notify AFTER INSERT OR UPDATE OR DELETE ON {} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION cdc_bridge.notify_v2('x', 'y')"
+                ).format(sql.Identifier(table))
+            )
+        conn.execute(
+            "ALTER TABLE cdc_bridge.outbox ADD CONSTRAINT outbox_op_check "
+            "CHECK (op IN ('I', 'U', 'D'))"
+        )
+        install(config)
+        left = conn.execute(
+            "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'cdc_bridge_notify' "
+            "UNION ALL SELECT 'function' WHERE to_regproc('cdc_bridge.notify_v2') IS NOT NULL "
+            "UNION ALL SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'cdc_bridge.outbox'::regclass AND contype = 'c'"
+        ).fetchall()
+        assert left == []
+        conn.execute("INSERT INTO customers VALUES (1, 'Ann', NULL, NULL)")
+        assert [(r[1], r[3]) for r in outbox(conn)] == [
+            ("I", {"id": 1, "name": "Ann", "email": None, "tier": None}),
+        ]
+
+
 def test_updates_are_seen_by_stored_value_for_every_type(conn: Any) -> None:
     # json has no `=`: comparing with IS DISTINCT FROM made every such UPDATE fail. And
     # 1.0 -> 1.00 is equal by `=` yet shows in row::text: it must ship.

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc_bridge.capture.render import listening_key
+from cdc_bridge.capture.function import listening_key
 from cdc_bridge.config import parse_config
 from cdc_bridge.relay.wakeup import Wakeup
 from tests.helpers import (

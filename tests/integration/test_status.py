@@ -77,7 +77,7 @@ def test_status_reports_a_config_change_and_a_dropped_trigger(
     config_file.write_text(
         config_file.read_text().replace("description: peer", "description: local")
     )
-    execute(db, "DROP TRIGGER cdc_bridge_notify ON orders")
+    execute(db, "DROP TRIGGER cdc_bridge_capture_upd ON orders")
     code, found = states(capsys, config_file)
     assert code == 1
     assert found == {

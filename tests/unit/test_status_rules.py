@@ -8,7 +8,7 @@ from cdc_bridge.capture.status import Expected, InstalledFacts, State, classify
 from cdc_bridge.config import TableConfig, TableSpec
 
 STAMP = STAMP_PREFIX + "abc"
-TRIGGERS = {"cdc_bridge_capture_ins", "cdc_bridge_notify"}
+TRIGGERS = {"cdc_bridge_capture_ins", "cdc_bridge_capture_upd"}
 SOURCES = {"capture_v3_x_ins": "BEGIN INSERT ...; RETURN NEW; END"}
 
 
@@ -45,9 +45,9 @@ def test_each_kind_of_drift_is_outdated_with_a_reason() -> None:
         "config changed": facts(recorded_hash="old"),
         "added since install: phone": facts(live_columns=("id", "name", "phone")),
         "dropped since install: name": facts(live_columns=("id",)),
-        "missing: cdc_bridge_notify": facts(trigger_stamps={"cdc_bridge_capture_ins": STAMP}),
+        "missing: cdc_bridge_capture_upd": facts(trigger_stamps={"cdc_bridge_capture_ins": STAMP}),
         "another definition stamp": facts(
-            trigger_stamps={"cdc_bridge_capture_ins": STAMP, "cdc_bridge_notify": "hand made"}
+            trigger_stamps={"cdc_bridge_capture_ins": STAMP, "cdc_bridge_capture_upd": "hand made"}
         ),
         "not in the config: cdc_bridge_guard": facts(
             trigger_stamps={**dict.fromkeys(TRIGGERS, STAMP), "cdc_bridge_guard": STAMP}
