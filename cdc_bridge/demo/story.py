@@ -203,17 +203,38 @@ class Demo:
         self.console.print("  [green]✓[/] both bridges running (`cdc-bridge serve` + `run` each)\n")
 
     def stop_bridges(self) -> None:
+        """Every bridge process is told to stop at once, and all get one shared grace period
+        (a relay finishes in-flight work within its `shutdown_timeout_s`, 20 s by default):
+        stopping them one after another could take four times as long. One that does not
+        stop in time is killed, and the end of its log is shown."""
+        named = [
+            (side, name, process)
+            for side in self.sides.values()
+            for name, process in zip(("serve", "run"), side.processes, strict=False)
+        ]
+        for _, _, process in named:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 25
+        for side, name, process in named:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                self.report_killed(side, name)
         for side in self.sides.values():
-            for process in side.processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in side.processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
             side.processes.clear()
+
+    def report_killed(self, side: Side, command: str) -> None:
+        log = side.logs / f"{command}.log"
+        tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+        self.console.print(
+            f"[bold red]{side.name} `{command}` did not stop within 25 s of SIGTERM and was"
+            " killed.[/] The end of its log:",
+            markup=True,
+        )
+        self.console.print("\n".join(tail), markup=False, highlight=False)
 
     def teardown(self) -> None:
         self.stop_bridges()
