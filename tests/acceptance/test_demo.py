@@ -79,6 +79,10 @@ def test_demo_converges_and_cleans_up(demo_tmp: Path) -> None:
     assert left == [], f"the demo left {left} behind"
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_keep_running_prints_where_to_connect_and_stops_on_ctrl_c(
     tmp_path: Path, demo_tmp: Path
 ) -> None:
@@ -95,6 +99,10 @@ def test_keep_running_prints_where_to_connect_and_stops_on_ctrl_c(
                 "TERM": "dumb",
                 "TMPDIR": str(demo_tmp),
             },
+            # Ctrl-C at a terminal: the demo must get SIGINT as an operator's shell gives it.
+            # A test run started in the background by a script (as .ci/run starts its two
+            # passes) ignores SIGINT, and a child would inherit that.
+            preexec_fn=_ctrl_c_as_at_a_terminal,
         )
     try:
         deadline = time.monotonic() + 180
