@@ -12,7 +12,9 @@ Order (docs/delivery.md): the outbox head is read as whole source transactions, 
 by their last id (relay/transactions.py). A batch carries whole transactions, and the
 peer applies each in one database transaction. Up to `relay.concurrency` batches are in
 flight at once over disjoint tokens (records, or groups of tables linked by foreign
-keys): a transaction whose token has a batch in flight waits until that one is recorded.
+keys): a transaction whose token has a batch in flight waits until the peer has applied
+that one whole (its outcome is then recorded while the next goes; its rows stay out of
+reads until recorded), or, if any of it was refused or is retried, until it is recorded.
 Every read starts from the outbox head again (minus the rows in flight), as soon as a
 batch finishes: reading and sending overlap.
 
@@ -123,13 +125,24 @@ class InFlight:
         ids = batch.ids
         self.ids |= ids
         self.tokens |= batch.tokens
+        batch.settled = False
         self._id_texts[id(batch)] = ",".join(map(str, ids))
+
+    def settle(self, batch: Shipment) -> None:
+        """The peer applied every change of `batch`: transactions that wait for its tokens
+        may go now, while its outcome is recorded. Its rows stay out of reads until then.
+        (Only then: a refused change must park its key before a later change is read.)"""
+        if not batch.settled:
+            batch.settled = True
+            self.tokens -= batch.tokens
+            self.finished.set()
 
     def release(self, batch: Shipment) -> None:
         """`batch` is done, or shrank: what it no longer holds can be read again."""
         self._id_texts.pop(id(batch), None)
         self.ids -= batch.ids
-        self.tokens -= batch.tokens
+        if not batch.settled:  # else its tokens went at settle (maybe to a later batch)
+            self.tokens -= batch.tokens
 
     def ids_array(self) -> str:
         """The in-flight ids as a bigint[] literal."""
@@ -167,6 +180,7 @@ class Shipment:
     """Whole transactions (their changes in order) that go to the peer as one batch."""
 
     parts: list[Part]
+    settled: bool = False  # applied whole by the peer: its tokens are free (InFlight.settle)
 
     @property
     def changes(self) -> list[Outgoing]:
@@ -369,7 +383,7 @@ class Relay:
             query("relay_foreign_keys"),
             {
                 "labels": outbox.text_array(s.label for s in shipped),
-                "relations": outbox.text_array(_quoted(s) for s in shipped),
+                "relations": outbox.text_array(s.name.quoted for s in shipped),
             },
         )
         self._families = families([(child, parent) for child, parent in await cur.fetchall()])
@@ -680,6 +694,8 @@ class Relay:
             errors = errors + 1 if crashed else 0
             since = self._suspect(pending, crashed)
             verdict = judge(delivery, pending, self.specs_with_handoff)
+            if settled(verdict, pending):
+                flight.settle(shipment)  # the next batch over its tokens goes while it records
             # Alone, and sent again after other batches went through since it first failed:
             # the fault is this one's. (A peer failing every batch is retried, never blamed
             # on a change; nor is a batch whose failing attempt left before the peer
@@ -926,6 +942,16 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
 LOGGED_REJECTIONS = 10  # per batch; `batches show` lists them all
 
 
+def settled(verdict: _Verdict, sent: list[Outgoing]) -> bool:
+    """Whether the peer acknowledged every change sent, and nothing else is to be recorded
+    before a later change of their records may be read (failures park keys; handoffs
+    change what this side may edit)."""
+    return (
+        not (verdict.retry or verdict.failures or verdict.handoffs)
+        and len(verdict.acked) == len(sent)
+    )
+
+
 def log_refusals(
     batch_id: str, sent: list[Outgoing], delivery: Delivery, verdict: _Verdict
 ) -> None:
@@ -965,13 +991,6 @@ def _give_up(verdict: _Verdict, sent: list[Outgoing], delivery: Delivery) -> _Ve
         if c.id not in delivery.results
     ]
     return _Verdict(verdict.acked, [*verdict.failures, *failures], verdict.handoffs, retry=[])
-
-
-def _quoted(spec: TableSpec) -> str:
-    """The table's name as text that `to_regclass` resolves exactly."""
-    return ".".join(
-        '"' + p.replace('"', '""') + '"' for p in (spec.name.schema_name, spec.name.table)
-    )
 
 
 def _all_unanswered(sent: list[Outgoing], delivery: Delivery) -> list[Failure]:
