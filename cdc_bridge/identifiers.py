@@ -47,10 +47,14 @@ class QualifiedName(BaseModel):
         return sql.Identifier(self.schema_name, self.table)
 
     @property
+    def quoted(self) -> str:
+        """The name as text that `::regclass` (or `to_regclass`) resolves exactly."""
+        return ".".join('"' + p.replace('"', '""') + '"' for p in (self.schema_name, self.table))
+
+    @property
     def regclass_literal(self) -> sql.Literal:
         """The name as a quoted text literal that `::regclass` resolves exactly."""
-        quoted = ".".join('"' + p.replace('"', '""') + '"' for p in (self.schema_name, self.table))
-        return sql.Literal(quoted)
+        return sql.Literal(self.quoted)
 
 
 def parse_qualified_name(label: str) -> QualifiedName:

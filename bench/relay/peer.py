@@ -29,12 +29,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 answer = orjson.dumps(arrivals)
             else:
                 now = time.time()
-                changes = orjson.loads(body)["changes"]
+                batch = orjson.loads(body)
+                changes = batch["changes"]
                 for change in changes:
                     arrivals[change["idempotency_key"]] = now
                 answer = orjson.dumps(
                     {
-                        "protocol": "cdc-bridge/1",
+                        # The sender's own version: its client reads that one fastest.
+                        "protocol": batch.get("protocol", "cdc-bridge/1"),
                         "results": [
                             {"idempotency_key": c["idempotency_key"], "status": "applied"}
                             for c in changes

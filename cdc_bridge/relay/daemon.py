@@ -12,7 +12,9 @@ Order (docs/delivery.md): the outbox head is read as whole source transactions, 
 by their last id (relay/transactions.py). A batch carries whole transactions, and the
 peer applies each in one database transaction. Up to `relay.concurrency` batches are in
 flight at once over disjoint tokens (records, or groups of tables linked by foreign
-keys): a transaction whose token has a batch in flight waits until that one is recorded.
+keys): a transaction whose token has a batch in flight waits until the peer has applied
+that one whole (its outcome is then recorded while the next goes; its rows stay out of
+reads until recorded), or, if any of it was refused or is retried, until it is recorded.
 Every read starts from the outbox head again (minus the rows in flight), as soon as a
 batch finishes: reading and sending overlap.
 
@@ -123,13 +125,24 @@ class InFlight:
         ids = batch.ids
         self.ids |= ids
         self.tokens |= batch.tokens
+        batch.settled = False
         self._id_texts[id(batch)] = ",".join(map(str, ids))
+
+    def settle(self, batch: Shipment) -> None:
+        """The peer applied every change of `batch`: transactions that wait for its tokens
+        may go now, while its outcome is recorded. Its rows stay out of reads until then.
+        (Only then: a refused change must park its key before a later change is read.)"""
+        if not batch.settled:
+            batch.settled = True
+            self.tokens -= batch.tokens
+            self.finished.set()
 
     def release(self, batch: Shipment) -> None:
         """`batch` is done, or shrank: what it no longer holds can be read again."""
         self._id_texts.pop(id(batch), None)
         self.ids -= batch.ids
-        self.tokens -= batch.tokens
+        if not batch.settled:  # else its tokens went at settle (maybe to a later batch)
+            self.tokens -= batch.tokens
 
     def ids_array(self) -> str:
         """The in-flight ids as a bigint[] literal."""
@@ -167,6 +180,7 @@ class Shipment:
     """Whole transactions (their changes in order) that go to the peer as one batch."""
 
     parts: list[Part]
+    settled: bool = False  # applied whole by the peer: its tokens are free (InFlight.settle)
 
     @property
     def changes(self) -> list[Outgoing]:
@@ -207,6 +221,10 @@ class Relay:
         self._probe = OutboxProbe(self._connect, self.schema)
         self._outage_server: asyncio.Server | None = None  # /healthz while the database is down
         self.outbound = Outbound(config)
+        # Tables whose rows are translated to entities here (unless PostgreSQL encoded them).
+        self._mapped = frozenset(
+            s.label for s in config.table_specs if self.outbound.mapped(s.label)
+        )
         capabilities = client.capabilities if client else kinds.capabilities(config.peer)
         self._encoded_tables = encoded_tables(config.table_specs, capabilities)
         # Mapped tables PostgreSQL can translate too (renames and text code maps).
@@ -328,6 +346,7 @@ class Relay:
         # Reads and acknowledgements use a connection each, so they overlap.
         async with await self._connect() as conn, await self._connect() as record_conn:
             codec.use_exact_json(conn)
+            await conn.execute(query("relay_read_settings"))
             await self._take_over(conn)
             self.role = "leader"
             self.metrics.leader.set(1)
@@ -364,7 +383,7 @@ class Relay:
             query("relay_foreign_keys"),
             {
                 "labels": outbox.text_array(s.label for s in shipped),
-                "relations": outbox.text_array(_quoted(s) for s in shipped),
+                "relations": outbox.text_array(s.name.quoted for s in shipped),
             },
         )
         self._families = families([(child, parent) for child, parent in await cur.fetchall()])
@@ -564,7 +583,11 @@ class Relay:
         cannot be translated fails whole, each change with its reason."""
         dropped: dict[int, str] = {}
         decided = [(txn, self._decided(txn, dropped)) for txn in lane]
-        mapped = [row for _, rows in decided for row, _ in rows if self._translated(row)]
+        mapped = (
+            [row for _, rows in decided for row, _ in rows if self._translated(row)]
+            if self._mapped
+            else []
+        )
         lookups = await self.outbound.prepare(conn, mapped) if mapped else Lookups()
         parts: list[Part] = []
         failures: list[Failure] = []
@@ -613,7 +636,7 @@ class Relay:
         return kept
 
     def _translated(self, row: OutboxRow) -> bool:
-        return row.change_json is None and self.outbound.mapped(row.table_name)
+        return row.change_json is None and row.table_name in self._mapped
 
     def _entity_changes(
         self, rows: list[tuple[OutboxRow, Ship | None]], lookups: Lookups
@@ -671,6 +694,8 @@ class Relay:
             errors = errors + 1 if crashed else 0
             since = self._suspect(pending, crashed)
             verdict = judge(delivery, pending, self.specs_with_handoff)
+            if settled(verdict, pending):
+                flight.settle(shipment)  # the next batch over its tokens goes while it records
             # Alone, and sent again after other batches went through since it first failed:
             # the fault is this one's. (A peer failing every batch is retried, never blamed
             # on a change; nor is a batch whose failing attempt left before the peer
@@ -828,20 +853,22 @@ def outgoing_of(
     old: dict[str, Any] | None,
 ) -> Outgoing:
     """The change to send for an outbox row, with the fields the SOR filter kept."""
+    # Positional (in Outgoing's field order): one is built per change sent, and keyword
+    # arguments cost a third more.
     return Outgoing(
-        id=row.id,
-        idempotency_key=row.idempotency_key(system),
-        table=row.table_name,
-        entity=row.table_name,
-        op=row.op,
-        key=row.key,
-        key_text=row.key_text,
-        fields=fields,
-        old=old,
-        committed_at=row.captured_at,
-        origin=row.origin,
-        encoded=row.change_json,
-        txid=row.txid,
+        row.id,
+        f"{system}:{row.txid}:{row.id}",  # row.idempotency_key(system)
+        row.table_name,
+        row.op,
+        row.key,
+        row.key_text,
+        fields,
+        old,
+        row.captured_at,
+        row.origin,
+        row.change_json,
+        row.txid,
+        row.table_name,
     )
 
 
@@ -915,6 +942,16 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
 LOGGED_REJECTIONS = 10  # per batch; `batches show` lists them all
 
 
+def settled(verdict: _Verdict, sent: list[Outgoing]) -> bool:
+    """Whether the peer acknowledged every change sent, and nothing else is to be recorded
+    before a later change of their records may be read (failures park keys; handoffs
+    change what this side may edit)."""
+    return (
+        not (verdict.retry or verdict.failures or verdict.handoffs)
+        and len(verdict.acked) == len(sent)
+    )
+
+
 def log_refusals(
     batch_id: str, sent: list[Outgoing], delivery: Delivery, verdict: _Verdict
 ) -> None:
@@ -954,13 +991,6 @@ def _give_up(verdict: _Verdict, sent: list[Outgoing], delivery: Delivery) -> _Ve
         if c.id not in delivery.results
     ]
     return _Verdict(verdict.acked, [*verdict.failures, *failures], verdict.handoffs, retry=[])
-
-
-def _quoted(spec: TableSpec) -> str:
-    """The table's name as text that `to_regclass` resolves exactly."""
-    return ".".join(
-        '"' + p.replace('"', '""') + '"' for p in (spec.name.schema_name, spec.name.table)
-    )
 
 
 def _all_unanswered(sent: list[Outgoing], delivery: Delivery) -> list[Failure]:

@@ -68,10 +68,21 @@ def group(rows: Sequence[OutboxRow], family: Mapping[str, str], max_changes: int
     """The rows (in id order) as transactions, in the order they may be applied."""
     by_txid: dict[str, list[OutboxRow]] = {}
     for row in rows:
-        by_txid.setdefault(row.txid, []).append(row)
+        members = by_txid.get(row.txid)
+        if members is None:
+            by_txid[row.txid] = [row]
+        else:
+            members.append(row)
     txns = [_txn(txid, members, family, max_changes) for txid, members in by_txid.items()]
-    txns.sort(key=lambda t: t.last_id)
+    txns.sort(key=_LAST_ID)
     return txns
+
+
+def _last_id(txn: Txn) -> int:
+    return txn.last_id
+
+
+_LAST_ID = _last_id
 
 
 def _txn(txid: str, rows: list[OutboxRow], family: Mapping[str, str], max_changes: int) -> Txn:
@@ -81,17 +92,20 @@ def _txn(txid: str, rows: list[OutboxRow], family: Mapping[str, str], max_change
     if large:
         # Parts go in id order, each applied at once: the peer may see a part.
         rows = rows[:max_changes]
-    tokens = {token_of(r, family) for r in rows}
+    if family:
+        tokens = {token_of(r, family) for r in rows}
+    else:  # no linked tables: every token is a record (most reads, at ~2 rows a txn)
+        tokens = {(r.table_name, r.key_text) for r in rows}
     if large:
         tokens.add((_PART, txid))
     return Txn(
-        txid=txid,
-        rows=rows,
-        last_id=first.txn_last_id if first.txn_last_id is not None else rows[-1].id,
-        complete=len(rows) >= total,
-        large=large,
-        parked=first.txn_parked,
-        tokens=frozenset(tokens),
+        txid,
+        rows,
+        first.txn_last_id if first.txn_last_id is not None else rows[-1].id,
+        len(rows) >= total,
+        large,
+        first.txn_parked,
+        frozenset(tokens),
     )
 
 

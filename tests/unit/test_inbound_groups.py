@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cdc_bridge.config import parse_config
-from cdc_bridge.inbound.apply import Planned, allowed_ops, shape_of, statement_runs
+from cdc_bridge.inbound.apply import (
+    Planned,
+    allowed_ops,
+    shape_of,
+    statement_runs,
+    table_ranks,
+    write_order,
+)
 from cdc_bridge.peer.protocol import Change, Op
 from tests.helpers import FIXTURES
 
@@ -70,3 +77,51 @@ def test_what_the_peer_may_do_per_table_kind() -> None:
         "public.products": frozenset(Op),  # fields, key owned by the peer
         "public.accounts": {Op.INSERT, Op.UPDATE},  # fields, key owned by both
     }
+
+
+# Foreign keys (child, parent) as `relay_foreign_keys` gives them: orders -> customers,
+# and a table that refers to itself.
+LINKS = [("public.orders", "public.customers"), ("public.accounts", "public.accounts")]
+
+
+def order(i: int, op: str = "insert") -> Planned:
+    fields = None if op == "delete" else {"id": i, "customer_id": i}
+    return planned("public.orders", op, {"id": i}, fields)
+
+
+def test_tables_rank_by_depth_under_their_foreign_keys() -> None:
+    links = [("c", "b"), ("b", "a"), ("d", "a"), ("a", "a")]
+    assert table_ranks(links) == {"a": 0, "b": 1, "c": 2, "d": 1}
+    assert table_ranks([]) == {}
+
+
+def test_foreign_keys_in_a_cycle_give_no_ranks() -> None:
+    assert table_ranks([("a", "b"), ("b", "a")]) is None
+
+
+def test_inserts_of_linked_tables_are_written_parents_first_each_table_in_order() -> None:
+    plans = [customer(1), order(1), customer(2), order(2), customer(1, "update")]
+    ordered = write_order(plans, table_ranks(LINKS))
+    assert [(p.spec.label if p.spec else "", p.key["id"]) for p in ordered] == [
+        ("public.customers", 1),
+        ("public.customers", 2),
+        ("public.customers", 1),
+        ("public.orders", 1),
+        ("public.orders", 2),
+    ]
+    assert sizes(ordered) == [2, 1, 2]  # the repeated key 1 still starts a new statement
+
+
+def test_a_batch_with_a_delete_or_without_ranks_is_written_in_its_order() -> None:
+    plans = [customer(1), order(1), customer(2, "delete"), order(3)]
+    assert write_order(plans, table_ranks(LINKS)) == plans
+    inserts = [customer(1), order(1), customer(2)]
+    assert write_order(inserts, None) == inserts
+    assert write_order(inserts, {}) == inserts
+
+
+def test_tables_not_linked_keep_their_order() -> None:
+    product = planned("public.products", "update", {"sku": "A"}, {"sku": "A", "name": "x"})
+    plans = [product, customer(1), order(1), customer(2)]
+    ordered = write_order(plans, table_ranks(LINKS))
+    assert ordered == [product, plans[1], plans[3], plans[2]]

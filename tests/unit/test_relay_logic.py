@@ -13,7 +13,7 @@ from cdc_bridge.peer.endpoint import Answer, Delivery, Outgoing
 from cdc_bridge.peer.http import answer_reason, is_transient_status, retry_after_seconds
 from cdc_bridge.peer.protocol import Batch, ResultStatus
 from cdc_bridge.peer.rest import fill_path
-from cdc_bridge.relay.daemon import judge
+from cdc_bridge.relay.daemon import InFlight, Part, Shipment, judge, settled
 from cdc_bridge.relay.retry import backoff_delay
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -156,3 +156,32 @@ def test_the_reason_of_a_refusal_is_serve_s_error_field_or_the_answer_s_text() -
     assert answer_reason(b'{"detail": "x"}') == '{"detail": "x"}'
     assert answer_reason(b"x" * 400, limit=20) == "x" * 17 + "..."
     assert answer_reason(b"") == ""
+
+
+def test_a_batch_is_settled_only_when_the_peer_acknowledged_every_change() -> None:
+    sent = [change(1, 1), change(2, 2)]
+    applied = {1: Answer(ResultStatus.APPLIED), 2: Answer(ResultStatus.DUPLICATE)}
+    assert settled(judge(Delivery(results=applied, status=200), sent, frozenset()), sent)
+    some = {1: Answer(ResultStatus.APPLIED), 2: Answer(ResultStatus.SKIPPED)}
+    assert not settled(judge(Delivery(results=some, status=200), sent, frozenset()), sent)
+    refused = {1: Answer(ResultStatus.APPLIED), 2: Answer(ResultStatus.REJECTED)}
+    assert not settled(judge(Delivery(results=refused, status=200), sent, frozenset()), sent)
+    away = Delivery(results={1: Answer(ResultStatus.APPLIED)}, status=503, transient=True)
+    assert not settled(judge(away, sent, frozenset()), sent)
+    handed = judge(Delivery(results=applied, status=200), sent, frozenset({"public.t"}))
+    assert not settled(handed, sent)
+
+
+def test_a_settled_batch_frees_its_tokens_at_once_and_its_ids_when_released() -> None:
+    flight = InFlight()
+    first = Shipment([Part([change(1, 1)], frozenset({("public.t", '{"id": 1}')}))])
+    flight.hold(first)
+    flight.settle(first)
+    assert flight.tokens == set() and flight.ids == {1} and flight.finished.is_set()
+    # A later batch over the same record takes the token while the first records.
+    second = Shipment([Part([change(2, 1)], frozenset({("public.t", '{"id": 1}')}))])
+    flight.hold(second)
+    flight.release(first)
+    assert flight.tokens == {("public.t", '{"id": 1}')} and flight.ids == {2}
+    flight.release(second)
+    assert flight.tokens == set() and flight.ids == set()
