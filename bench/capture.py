@@ -175,10 +175,11 @@ def drop_databases(admin_dsn: str, dsns: dict[str, str]) -> None:
 
 
 def event_tables(conn: psycopg.Connection[Any]) -> list[sql.Identifier]:
-    """The tables a design writes its events to (PgQ: the queue's event tables)."""
+    """The tables a design writes its events to (PgQ: the queue's event tables; the
+    bridge: the outbox's two partitions)."""
     rows = conn.execute(
         "SELECT s.nspname, c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
-        " WHERE c.relkind = 'r' AND ((s.nspname = 'cdc_bridge' AND c.relname = 'outbox')"
+        " WHERE c.relkind = 'r' AND ((s.nspname = 'cdc_bridge' AND c.relname ~ '^outbox_[01]$')"
         "  OR (s.nspname = 'public' AND c.relname = 'ref_outbox')"
         "  OR (s.nspname = 'pgq' AND c.relname ~ '^event_[0-9]+(_[0-9]+)?$'))"
     ).fetchall()

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -607,9 +608,12 @@ class RelayConfig(_Frozen):
     delivered_retention_days: float = Field(default=0.0417, ge=0)  # about an hour
     audit_retention_days: float = Field(default=30.0, ge=0)
     retention_interval_s: float = Field(default=300.0, gt=0)
-    # The relay VACUUMs the outbox this often, so it stays small without autovacuum;
-    # null leaves the outbox to autovacuum alone.
-    vacuum_interval_s: float | None = Field(default=10.0, gt=0)
+    # The relay rotates the outbox this often (TRUNCATE of its drained slot, see
+    # create_outbox in sql/outbox.sql), so it stays small without autovacuum; null leaves
+    # the outbox to autovacuum alone. `vacuum_interval_s` is its earlier name.
+    rotate_interval_s: float | None = Field(
+        default=10.0, gt=0, validation_alias=AliasChoices("rotate_interval_s", "vacuum_interval_s")
+    )
 
     @field_validator("metrics_listen")
     @classmethod

@@ -307,9 +307,84 @@ CaptureBlock = Literal[
 ]
 
 
-def capture_insert(block: CaptureBlock, **parts: sql.Composable) -> sql.Composed:
-    """The INSERT a generated capture function runs (a fragment of its body)."""
-    return sql.SQL(raw(block).strip()).format(**parts)
+def capture_body(block: CaptureBlock, schema: str, **parts: sql.Composable) -> sql.Composed:
+    """The body of a generated capture function: its INSERT (`block`, a fragment) into
+    the outbox table writers fill now (outbox.sql: capture_into_slot)."""
+    inserts = {
+        f"capture_{n}": sql.SQL(raw(block).strip()).format(outbox=_slot_table(schema, n), **parts)
+        for n in SLOTS
+    }
+    return sql.SQL(raw("capture_into_slot").strip()).format(slot=_slot(schema), **inserts)
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What one rotation of the outbox did (see create_outbox in outbox.sql): the rows
+    still pending that moved to the new current table, or why it was not done."""
+
+    moved: int | None
+    waiting: str | None = None
+
+
+async def rotate(
+    conn: psycopg.AsyncConnection[Any], schema: str, *, most_moved: int, lock_timeout_ms: int
+) -> Rotation:
+    """Empty the outbox table writers no longer fill (and the outbox itself, when it holds
+    anything) and make it the one they fill, in one transaction.
+
+    The rows still pending there move first (same id and txid). Not done when more than
+    `most_moved` rows wait there (the relay ships them first) or when a writer still holds
+    it after `lock_timeout_ms`: the next call tries again, and nothing was changed.
+    """
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                query("outbox_rotate_settings"), {"lock_timeout": f"{lock_timeout_ms}ms"}
+            )
+            cur = await conn.execute(
+                query("outbox_rotate_current", schema=schema, slot=_slot(schema),
+                      outbox=sql.Literal(sql.Identifier(schema, "outbox").as_string(None)))
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise psycopg.errors.UndefinedObject(f"{schema}.outbox_rotation has no row")
+            current, parent_used = int(row[0]), bool(row[1])
+            other = 1 - current
+            emptied = [sql.Identifier(schema, "outbox")] if parent_used else []
+            emptied.append(_slot_table(schema, other))
+            for table in emptied:
+                cur = await conn.execute(
+                    query("outbox_rotate_pending", other=table), {"most": most_moved}
+                )
+                pending = await cur.fetchone()
+                if pending is not None and int(pending[0]) > most_moved:
+                    return Rotation(None, f"more than {most_moved} rows still pending")
+            moved = 0
+            for table in emptied:  # the outbox first: readers lock it before its tables
+                await conn.execute(query("outbox_rotate_lock", other=table))
+                done = await conn.execute(
+                    query("outbox_rotate_move", current=_slot_table(schema, current),
+                          other=table)
+                )
+                moved += done.rowcount
+                await conn.execute(query("outbox_rotate_truncate", other=table))
+            await conn.execute(query("outbox_rotate_log", schema=schema))
+            await conn.execute(query("outbox_rotate_switch", slot=_slot(schema)), {"other": other})
+            return Rotation(moved)
+    except psycopg.errors.LockNotAvailable:
+        return Rotation(None, "a transaction still writes it")
+
+
+SLOTS = (0, 1)
+
+
+def _slot_table(schema: str, slot: int) -> sql.Identifier:
+    return sql.Identifier(schema, f"outbox_{slot}")
+
+
+def _slot(schema: str) -> sql.Literal:
+    """The sequence naming the table writers fill, as a regclass literal."""
+    return sql.Literal(sql.Identifier(schema, "outbox_slot").as_string(None))
 
 
 def requeue(cur: psycopg.Cursor[Any], schema: str, ids: Sequence[int]) -> None:

@@ -4,8 +4,52 @@ CREATE SCHEMA IF NOT EXISTS "cdc_bridge";
 -- One row per captured change, written in the same transaction as the change.
 -- Rows leave when the peer has acknowledged them (no read cursor, so a transaction
 -- that commits late is never skipped).
+-- The outbox rotates, as PgQ's event tables do, so it never depends on VACUUM. The
+-- capture functions write two tables that inherit it, outbox_0 and outbox_1: the one the
+-- sequence outbox_slot names (0 or 1). Every read, acknowledgement and failure goes
+-- through the outbox, over all three. Every relay.rotate_interval_s the relay takes the
+-- other one: once its writers have all finished (a table lock), it moves the rows still
+-- pending there (a backlog, a parked change) into the current one under their own id and
+-- txid, TRUNCATEs it and names it in outbox_slot (outbox_rotate_*). The rare writers of
+-- outbox.py (snapshot, reconcile, replay, conflict resolutions) insert into the outbox
+-- itself, which the rotation empties the same way when it holds anything. The space of
+-- shipped rows goes back at once, with autovacuum on or off, and the relay needs only
+-- TRUNCATE on the three tables.
+-- Which table a writer fills is only a hint: a row in either is read, and is moved before
+-- its table is emptied. outbox_slot is a sequence because a capture function reads it in
+-- one function call that PL/pgSQL evaluates without starting an executor; setval is not
+-- transactional, and needs no rollback: a rotation that fails after it only makes the
+-- next rotation move more rows.
+CREATE SEQUENCE IF NOT EXISTS "cdc_bridge".outbox_slot AS smallint MINVALUE 0 MAXVALUE 1 NO CYCLE;
+SELECT pg_catalog.setval(pg_catalog.format('%I.outbox_slot', 'cdc_bridge')::regclass, 0, true)
+WHERE pg_catalog.pg_sequence_last_value(
+    pg_catalog.format('%I.outbox_slot', 'cdc_bridge')::regclass) IS NULL;
+CREATE SEQUENCE IF NOT EXISTS "cdc_bridge".outbox_ids AS bigint;
+-- When the relay last rotated the outbox, and how many times in all (for `status`).
+CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox_rotation (
+    rotated_at  timestamptz,
+    rotations   bigint NOT NULL DEFAULT 0
+);
+INSERT INTO "cdc_bridge".outbox_rotation (rotations)
+SELECT 0 WHERE NOT EXISTS (SELECT FROM "cdc_bridge".outbox_rotation);
+-- An outbox made by an earlier version is one table that holds the rows: it steps aside
+-- here, and its rows move into outbox_0 below (same ids, txids and times).
+DO $unrotated$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'cdc_bridge' AND c.relname = 'outbox'
+                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                                 WHERE i.inhparent = c.oid)) THEN
+        ALTER TABLE "cdc_bridge".outbox RENAME TO outbox_unrotated;
+        ALTER INDEX IF EXISTS "cdc_bridge".outbox_txid RENAME TO outbox_unrotated_txid;
+        ALTER TABLE "cdc_bridge".outbox_unrotated RENAME CONSTRAINT outbox_pkey
+            TO outbox_unrotated_pkey;
+    END IF;
+END
+$unrotated$;
 CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint NOT NULL,  -- DEFAULT nextval of outbox_ids, set below
     txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
     table_name  text NOT NULL,
     op          text NOT NULL,
@@ -16,14 +60,53 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox (
     origin      text NOT NULL,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
--- No CHECK on `op`: only the capture functions and outbox.py write it, with literals. A
--- CHECK costs every capturing statement its expression read and prepared again (about
--- 30,000 instructions, 6% of a one-row UPDATE's whole cost; bench/capture_instructions.py).
-ALTER TABLE "cdc_bridge".outbox DROP CONSTRAINT IF EXISTS outbox_op_check;
--- The relay reads whole source transactions: their rows are found by txid.
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_id ON "cdc_bridge".outbox (id);
 CREATE INDEX IF NOT EXISTS outbox_txid ON "cdc_bridge".outbox (txid, id);
+ALTER SEQUENCE "cdc_bridge".outbox_ids OWNED BY "cdc_bridge".outbox.id;
+DO $ids$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE %I.outbox ALTER COLUMN id SET DEFAULT '
+                              'pg_catalog.nextval(%L::regclass)',
+                              'cdc_bridge', pg_catalog.format('%I.outbox_ids', 'cdc_bridge'));
+END
+$ids$;
+CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox_0 () INHERITS ("cdc_bridge".outbox);
+CREATE TABLE IF NOT EXISTS "cdc_bridge".outbox_1 () INHERITS ("cdc_bridge".outbox);
+-- Ids come from outbox_ids, so they are unique across the three tables; a row keeps its
+-- id when it moves. The relay reads whole source transactions: their rows are found by
+-- txid.
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_0_id ON "cdc_bridge".outbox_0 (id);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_1_id ON "cdc_bridge".outbox_1 (id);
+CREATE INDEX IF NOT EXISTS outbox_0_txid ON "cdc_bridge".outbox_0 (txid, id);
+CREATE INDEX IF NOT EXISTS outbox_1_txid ON "cdc_bridge".outbox_1 (txid, id);
+-- Earlier versions kept a CHECK on `op`. None now: only the capture functions and
+-- outbox.py write it, with literals, and a CHECK costs every capturing statement its
+-- expression read and prepared again (about 30,000 instructions, 6% of a one-row
+-- UPDATE's whole cost; bench/capture_instructions.py).
+ALTER TABLE "cdc_bridge".outbox DROP CONSTRAINT IF EXISTS outbox_op_check;
 COMMENT ON TABLE "cdc_bridge".outbox IS
-    'cdc-bridge: changes waiting to be acknowledged by the peer. fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
+    'cdc-bridge: changes waiting to be acknowledged by the peer (captured rows are in outbox_0 and outbox_1, which inherit it). fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
+DO $unrotated$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'cdc_bridge' AND c.relname = 'outbox_unrotated') THEN
+        INSERT INTO "cdc_bridge".outbox_0
+            (id, txid, table_name, op, key, fields, old, changed, origin, captured_at)
+        SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+        FROM "cdc_bridge".outbox_unrotated;
+        -- Ids go on above the old ones (`delivered` and `failed` are keyed by them).
+        PERFORM pg_catalog.setval(
+            pg_catalog.format('%I.outbox_ids', 'cdc_bridge')::regclass,
+            GREATEST(
+                1,
+                (SELECT pg_catalog.max(id) FROM "cdc_bridge".outbox_unrotated),
+                pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence(
+                    pg_catalog.format('%I.outbox_unrotated', 'cdc_bridge'), 'id')::regclass)));
+        DROP TABLE "cdc_bridge".outbox_unrotated;
+    END IF;
+END
+$unrotated$;
 -- What `triggers status` compares against: the definition hash and the columns the
 -- table had when its triggers were installed.
 CREATE TABLE IF NOT EXISTS "cdc_bridge".installed_tables (
@@ -484,8 +567,9 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."customers"'::regclass, 'c
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -494,8 +578,9 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."customers"'::regclass, 'c
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -543,11 +628,21 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."customers"'::regclass, 'c
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, fields, origin)
     SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address")), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.customers') IS NOT NULL);
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, fields, origin)
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address")), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.customers') IS NOT NULL);
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -560,8 +655,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() IS 'cdc-bri
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -570,8 +666,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -620,8 +717,12 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, fields, old, changed, origin)
     SELECT 'public.customers', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.customers') IS NOT NULL)
@@ -633,6 +734,20 @@ BEGIN
     SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address")), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, fields, old, changed, origin)
+    SELECT 'public.customers', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_old" AS o
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.customers') IS NOT NULL)
+    UNION ALL
+    SELECT 'public.customers', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone") || CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', n."email_address") ELSE '{}'::jsonb END), nullif("cdc_bridge"."wire_v1_dfb56e0ba4df7250"(o.*, CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN pg_catalog.jsonb_build_object('email_address', o."email_address") ELSE '{}'::jsonb END), '{}'::jsonb), pg_catalog.array_remove(ARRAY[CASE WHEN (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record) THEN 'email_address' END, CASE WHEN (ROW(n."phone")::record) *<> (ROW(o."phone")::record) THEN 'phone' END]::text[], NULL), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
+    WHERE (ROW(n."phone")::record) *<> (ROW(o."phone")::record) OR (ROW(n."email_address")::record) *<> (ROW(o."email_address")::record)
+    UNION ALL
+    SELECT 'public.customers', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_dfb56e0ba4df7250"(n.*, pg_catalog.jsonb_build_object('id', n."id", 'phone', n."phone", 'email_address', n."email_address")), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -645,33 +760,33 @@ CREATE TRIGGER "cdc_bridge_guard_fields" BEFORE UPDATE ON "public"."customers"
     WHEN ((pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER')) AND ((ROW(NEW."full_name")::record) *<> (ROW(OLD."full_name")::record)))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '{"full_name"}', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
+COMMENT ON TRIGGER "cdc_bridge_guard_fields" ON "public"."customers" IS 'cdc-bridge definition fa959a17adce4839';
 DROP TRIGGER IF EXISTS "cdc_bridge_guard_rows" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_guard_rows" BEFORE INSERT OR DELETE ON "public"."customers"
     FOR EACH ROW
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.customers', 'erp', '', '', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
+COMMENT ON TRIGGER "cdc_bridge_guard_rows" ON "public"."customers" IS 'cdc-bridge definition fa959a17adce4839';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."customers"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."customers" IS 'cdc-bridge definition fa959a17adce4839';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."customers"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_dfb56e0ba4df7250_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."customers" IS 'cdc-bridge definition fa959a17adce4839';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."customers";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."customers"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.customers');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition 2ebf14b668f92385';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."customers" IS 'cdc-bridge definition fa959a17adce4839';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.customers', '"public"."customers"'::regclass, '2ebf14b668f92385',
+SELECT 'public.customers', '"public"."customers"'::regclass, 'fa959a17adce4839',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."customers"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -698,8 +813,9 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."orders"'::regclass, 'cdc_
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -708,8 +824,9 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."orders"'::regclass, 'cdc_
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -757,11 +874,21 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."orders"'::regclass, 'cdc_
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, fields, origin)
     SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL);
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, fields, origin)
+    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL);
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -774,8 +901,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() IS 'cdc-bri
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -784,8 +912,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -834,8 +963,12 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, fields, old, changed, origin)
     SELECT 'public.orders', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL)
@@ -847,6 +980,20 @@ BEGIN
     SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, fields, old, changed, origin)
+    SELECT 'public.orders', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_old" AS o
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL)
+    UNION ALL
+    SELECT 'public.orders', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
+    WHERE (n.*) *<> (o.*)
+    UNION ALL
+    SELECT 'public.orders', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_b2852c9ff2f8f54c"(n.*, NULL::jsonb), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -859,8 +1006,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() IS 'cdc-bri
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -869,8 +1017,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -918,11 +1067,21 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"() IS 'cdc-bri
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, origin)
     SELECT 'public.orders', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
     WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL);
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, origin)
+    SELECT 'public.orders', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_old" AS o
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.orders') IS NOT NULL);
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -935,32 +1094,32 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."orders"
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.orders', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."orders" IS 'cdc-bridge definition 75b1856e5ff2656f';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."orders"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."orders" IS 'cdc-bridge definition 75b1856e5ff2656f';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."orders" IS 'cdc-bridge definition 75b1856e5ff2656f';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."orders"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_b2852c9ff2f8f54c_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."orders" IS 'cdc-bridge definition 75b1856e5ff2656f';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."orders";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."orders"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.orders');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition d37e22035edf4f71';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."orders" IS 'cdc-bridge definition 75b1856e5ff2656f';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.orders', '"public"."orders"'::regclass, 'd37e22035edf4f71',
+SELECT 'public.orders', '"public"."orders"'::regclass, '75b1856e5ff2656f',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."orders"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -985,8 +1144,9 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."order_lines"'::regclass, 
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -995,8 +1155,9 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."order_lines"'::regclass, 
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -1044,11 +1205,21 @@ SELECT "cdc_bridge".create_wire_function_v1('"public"."order_lines"'::regclass, 
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, fields, origin)
     SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL);
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, fields, origin)
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL);
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -1061,8 +1232,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() IS 'cdc-bri
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -1071,8 +1243,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -1121,8 +1294,12 @@ CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() RETU
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, fields, old, changed, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, fields, old, changed, origin)
     SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL)
@@ -1134,6 +1311,20 @@ BEGIN
     SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_new" AS n
     WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, fields, old, changed, origin)
+    SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), NULL::jsonb, NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_old" AS o
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_new" AS n WHERE n."id" = o."id") AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL)
+    UNION ALL
+    SELECT 'public.order_lines', 'U', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), NULL::jsonb, NULL::text[], CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n JOIN "cdc_bridge_old" AS o ON n."id" = o."id"
+    WHERE (n.*) *<> (o.*)
+    UNION ALL
+    SELECT 'public.order_lines', 'I', pg_catalog.jsonb_build_object('id', n."id"), "cdc_bridge"."wire_v1_ee252aa802f52263"(n.*, NULL::jsonb), NULL, NULL, CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_new" AS n
+    WHERE NOT EXISTS (SELECT FROM "cdc_bridge_old" AS o WHERE n."id" = o."id");
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -1146,8 +1337,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() IS 'cdc-bri
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -1156,8 +1348,9 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() IS 'cdc-bri
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -1205,11 +1398,21 @@ COMMENT ON FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"() IS 'cdc-bri
 CREATE OR REPLACE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $capture$
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
 BEGIN
-    INSERT INTO "cdc_bridge".outbox (table_name, op, key, origin)
+    IF pg_catalog.pg_sequence_last_value('"cdc_bridge"."outbox_slot"'::regclass) = 0 THEN
+        INSERT INTO "cdc_bridge"."outbox_0" (table_name, op, key, origin)
     SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
     FROM "cdc_bridge_old" AS o
     WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL);
+    ELSE
+        INSERT INTO "cdc_bridge"."outbox_1" (table_name, op, key, origin)
+    SELECT 'public.order_lines', 'D', pg_catalog.jsonb_build_object('id', o."id"), CASE WHEN pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp' THEN 'shop' WHEN pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER') THEN 'erp' ELSE 'shop' END
+    FROM "cdc_bridge_old" AS o
+    WHERE true AND (SELECT pg_catalog.pg_try_advisory_xact_lock_shared(8215657387336968454::bigint) OR pg_catalog.pg_notify('cdc_bridge', 'public.order_lines') IS NOT NULL);
+    END IF;
     RETURN NEW;
 END
 $capture$;
@@ -1222,32 +1425,32 @@ CREATE TRIGGER "cdc_bridge_guard" BEFORE UPDATE OR DELETE ON "public"."order_lin
     WHEN (pg_catalog.current_setting('cdc_bridge.origin', true) IS DISTINCT FROM 'erp'
     OR NOT pg_catalog.pg_has_role(session_user, 'cdc_bridge_relay', 'MEMBER'))
     EXECUTE FUNCTION "cdc_bridge"."guard_v1"('public.order_lines', 'erp', '', 'handoff', '{"id"}');
-COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
+COMMENT ON TRIGGER "cdc_bridge_guard" ON "public"."order_lines" IS 'cdc-bridge definition 58dc89b788c660bd';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_ins" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_ins" AFTER INSERT ON "public"."order_lines"
     REFERENCING NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_ins"();
-COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
+COMMENT ON TRIGGER "cdc_bridge_capture_ins" ON "public"."order_lines" IS 'cdc-bridge definition 58dc89b788c660bd';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_upd" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_upd" AFTER UPDATE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old" NEW TABLE AS "cdc_bridge_new"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_upd"();
-COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
+COMMENT ON TRIGGER "cdc_bridge_capture_upd" ON "public"."order_lines" IS 'cdc-bridge definition 58dc89b788c660bd';
 DROP TRIGGER IF EXISTS "cdc_bridge_capture_del" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_capture_del" AFTER DELETE ON "public"."order_lines"
     REFERENCING OLD TABLE AS "cdc_bridge_old"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."capture_v5_ee252aa802f52263_del"();
-COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
+COMMENT ON TRIGGER "cdc_bridge_capture_del" ON "public"."order_lines" IS 'cdc-bridge definition 58dc89b788c660bd';
 DROP TRIGGER IF EXISTS "cdc_bridge_no_truncate" ON "public"."order_lines";
 CREATE TRIGGER "cdc_bridge_no_truncate" BEFORE TRUNCATE ON "public"."order_lines"
     FOR EACH STATEMENT
     EXECUTE FUNCTION "cdc_bridge"."refuse_truncate_v1"('public.order_lines');
-COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition 32ffc6743b38fdee';
+COMMENT ON TRIGGER "cdc_bridge_no_truncate" ON "public"."order_lines" IS 'cdc-bridge definition 58dc89b788c660bd';
 INSERT INTO "cdc_bridge".installed_tables AS t (table_name, relation, definition_hash, columns)
-SELECT 'public.order_lines', '"public"."order_lines"'::regclass, '32ffc6743b38fdee',
+SELECT 'public.order_lines', '"public"."order_lines"'::regclass, '58dc89b788c660bd',
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = '"public"."order_lines"'::regclass AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum)
@@ -1276,6 +1479,10 @@ $create_role$;
 GRANT USAGE ON SCHEMA "cdc_bridge" TO "cdc_bridge_relay";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "cdc_bridge" TO "cdc_bridge_relay";
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA "cdc_bridge" TO "cdc_bridge_relay";
+-- The relay rotates the outbox (outbox.sql: create_outbox): it empties the table writers
+-- no longer fill, and names the one they fill next.
+GRANT TRUNCATE ON "cdc_bridge".outbox, "cdc_bridge".outbox_0, "cdc_bridge".outbox_1 TO "cdc_bridge_relay";
+GRANT UPDATE ON SEQUENCE "cdc_bridge".outbox_slot TO "cdc_bridge_relay";
 -- The relay VACUUMs the outbox and the tables retention prunes, so the bridge never
 -- depends on autovacuum. PostgreSQL 17 and later grant that right (MAINTAIN); before
 -- 17 only the owner may vacuum a table (README: DBA guide).

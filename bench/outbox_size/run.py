@@ -7,7 +7,8 @@ Inserts N rows into public.customers (captured, whole-row) in chunks of INSERT .
 generate_series, paced at --rate changes/s (a steady state the relay keeps up with), while
 `cdc-bridge run` (a real process, batch 2000) ships them to a minimal acking peer in this
 process. Samples the outbox's size during the run, then reports pg_total_relation_size of
-the outbox after delivery and after VACUUM, and the size of `delivered` (the history kept
+the outbox after delivery (the relay rotates it every relay.rotate_interval_s) and after
+VACUUM, and the size of `delivered` (the history kept
 for relay.delivered_retention_days).
 
 Uses $CDC_BRIDGE_BENCH_DSN (a server where it may create and drop a database), or an
@@ -93,7 +94,9 @@ def write_config(dsn: str, peer_url: str, path: Path) -> Path:
 
 def sizes(conn: psycopg.Connection[Any]) -> dict[str, int]:
     row = conn.execute(
-        "SELECT pg_total_relation_size('cdc_bridge.outbox'),"
+        # The outbox is partitioned: its size is its partitions'.
+        "SELECT (SELECT sum(pg_total_relation_size(p.relid))"
+        " FROM pg_partition_tree('cdc_bridge.outbox') p),"
         " (SELECT count(*) FROM cdc_bridge.outbox),"
         " pg_total_relation_size('cdc_bridge.delivered'),"
         " (SELECT count(*) FROM cdc_bridge.delivered)"

@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python bench/soak/run.py [--rate 1500] [--minutes 30] [--interval 30]
         [--retention-s 120] [--retention-interval-s 30] [--autovacuum on|off] [--writers 4]
+        [--least-privilege]
 
 Two databases, `erp` and `shop`, and the two processes that carry ERP changes to the shop:
 `cdc-bridge run` (the ERP's relay) and `cdc-bridge serve` (the shop's receiver), each a real
@@ -49,6 +50,7 @@ from typing import Any
 import psycopg
 import yaml
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from bench.common import bench_database, server
 from cdc_bridge.capture.render import render_install
@@ -75,6 +77,17 @@ CREATE TABLE order_lines (
 CREATE TABLE heartbeat (id int PRIMARY KEY, beat bigint NOT NULL, at timestamptz NOT NULL);
 INSERT INTO orders SELECT i, 'customer ' || i, now() FROM generate_series(1, 1000) i;
 INSERT INTO heartbeat VALUES (1, 0, now());
+"""
+# With --least-privilege, `run` and `serve` log in as this role: a member of the relay
+# role, owning nothing (README: DBA guide). Roles belong to the server: it is kept.
+LOGIN = "cdc_bridge_soak"
+LOGIN_ROLE = """
+DO $role$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cdc_bridge_soak') THEN
+        CREATE ROLE cdc_bridge_soak LOGIN;
+    END IF;
+END $role$;
+GRANT cdc_bridge_relay TO cdc_bridge_soak;
 """
 ORDERS = 1000  # every line belongs to one of these (present at both sides from the start)
 TABLES = ("public.order_lines", "public.heartbeat")
@@ -214,9 +227,12 @@ def watch_heartbeat(dsn: str, stop: threading.Event, counters: Counters) -> None
 def bridge_sizes(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
+            # A partitioned table (the outbox) counts with its partitions.
+            "SELECT c.relname, (SELECT sum(pg_total_relation_size(p.relid))"
+            " FROM pg_partition_tree(c.oid) p) FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'cdc_bridge' AND c.relkind = 'r' ORDER BY c.relname"
+            " WHERE n.nspname = 'cdc_bridge' AND c.relkind IN ('r', 'p')"
+            " AND NOT c.relispartition ORDER BY c.relname"
         ).fetchall()
     return {name: int(size) for name, size in rows}
 
@@ -289,15 +305,21 @@ def bridges(admin: str, workdir: Path, args: argparse.Namespace) -> Iterator[
         dsns = {"erp": erp, "shop": shop}
         paths = {}
         for side, dsn in dsns.items():
-            text = config(side, dsn, ports, args)
+            login = make_conninfo(dsn, user=LOGIN) if args.least_privilege else dsn
+            text = config(side, login, ports, args)
             paths[side] = workdir / f"{side}.yaml"
             paths[side].write_text(text)
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(SCHEMA.encode())
                 conn.execute(render_install(parse_config(text, side, {})))
+                if args.least_privilege:
+                    conn.execute(LOGIN_ROLE)
                 if args.autovacuum == "off":
                     for (table,) in conn.execute(
-                        "SELECT tablename FROM pg_tables WHERE schemaname = 'cdc_bridge'"
+                        # Tables that hold rows (the outbox's partitions, not the outbox).
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
+                        " ON n.oid = c.relnamespace"
+                        " WHERE n.nspname = 'cdc_bridge' AND c.relkind = 'r'"
                     ).fetchall():
                         conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)")
                                      .format(sql.Identifier("cdc_bridge", table)))
@@ -372,6 +394,9 @@ def main() -> None:
     parser.add_argument("--autovacuum", choices=("on", "off"), default="on",
                         help="off: switched off for every bridge table")
     parser.add_argument("--keep-logs", action="store_true", help="print the logs' tails")
+    parser.add_argument("--least-privilege", action="store_true",
+                        help=f"run and serve log in as {LOGIN}, a member of the relay role"
+                             " that owns nothing (as the README advises), not as the admin")
     args = parser.parse_args()
     with (
         server() as admin,
@@ -380,9 +405,10 @@ def main() -> None:
     ):
         with psycopg.connect(erp) as conn:
             version = conn.execute("SHOW server_version").fetchone()
+        who = f"as {LOGIN} (relay role member)" if args.least_privilege else "as the admin"
         print(f"soak: {args.rate:,.0f} changes/s for {args.minutes} min, {args.writers} writers,"
               f" retention {args.retention_s:.0f} s (pruned every {args.retention_interval_s:.0f}"
-              f" s), autovacuum {args.autovacuum} on bridge tables, PostgreSQL"
+              f" s), autovacuum {args.autovacuum} on bridge tables, bridges {who}, PostgreSQL"
               f" {version[0] if version else '?'}", flush=True)
         counters = Counters()
         stop = threading.Event()

@@ -222,7 +222,6 @@ def in_filter(spec: TableSpec, row: Alias) -> sql.Composable:
 
 def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
     parts: dict[str, sql.Composable] = {
-        "schema": sql.Identifier(config.bridge_schema),
         "label": sql.Literal(spec.label),
         "origin": capture_origin(config),
         "new_rows": sql.Identifier(NEW_ROWS),
@@ -234,12 +233,14 @@ def _capture_statement(config: BridgeConfig, spec: TableSpec, kind: CaptureKind)
         "new_in": in_filter(spec, "n"),
         "wake": _wake(config, spec),
     }
+    schema = config.bridge_schema
     if kind == "del":
-        return outbox.capture_insert("capture_delete", **parts)
+        return outbox.capture_body("capture_delete", schema, **parts)
     if kind == "ins":
-        return outbox.capture_insert("capture_insert", **parts)
-    return outbox.capture_insert(
+        return outbox.capture_body("capture_insert", schema, **parts)
+    return outbox.capture_body(
         "capture_update" if spec.where is None else "capture_update_filtered",
+        schema,
         same_key=_same_key(spec),
         changed_any=_any_changed(spec),
         update_fields=exact_fields(config.bridge_schema, spec, _NEW_ROW, _update_fields(spec)),
@@ -266,8 +267,7 @@ def _fragment(name: str, **parts: sql.Composable) -> sql.Composed:
 
 def capture_function_body(config: BridgeConfig, spec: TableSpec, kind: CaptureKind) -> sql.Composed:
     """The function's body, exactly as PostgreSQL keeps it (`pg_proc.prosrc`)."""
-    body = _fragment("capture_function_body", capture=_capture_statement(config, spec, kind))
-    return sql.Composed([sql.SQL("\n"), body, sql.SQL("\n")])
+    return sql.Composed([sql.SQL("\n"), _capture_statement(config, spec, kind), sql.SQL("\n")])
 
 
 def create_capture_function(

@@ -378,8 +378,10 @@ def uninstall_table(config: BridgeConfig, spec: TableSpec) -> list[sql.Composabl
 
 
 def install_base(config: BridgeConfig) -> list[sql.Composable]:
+    name = sql.Literal(config.bridge_schema)
     return [
-        queries.query(b, schema=config.bridge_schema) for b in (*BASE_BLOCKS, *EXTRA_BASE_BLOCKS)
+        queries.query(b, schema=config.bridge_schema, schema_name=name)
+        for b in (*BASE_BLOCKS, *EXTRA_BASE_BLOCKS)
     ]
 
 

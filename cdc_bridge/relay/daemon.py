@@ -76,6 +76,12 @@ WATERMARK_EVERY_S = 1.0  # how often the watermark sent with batches is computed
 # Attempts answered with HTTP 500 before a batch is split (and, once a transaction is
 # alone, before it is failed): a change the peer cannot take must not stall the others.
 SPLIT_AFTER = 3
+# Outbox rotation (outbox.rotate): at most this many rows still pending in the slot being
+# emptied are moved (a larger backlog is shipped first), and the wait for a writer still
+# in that slot is this short (the relay's loop waits with it; writers never do).
+ROTATE_MOST_MOVED = 10_000
+ROTATE_LOCK_MS = 50
+ROTATION_LATE_S = 60.0  # a rotation not done for this long is logged as a warning
 
 
 def lock_name(config: BridgeConfig) -> str:
@@ -213,6 +219,8 @@ class Relay:
         # The watermark sent with each batch (relay_settled_below), and when it was read.
         self._settled_below: int | None = None
         self._settled_read_at = 0.0
+        self._rotate_at = 0.0  # monotonic time of the next outbox rotation
+        self._rotation_waits = time.monotonic()  # since when no rotation was done
         self._slots = self.relay.concurrency + READ_AHEAD
         self._families: dict[str, str] = {}  # table label -> its group of linked tables
         self._answered_at = 0.0  # when the peer last answered a batch with 200
@@ -351,10 +359,7 @@ class Relay:
             self.role = "leader"
             self.metrics.leader.set(1)
             log.info("leader: shipping to %s", self.config.peer.name)
-            keepers = [
-                asyncio.create_task(self._retain_forever()),
-                asyncio.create_task(self._vacuum_outbox_forever()),
-            ]
+            keepers = [asyncio.create_task(self._retain_forever())]
             try:
                 await self._ship(lock_conn, conn, record_conn, client)
             finally:
@@ -429,6 +434,7 @@ class Relay:
                 await flight.raise_error()
                 caught_up = True
                 flight.finished.clear()
+                await self._rotate_when_due(conn)
                 if flight.free(self._slots):
                     caught_up = await self._dispatch(conn, record_conn, client, flight)
                 if flight.tasks:
@@ -556,26 +562,37 @@ class Relay:
                     log.info("retention pruned rows past their age: %s", removed)
             await self._sleep(self.relay.retention_interval_s)
 
-    async def _vacuum_outbox_forever(self) -> None:
-        """VACUUM the outbox every `relay.vacuum_interval_s`: the relay deletes every row
-        it ships, and this keeps the table at the size of its backlog without autovacuum.
+    async def _rotate_when_due(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Rotate the outbox every `relay.rotate_interval_s` (outbox.rotate), on the read
+        connection between two reads, so no read of this relay ever overlaps a rotation.
 
-        A role that may not vacuum it is told once, and the outbox is left to autovacuum.
+        Writers never wait for it (they fill the other slot). A rotation that cannot be
+        done now (a backlog still to ship, or a long transaction still writing the slot)
+        is tried again at the next interval; one still not done after a minute is said.
         """
-        every = self.relay.vacuum_interval_s
-        while every is not None and not self.stopping.is_set():
-            try:
-                async with await self._connect() as conn:
-                    if not await retention.vacuum_async(conn, self.schema, ["outbox"]):
-                        log.warning(
-                            "cannot VACUUM %s.outbox as this role: it is left to autovacuum; "
-                            "fix: GRANT MAINTAIN on it (PostgreSQL 17+) or run the relay as "
-                            "its owner, or set relay.vacuum_interval_s to null", self.schema)
-                        return
-            except psycopg.Error as exc:
-                log.warning("outbox vacuum failed, next try in %.0f s: %s", every,
-                            _first_line(exc))
-            await self._sleep(every)
+        every = self.relay.rotate_interval_s
+        now = time.monotonic()
+        if every is None or now < self._rotate_at:
+            return
+        self._rotate_at = now + every
+        try:
+            done = await outbox.rotate(
+                conn, self.schema, most_moved=ROTATE_MOST_MOVED, lock_timeout_ms=ROTATE_LOCK_MS
+            )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            log.warning("cannot rotate %s.outbox as this role, rotation is off: %s; fix: "
+                        "install again (it grants TRUNCATE on %s.outbox_0 and outbox_1)",
+                        self.schema, _first_line(exc), self.schema)
+            self._rotate_at = math.inf
+            return
+        if done.moved is not None:
+            self._rotation_waits = now
+            self.metrics.outbox_rotations.inc()
+            log.debug("outbox rotated, %d pending rows moved", done.moved)
+        elif now - self._rotation_waits >= ROTATION_LATE_S:
+            self._rotation_waits = now
+            log.warning("the outbox has not rotated for %.0f s: %s (it grows until then)",
+                        ROTATION_LATE_S, done.waiting)
 
     async def _filter(self, conn: psycopg.AsyncConnection[Any], lane: list[Txn]) -> Shipment:
         """The lane's transactions as they ship: each row through the SOR filter, then

@@ -51,6 +51,11 @@ class RelayMetrics:
             ["table"],
             registry=self.registry,
         )
+        self.outbox_rotations = Counter(
+            "cdc_bridge_relay_outbox_rotations",
+            "Rotations of the outbox (a drained slot emptied by TRUNCATE)",
+            registry=self.registry,
+        )
         self.oldest_pending = Gauge(
             "cdc_bridge_relay_oldest_pending_seconds",
             "Age of the oldest undelivered change in the outbox, read at each scrape "

@@ -172,8 +172,9 @@ DROP FUNCTION IF EXISTS {function};
 -- cdc_bridge_old), and its body is a single INSERT ... SELECT over them: a statement that
 -- touches 100k rows makes one set-based insert into the outbox, not 100k PL/pgSQL calls
 -- that each start an executor. A one-row statement makes one call, as a row trigger did.
--- No variable and no branch: PL/pgSQL prepares every expression it evaluates again in each
--- new transaction, while the INSERT's plan is prepared once per session.
+-- No variable, and one branch on a simple expression: PL/pgSQL prepares every expression
+-- it evaluates again in each new transaction (a simple one cheaply, without an executor),
+-- while the INSERTs' plans are prepared once per session.
 -- The functions are replaced together with the table's triggers, in one transaction, and
 -- their text is part of the hash `triggers status` compares.
 -- They run as their owner (SECURITY DEFINER, search_path pinned): writing roles need no
@@ -182,8 +183,9 @@ DROP FUNCTION IF EXISTS {function};
 -- Functions are schema-qualified, so the writer's search_path cannot change what runs.
 -- A statement trigger's return value is ignored; returning the (NULL) row variable skips
 -- evaluating an expression.
--- The body is `capture_function_body`; its INSERT is one of the capture_* blocks of
--- outbox.sql, which holds every write of the outbox (fragments, not queries):
+-- The body is outbox.sql's `capture_into_slot`: its INSERT is one of the capture_* blocks
+-- of outbox.sql, which holds every write of the outbox (fragments, not queries), into
+-- the table the outbox's rotation names (one IF on a simple expression):
 -- - capture_origin: who made the change. The bridge sets cdc_bridge.origin to the peer's
 --   name while it applies the peer's changes (echo suppression). The setting counts only
 --   in a session whose login role is a member of the relay role (the test of
@@ -234,12 +236,6 @@ AS $capture${body}$capture$;
 -- Only the DBA may attach it to a table (EXECUTE is checked when a trigger is created).
 REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;
 COMMENT ON FUNCTION {function}() IS {comment};
-
--- name: capture_function_body
-BEGIN
-    {capture};
-    RETURN NEW;
-END
 
 -- name: capture_join_settings
 SET jit = off SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '64MB'
@@ -340,6 +336,10 @@ $create_role$;
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+-- The relay rotates the outbox (outbox.sql: create_outbox): it empties the table writers
+-- no longer fill, and names the one they fill next.
+GRANT TRUNCATE ON {schema}.outbox, {schema}.outbox_0, {schema}.outbox_1 TO {role};
+GRANT UPDATE ON SEQUENCE {schema}.outbox_slot TO {role};
 
 -- name: grant_bridge_maintain
 -- The relay VACUUMs the outbox and the tables retention prunes, so the bridge never

@@ -10,8 +10,52 @@
 -- One row per captured change, written in the same transaction as the change.
 -- Rows leave when the peer has acknowledged them (no read cursor, so a transaction
 -- that commits late is never skipped).
+-- The outbox rotates, as PgQ's event tables do, so it never depends on VACUUM. The
+-- capture functions write two tables that inherit it, outbox_0 and outbox_1: the one the
+-- sequence outbox_slot names (0 or 1). Every read, acknowledgement and failure goes
+-- through the outbox, over all three. Every relay.rotate_interval_s the relay takes the
+-- other one: once its writers have all finished (a table lock), it moves the rows still
+-- pending there (a backlog, a parked change) into the current one under their own id and
+-- txid, TRUNCATEs it and names it in outbox_slot (outbox_rotate_*). The rare writers of
+-- outbox.py (snapshot, reconcile, replay, conflict resolutions) insert into the outbox
+-- itself, which the rotation empties the same way when it holds anything. The space of
+-- shipped rows goes back at once, with autovacuum on or off, and the relay needs only
+-- TRUNCATE on the three tables.
+-- Which table a writer fills is only a hint: a row in either is read, and is moved before
+-- its table is emptied. outbox_slot is a sequence because a capture function reads it in
+-- one function call that PL/pgSQL evaluates without starting an executor; setval is not
+-- transactional, and needs no rollback: a rotation that fails after it only makes the
+-- next rotation move more rows.
+CREATE SEQUENCE IF NOT EXISTS {schema}.outbox_slot AS smallint MINVALUE 0 MAXVALUE 1 NO CYCLE;
+SELECT pg_catalog.setval(pg_catalog.format('%I.outbox_slot', {schema_name})::regclass, 0, true)
+WHERE pg_catalog.pg_sequence_last_value(
+    pg_catalog.format('%I.outbox_slot', {schema_name})::regclass) IS NULL;
+CREATE SEQUENCE IF NOT EXISTS {schema}.outbox_ids AS bigint;
+-- When the relay last rotated the outbox, and how many times in all (for `status`).
+CREATE TABLE IF NOT EXISTS {schema}.outbox_rotation (
+    rotated_at  timestamptz,
+    rotations   bigint NOT NULL DEFAULT 0
+);
+INSERT INTO {schema}.outbox_rotation (rotations)
+SELECT 0 WHERE NOT EXISTS (SELECT FROM {schema}.outbox_rotation);
+-- An outbox made by an earlier version is one table that holds the rows: it steps aside
+-- here, and its rows move into outbox_0 below (same ids, txids and times).
+DO $unrotated$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = {schema_name} AND c.relname = 'outbox'
+                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                                 WHERE i.inhparent = c.oid)) THEN
+        ALTER TABLE {schema}.outbox RENAME TO outbox_unrotated;
+        ALTER INDEX IF EXISTS {schema}.outbox_txid RENAME TO outbox_unrotated_txid;
+        ALTER TABLE {schema}.outbox_unrotated RENAME CONSTRAINT outbox_pkey
+            TO outbox_unrotated_pkey;
+    END IF;
+END
+$unrotated$;
 CREATE TABLE IF NOT EXISTS {schema}.outbox (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint NOT NULL,  -- DEFAULT nextval of outbox_ids, set below
     txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
     table_name  text NOT NULL,
     op          text NOT NULL,
@@ -22,29 +66,81 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
     origin      text NOT NULL,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
--- No CHECK on `op`: only the capture functions and outbox.py write it, with literals. A
--- CHECK costs every capturing statement its expression read and prepared again (about
--- 30,000 instructions, 6% of a one-row UPDATE's whole cost; bench/capture_instructions.py).
-ALTER TABLE {schema}.outbox DROP CONSTRAINT IF EXISTS outbox_op_check;
--- The relay reads whole source transactions: their rows are found by txid.
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_id ON {schema}.outbox (id);
 CREATE INDEX IF NOT EXISTS outbox_txid ON {schema}.outbox (txid, id);
+ALTER SEQUENCE {schema}.outbox_ids OWNED BY {schema}.outbox.id;
+DO $ids$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE %I.outbox ALTER COLUMN id SET DEFAULT '
+                              'pg_catalog.nextval(%L::regclass)',
+                              {schema_name}, pg_catalog.format('%I.outbox_ids', {schema_name}));
+END
+$ids$;
+CREATE TABLE IF NOT EXISTS {schema}.outbox_0 () INHERITS ({schema}.outbox);
+CREATE TABLE IF NOT EXISTS {schema}.outbox_1 () INHERITS ({schema}.outbox);
+-- Ids come from outbox_ids, so they are unique across the three tables; a row keeps its
+-- id when it moves. The relay reads whole source transactions: their rows are found by
+-- txid.
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_0_id ON {schema}.outbox_0 (id);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_1_id ON {schema}.outbox_1 (id);
+CREATE INDEX IF NOT EXISTS outbox_0_txid ON {schema}.outbox_0 (txid, id);
+CREATE INDEX IF NOT EXISTS outbox_1_txid ON {schema}.outbox_1 (txid, id);
+-- Earlier versions kept a CHECK on `op`. None now: only the capture functions and
+-- outbox.py write it, with literals, and a CHECK costs every capturing statement its
+-- expression read and prepared again (about 30,000 instructions, 6% of a one-row
+-- UPDATE's whole cost; bench/capture_instructions.py).
+ALTER TABLE {schema}.outbox DROP CONSTRAINT IF EXISTS outbox_op_check;
 COMMENT ON TABLE {schema}.outbox IS
-    'cdc-bridge: changes waiting to be acknowledged by the peer. fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
+    'cdc-bridge: changes waiting to be acknowledged by the peer (captured rows are in outbox_0 and outbox_1, which inherit it). fields = new values of the shipped fields (key included); old = previous values of changed fields owned by both sides; origin = the system that made the change.';
+DO $unrotated$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = {schema_name} AND c.relname = 'outbox_unrotated') THEN
+        INSERT INTO {schema}.outbox_0
+            (id, txid, table_name, op, key, fields, old, changed, origin, captured_at)
+        SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+        FROM {schema}.outbox_unrotated;
+        -- Ids go on above the old ones (`delivered` and `failed` are keyed by them).
+        PERFORM pg_catalog.setval(
+            pg_catalog.format('%I.outbox_ids', {schema_name})::regclass,
+            GREATEST(
+                1,
+                (SELECT pg_catalog.max(id) FROM {schema}.outbox_unrotated),
+                pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence(
+                    pg_catalog.format('%I.outbox_unrotated', {schema_name}), 'id')::regclass)));
+        DROP TABLE {schema}.outbox_unrotated;
+    END IF;
+END
+$unrotated$;
+
+-- name: capture_into_slot
+-- The body of a capture function: its INSERT (one of the capture_* blocks below, once per
+-- table) into the table outbox_slot names. The test is one call to a built-in function on
+-- a constant, which PL/pgSQL evaluates as a simple expression (no executor, no query).
+BEGIN
+    IF pg_catalog.pg_sequence_last_value({slot}::regclass) = 0 THEN
+        {capture_0};
+    ELSE
+        {capture_1};
+    END IF;
+    RETURN NEW;
+END
 
 -- name: capture_insert
-INSERT INTO {schema}.outbox (table_name, op, key, fields, origin)
+INSERT INTO {outbox} (table_name, op, key, fields, origin)
     SELECT {label}, 'I', {new_key}, {insert_fields}, {origin}
     FROM {new_rows} AS n
     WHERE {new_in} AND {wake}
 
 -- name: capture_delete
-INSERT INTO {schema}.outbox (table_name, op, key, origin)
+INSERT INTO {outbox} (table_name, op, key, origin)
     SELECT {label}, 'D', {old_key}, {origin}
     FROM {old_rows} AS o
     WHERE {old_in} AND {wake}
 
 -- name: capture_update
-INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+INSERT INTO {outbox} (table_name, op, key, fields, old, changed, origin)
     SELECT {label}, 'D', {old_key}, NULL::jsonb, NULL::jsonb, NULL::text[], {origin}
     FROM {old_rows} AS o
     WHERE NOT EXISTS (SELECT FROM {new_rows} AS n WHERE {same_key}) AND {wake}
@@ -58,7 +154,7 @@ INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
     WHERE NOT EXISTS (SELECT FROM {old_rows} AS o WHERE {same_key})
 
 -- name: capture_update_filtered
-INSERT INTO {schema}.outbox (table_name, op, key, fields, old, changed, origin)
+INSERT INTO {outbox} (table_name, op, key, fields, old, changed, origin)
     SELECT {label}, 'D', {old_key}, NULL::jsonb, NULL::jsonb, NULL::text[], {origin}
     FROM {old_rows} AS o
     WHERE {old_in} AND NOT EXISTS (SELECT FROM {new_rows} AS n WHERE {same_key}) AND {wake}
@@ -152,3 +248,46 @@ WITH gone AS (
 INSERT INTO {schema}.skips (change_id, table_name, key, os_user, reason, action)
 SELECT id, table_name, key, %(os_user)s, %(reason)s, 'park' FROM kept
 RETURNING skip_id, change_id, table_name, key, db_user, skipped_at;
+
+-- name: outbox_rotate_current
+-- The rotation (create_outbox), in one transaction of the relay. The table writers fill
+-- now; the rotation log's row is locked against a second rotation at the same time; and
+-- whether the outbox itself has pages to empty.
+SELECT coalesce(pg_catalog.pg_sequence_last_value({slot}::regclass), 0),
+       pg_catalog.pg_relation_size({outbox}::regclass) > 0
+FROM {schema}.outbox_rotation FOR UPDATE;
+
+-- name: outbox_rotate_pending
+-- How many rows a table to empty still holds, up to %(most)s + 1: a backlog too big to
+-- move waits until the relay has shipped it.
+SELECT count(*) FROM (SELECT FROM ONLY {other} LIMIT %(most)s + 1) AS o;
+
+-- name: outbox_rotate_lock
+-- Every writer of the table to empty has finished once this is granted, and no one can
+-- write it until the rotation commits. lock_timeout bounds the wait: the relay tries
+-- again at its next interval (a writer's long transaction only delays it). The outbox
+-- itself is locked first when it is emptied too (readers lock it before its children).
+LOCK TABLE ONLY {other} IN ACCESS EXCLUSIVE MODE;
+
+-- name: outbox_rotate_move
+-- The rows still pending in the other table move to the current one, keeping id, txid
+-- and capture time (so per-key order and idempotency keys); then the other table is
+-- emptied and named the current one. One transaction: each row is in exactly one table
+-- at any moment.
+INSERT INTO {current} (id, txid, table_name, op, key, fields, old, changed, origin, captured_at)
+SELECT id, txid, table_name, op, key, fields, old, changed, origin, captured_at
+FROM ONLY {other};
+
+-- name: outbox_rotate_truncate
+TRUNCATE ONLY {other};
+
+-- name: outbox_rotate_switch
+-- Last, just before the commit: a writer that reads the new slot before the commit waits
+-- for it on the table lock (milliseconds), then writes the emptied table.
+SELECT pg_catalog.setval({slot}::regclass, %(other)s, true);
+
+-- name: outbox_rotate_log
+UPDATE {schema}.outbox_rotation SET rotated_at = now(), rotations = rotations + 1;
+
+-- name: outbox_rotate_settings
+SELECT pg_catalog.set_config('lock_timeout', %(lock_timeout)s, true);

@@ -99,6 +99,10 @@ def expected(conn: psycopg.Connection[Any], config: BridgeConfig) -> set[Grant]:
             f"table {s.name.dotted}" for s in ships_only
         ],
         "each table this side receives": [f"table {s.name.dotted}" for s in receives],
+        "the outbox and its two tables": [
+            f"table {quoted[0]}.{name}" for name in ("outbox", "outbox_0", "outbox_1")
+        ],
+        "the outbox's slot sequence": [f"sequence {quoted[0]}.outbox_slot"],
         "each synced table's wire function": [
             f"function {wire_function(conn, schema, s)}" for s in config.table_specs
         ],
@@ -137,4 +141,4 @@ def test_the_documented_list_is_read() -> None:
     """The parser sees the table (a renamed heading would otherwise compare nothing)."""
     rows = documented()
     assert ("relay role", ["USAGE"], "the bridge schema") in rows
-    assert len(rows) == 7
+    assert len(rows) == 9
