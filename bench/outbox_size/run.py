@@ -94,9 +94,9 @@ def write_config(dsn: str, peer_url: str, path: Path) -> Path:
 
 def sizes(conn: psycopg.Connection[Any]) -> dict[str, int]:
     row = conn.execute(
-        # The outbox is partitioned: its size is its partitions'.
-        "SELECT (SELECT sum(pg_total_relation_size(p.relid))"
-        " FROM pg_partition_tree('cdc_bridge.outbox') p),"
+        # The outbox's size is its own and that of the two tables that inherit it.
+        "SELECT (SELECT sum(pg_total_relation_size(t::regclass)) FROM unnest(ARRAY["
+        "'cdc_bridge.outbox', 'cdc_bridge.outbox_0', 'cdc_bridge.outbox_1']) t),"
         " (SELECT count(*) FROM cdc_bridge.outbox),"
         " pg_total_relation_size('cdc_bridge.delivered'),"
         " (SELECT count(*) FROM cdc_bridge.delivered)"

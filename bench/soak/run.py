@@ -227,12 +227,14 @@ def watch_heartbeat(dsn: str, stop: threading.Event, counters: Counters) -> None
 def bridge_sizes(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
-            # A partitioned table (the outbox) counts with its partitions.
-            "SELECT c.relname, (SELECT sum(pg_total_relation_size(p.relid))"
-            " FROM pg_partition_tree(c.oid) p) FROM pg_class c"
+            # The outbox counts with the two tables that inherit it.
+            "SELECT c.relname, pg_total_relation_size(c.oid) + coalesce((SELECT"
+            " sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i"
+            " WHERE i.inhparent = c.oid), 0) FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'cdc_bridge' AND c.relkind IN ('r', 'p')"
-            " AND NOT c.relispartition ORDER BY c.relname"
+            " WHERE n.nspname = 'cdc_bridge' AND c.relkind = 'r'"
+            " AND NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+            " ORDER BY c.relname"
         ).fetchall()
     return {name: int(size) for name, size in rows}
 
@@ -316,7 +318,7 @@ def bridges(admin: str, workdir: Path, args: argparse.Namespace) -> Iterator[
                     conn.execute(LOGIN_ROLE)
                 if args.autovacuum == "off":
                     for (table,) in conn.execute(
-                        # Tables that hold rows (the outbox's partitions, not the outbox).
+                        # Every table, the outbox's two included.
                         "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
                         " ON n.oid = c.relnamespace"
                         " WHERE n.nspname = 'cdc_bridge' AND c.relkind = 'r'"
