@@ -13,7 +13,7 @@ A row leaves the outbox only in the same statement that writes it to `delivered`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from functools import cache
@@ -23,7 +23,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import BaseRowFactory, RowMaker
 
-from cdc_bridge.sql import query, raw
+from cdc_bridge.peer import codec
+from cdc_bridge.sql import compact_query, query, raw
 
 T = TypeVar("T")
 
@@ -154,13 +155,12 @@ async def fetch_pending(
     """
     async with conn.cursor(row_factory=dataclass_rows(OutboxRow)) as cur:
         await cur.execute(
-            _fetch_query(schema, encodes_entities=entities != "{}"),
+            _fetch_query(schema, entities),
             {
                 "limit": limit,
                 "in_flight": in_flight if isinstance(in_flight, str) else int_array(in_flight),
                 "system": system,
                 "whole_tables": text_array(whole_tables),
-                "entities": entities,
                 "max_txn": max_txn,
             },
         )
@@ -168,10 +168,96 @@ async def fetch_pending(
 
 
 @cache
-def _fetch_query(schema: str, *, encodes_entities: bool) -> bytes:
-    """The read, with the mapped tables' encoding joined only when some are encoded."""
-    encoding = "relay_encode_entities" if encodes_entities else "relay_encode_whole"
-    return _compact(query("relay_fetch_pending", schema=schema, encoding=query(encoding)))
+def _fetch_query(schema: str, entities: str) -> bytes:
+    """The read, with the mapped tables' encoding written in when some are encoded.
+
+    `entities` is the JSON text of `Outbound.encoded_entities`. Compact: the read runs for
+    every batch, and psycopg caches the parse of statements up to 4 KiB only.
+    """
+    tables: dict[str, dict[str, Any]] = codec.loads(entities)
+    encoding = _entity_encoding(tables) if tables else compact_query("relay_encode_whole")
+    statement = compact_query("relay_fetch_pending", schema=schema, encoding=encoding)
+    return statement.as_bytes(None)
+
+
+def _entity_encoding(tables: dict[str, dict[str, Any]]) -> sql.Composed:
+    """relay_encode_entities for `tables` (label -> entity, columns, maps)."""
+
+    def case(piece: Callable[[dict[str, Any]], sql.Composable]) -> sql.Composed:
+        return sql.SQL(" ").join(
+            compact_query("relay_encode_table_when", label=sql.Literal(label), value=piece(spec))
+            for label, spec in tables.items()
+        )
+
+    return compact_query(
+        "relay_encode_entities",
+        codes_known=case(_codes_known),
+        entity=case(lambda spec: sql.Literal(spec["entity"])),
+        key_json=case(_key_json),
+        fields_json=case(_fields_json),
+    )
+
+
+def _jsonb_order(names: Iterable[str]) -> list[str]:
+    """`names` in the order jsonb keeps an object's keys (shorter first, then bytewise)."""
+    return sorted(names, key=lambda name: (len(name.encode()), name.encode()))
+
+
+def _codes_known(spec: dict[str, Any]) -> sql.Composable:
+    tests = [
+        compact_query(
+            "relay_encode_table_code_known",
+            column=sql.Literal(column),
+            codes=sql.SQL(", ").join(sql.Literal(code) for code in codes),
+        )
+        for column, codes in spec["maps"].items()
+        if column in spec["columns"]
+    ]
+    return sql.SQL(" AND ").join(tests) if tests else sql.SQL("true")
+
+
+def _key_json(spec: dict[str, Any]) -> sql.Composable:
+    """The key renamed: a row's key holds the key columns only, so every mapped column
+    is probed and the others are left out."""
+    columns: dict[str, str] = spec["columns"]
+    return sql.SQL(" || ").join(
+        compact_query(
+            "relay_encode_table_key",
+            field=sql.Literal("," + codec.dumps_text(columns[column]) + ":"),
+            column=sql.Literal(column),
+        )
+        for column in _jsonb_order(columns)
+    )
+
+
+def _fields_json(spec: dict[str, Any]) -> sql.Composable:
+    columns: dict[str, str] = spec["columns"]
+    pieces: list[sql.Composable] = []
+    for column in _jsonb_order(columns):
+        field = sql.Literal("," + codec.dumps_text(columns[column]) + ":")
+        codes = spec["maps"].get(column)
+        if codes is None:
+            pieces.append(
+                compact_query("relay_encode_table_field", field=field, column=sql.Literal(column))
+            )
+            continue
+        whens = sql.SQL(" ").join(
+            compact_query(
+                "relay_encode_table_when",
+                label=sql.Literal(code),
+                value=sql.Literal(codec.dumps_text(value)),
+            )
+            for code, value in codes.items()
+        )
+        pieces.append(
+            compact_query(
+                "relay_encode_table_mapped_field",
+                field=field,
+                column=sql.Literal(column),
+                codes=whens,
+            )
+        )
+    return sql.SQL(" || ").join(pieces) if pieces else sql.Literal("")
 
 
 def _compact(statement: sql.Composed) -> bytes:

@@ -102,15 +102,11 @@ CREATE INDEX IF NOT EXISTS failed_key ON {schema}.failed (table_name, key);
 -- change_json is concatenated text, not jsonb_build_object(...)::text: building a jsonb
 -- and printing it took twice the time (13 us a row, half of this query's cost). Every
 -- piece is JSON already: to_json() quotes strings and times, jsonb prints as JSON.
--- This side's own changes of the mapped tables in %(entities)s (label -> entity, columns
--- (column -> field) and maps (column -> text code -> entity value)) come encoded as
--- their entity change the same way: key and fields renamed in jsonb order, codes mapped.
--- A row with a value its map lacks, or with old values, comes parsed: the relay refuses
--- or translates it. `m` is computed only for rows of those tables (OFFSET 0 keeps its
--- WHERE a gate: flattened, it ran for every row and cost a third of the read).
-WITH entities AS MATERIALIZED (
-    SELECT e.key AS label, e.value AS spec FROM jsonb_each(%(entities)s::jsonb) AS e
-), head AS MATERIALIZED (
+-- This side's own changes of the mapped tables written into the encoding part (see
+-- relay_encode_entities) come encoded as their entity change the same way: key and
+-- fields renamed in jsonb order, codes mapped. A row with a value its map lacks, or with
+-- old values, comes parsed: the relay refuses or translates it.
+WITH head AS MATERIALIZED (
     SELECT o.* FROM {schema}.outbox o
     -- Rows of batches in flight (a hashed subplan: cheap even for thousands of ids).
     WHERE o.id NOT IN (SELECT unnest(%(in_flight)s::bigint[]))
@@ -207,42 +203,60 @@ SET enable_seqscan = off;
 
 -- name: relay_encode_entities
 -- The part of relay_fetch_pending that encodes changes when some mapped tables are
--- encoded by PostgreSQL (%(entities)s is not empty): `c` says whether a row comes encoded
--- and its entity, key and fields as JSON text.
-LEFT JOIN entities n ON n.label = o.table_name AND o.origin = %(system)s AND o.old IS NULL
-LEFT JOIN LATERAL (
-    SELECT n.spec ->> 'entity' AS entity, k.key_json,
-           -- '' for no fields (an empty object), NULL for none (a delete without them).
-           CASE WHEN o.fields IS NOT NULL THEN coalesce(f.fields_json, '') END AS fields_json,
-           NOT coalesce(f.unmapped, false) AS encodable
-    FROM (
-        SELECT string_agg(to_json(n.spec -> 'columns' ->> k.key)::text || ':' || k.value::text,
-                          ',') AS key_json
-        FROM jsonb_each(o.key) AS k
-    ) k, (
-        SELECT string_agg(to_json(n.spec -> 'columns' ->> e.key)::text || ':'
-                          || CASE WHEN e.value = 'null' OR NOT (n.spec -> 'maps' ? e.key)
-                                  THEN e.value
-                                  ELSE n.spec -> 'maps' -> e.key -> (e.value #>> '{{}}')
-                             END::text, ',') AS fields_json,
-               -- A code its map lacks (a text value not listed, or any other value).
-               bool_or(n.spec -> 'maps' ? e.key AND e.value <> 'null'
-                       AND NOT (jsonb_typeof(e.value) = 'string'
-                                AND n.spec -> 'maps' -> e.key ? (e.value #>> '{{}}')))
-                   AS unmapped
-        FROM jsonb_each(o.fields) AS e
-        WHERE n.spec -> 'columns' ? e.key
-    ) f
-    WHERE n.spec IS NOT NULL
-    OFFSET 0
-) m ON true
+-- encoded by PostgreSQL: `c` says whether a row comes encoded, and its entity, key and
+-- fields as JSON text. The tables are written into the statement (one WHEN per table
+-- label in each CASE, from relay_encode_table_*), so a row costs a few jsonb probes of
+-- its own key and fields: the generic form, which walked each row's fields with
+-- jsonb_each and looked every name and code up in a jsonb spec, cost 6 us a row (a
+-- third of the read). `g.mapped` is NULL for rows of other tables, echoes and rows
+-- with old values, and false for a row with a code its map lacks: those come parsed.
 CROSS JOIN LATERAL (
-    SELECT w.whole OR coalesce(m.encodable, false) AS encoded,
-           CASE WHEN w.whole THEN o.table_name ELSE m.entity END AS entity,
-           CASE WHEN w.whole THEN o.key::text ELSE '{{' || m.key_json || '}}' END AS key_json,
-           CASE WHEN w.whole THEN o.fields::text ELSE '{{' || m.fields_json || '}}' END
-               AS fields_json
+    SELECT CASE WHEN o.origin = %(system)s AND o.old IS NULL THEN
+               CASE o.table_name {codes_known} END
+           END AS mapped
+    OFFSET 0
+) g
+CROSS JOIN LATERAL (
+    SELECT w.whole OR coalesce(g.mapped, false) AS encoded,
+           CASE WHEN w.whole THEN o.table_name
+                WHEN g.mapped THEN CASE o.table_name {entity} END
+           END AS entity,
+           CASE WHEN w.whole THEN o.key::text
+                WHEN g.mapped THEN '{{' || ltrim(CASE o.table_name {key_json} END, ',') || '}}'
+           END AS key_json,
+           -- '{{}}' for no fields, NULL for none (a delete without them).
+           CASE WHEN w.whole THEN o.fields::text
+                WHEN g.mapped AND o.fields IS NOT NULL
+                    THEN '{{' || ltrim(CASE o.table_name {fields_json} END, ',') || '}}'
+           END AS fields_json
 ) c
+
+-- name: relay_encode_table_when
+-- One mapped table's branch of a CASE o.table_name in relay_encode_entities, or one
+-- code's in relay_encode_table_mapped_field.
+WHEN {label} THEN {value}
+
+-- name: relay_encode_table_code_known
+-- A mapped column's value is JSON null, absent, or a text code its map lists.
+coalesce(o.fields -> {column} = 'null'
+         OR (jsonb_typeof(o.fields -> {column}) = 'string'
+             AND o.fields ->> {column} IN ({codes})), true)
+
+-- name: relay_encode_table_key
+-- One column of the key, renamed, left out when the key lacks it. {field} is the JSON
+-- text `,"field":`.
+coalesce({field} || (o.key -> {column})::text, '')
+
+-- name: relay_encode_table_field
+-- One column of the fields, renamed, left out when the row lacks it. {field} is the JSON
+-- text `,"field":`.
+coalesce({field} || (o.fields -> {column})::text, '')
+
+-- name: relay_encode_table_mapped_field
+-- One column of the fields, renamed and its code mapped ({codes}: WHEN code THEN the
+-- entity value's JSON text); JSON null stays null.
+coalesce({field} || CASE o.fields ->> {column} {codes}
+                   ELSE (o.fields -> {column})::text END, '')
 
 -- name: relay_encode_whole
 -- The part of relay_fetch_pending that encodes changes when no mapped table is: only

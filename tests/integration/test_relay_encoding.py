@@ -235,3 +235,36 @@ def test_only_plain_renames_and_text_codes_are_left_to_postgres() -> None:
             "maps": {"status": {"new": "N", "paid": "P", "void": None}},
         }
     }
+
+
+def test_names_and_codes_that_look_like_sql_keep_their_text(db: str) -> None:
+    """Names and codes are written into the read as literals: quotes, line breaks and
+    `--` inside them stay values, and a second mapped table gets its own branch."""
+    code = "it's\n-- not a comment\n  {x}"
+    data = yaml.safe_load(config_text(db, "http://127.0.0.1:9"))
+    data["tables"] = {
+        "public.customers": {
+            "entity": "person",
+            "key": ["id"],
+            "sor": "local",
+            "fields": {"no\n-- id": "id", "label": "name"},
+        },
+        "public.orders": {
+            **MAPPED_TABLES["public.orders"],
+            "fields": {"number": "id", "state": {"column": "status", "map": {code: "odd\n"}}},
+        },
+    }
+    config = parse_config(yaml.safe_dump(data), "erp.yaml", {})
+    install(config)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO customers (id, name) VALUES (1, 'a')")
+        conn.execute("INSERT INTO orders (id, status) VALUES (7, %s)", (code,))
+    outbound = Outbound(config)
+    assert set(outbound.encoded_entities()) == {"public.customers", "public.orders"}
+    encoded = asyncio.run(_fetch_mapped(db, outbound))
+    parsed = asyncio.run(_fetch_mapped(db, None))
+    assert all(r.change_json is not None for r in encoded)
+    sent = _sent(outbound, encoded)
+    assert sent == _sent(outbound, parsed)
+    assert sent[0]["entity"] == "person" and sent[0]["key"] == {"no\n-- id": 1}
+    assert sent[1]["fields"] == {"number": 7, "state": "odd\n"}
