@@ -428,6 +428,8 @@ CREATE TABLE IF NOT EXISTS "cdc_bridge".xref (
     learned_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (table_name, key)
 );
+-- `serve` finds this side's keys by the application's ids (entity_keys_of_peer_ids).
+CREATE INDEX IF NOT EXISTS xref_peer_id ON "cdc_bridge".xref (table_name, peer_id);
 -- One row per record of such a table that has crossed the bridge: filled by `serve` when
 -- it first applies a record (the key it generates here) and by the relay when it first
 -- ships a record born here (the key it mints for it: the value of the column mapped to

@@ -10,6 +10,8 @@ CREATE TABLE IF NOT EXISTS {schema}.xref (
     learned_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (table_name, key)
 );
+-- `serve` finds this side's keys by the application's ids (entity_keys_of_peer_ids).
+CREATE INDEX IF NOT EXISTS xref_peer_id ON {schema}.xref (table_name, peer_id);
 
 -- name: peer_xref_get
 SELECT peer_id FROM {schema}.xref WHERE table_name = %(table)s AND key = %(key)s::jsonb;
