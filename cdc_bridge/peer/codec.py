@@ -72,13 +72,16 @@ def _exact_loads(raw: bytes) -> Any:
     """The standard library's C parser with exact numbers; ijson's iterative one for
     nesting deeper than Python's recursion limit."""
     try:
+        # As json.loads reads bytes, with decoders made once: json.loads(raw, parse_float=
+        # ...) builds a decoder per call, which cost more than the parse of a small row.
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
         try:
-            return json.loads(raw, parse_float=Decimal, parse_constant=_refuse)
+            return _EXACT.decode(text)
         except ValueError:
             # Perhaps an integer longer than Python reads by default (int_max_str_digits):
             # numeric holds up to 131072 digits before the point. Decimal reads any length
             # (only then: a Python call per integer costs).
-            return json.loads(raw, parse_float=Decimal, parse_int=_integer, parse_constant=_refuse)
+            return _EXACT_LONG_INTEGERS.decode(text)
     except RecursionError:
         pass
     except (ValueError, UnicodeDecodeError) as exc:
@@ -129,6 +132,12 @@ def _integer(text: str) -> int | Decimal:
 
 def _refuse(text: str) -> Any:
     raise ValueError(f"{text} is not JSON")
+
+
+_EXACT = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse)
+_EXACT_LONG_INTEGERS = json.JSONDecoder(
+    parse_float=Decimal, parse_int=_integer, parse_constant=_refuse
+)
 
 
 def dumps(value: Any, *, sort_keys: bool = False, indent: bool = False) -> bytes:
