@@ -355,6 +355,7 @@ class Relay:
         async with await self._connect() as conn, await self._connect() as record_conn:
             codec.use_exact_json(conn)
             await conn.execute(query("relay_read_settings"))
+            await record_conn.execute(query("relay_record_settings"))
             await self._take_over(conn)
             self.role = "leader"
             self.metrics.leader.set(1)

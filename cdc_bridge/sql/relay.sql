@@ -201,6 +201,12 @@ ORDER BY o.id;
 -- pending rows). Every statement on this connection has an index to use.
 SET enable_seqscan = off;
 
+-- name: relay_record_settings
+-- The relay's recording connection joins a batch's ids (an array, of unknown size in a
+-- generic plan) to its outbox rows: a hash join, never a nested loop of one over the
+-- other, which costs (batch size)^2 when both are estimated at a few rows.
+SET enable_nestloop = off;
+
 -- name: relay_encode_entities
 -- The part of relay_fetch_pending that encodes changes when some mapped tables are
 -- encoded by PostgreSQL: `c` says whether a row comes encoded, and its entity, key and
@@ -309,7 +315,12 @@ WITH {move_to_delivered};
 results AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS r(id, result)
 ), gone AS (
-    DELETE FROM {schema}.outbox o USING results r WHERE o.id = r.id
+    -- `o.id = ANY`: the outbox is walked for these rows only, whatever its statistics say.
+    -- The relay VACUUMs it while nearly empty, so they often say one row, and the generic
+    -- plan a prepared statement gets after five runs then scanned the whole outbox for
+    -- each of the batch's rows (measured: 1.8 s to record 500 changes at 10,000 pending).
+    DELETE FROM {schema}.outbox o USING results r
+    WHERE o.id = ANY(%(ids)s::bigint[]) AND o.id = r.id
     RETURNING o.*, r.result
 )
 INSERT INTO {schema}.delivered
@@ -346,7 +357,8 @@ WITH reasons AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(statuses)s::int[],
                          %(bodies)s::text[]) AS r(id, reason, http_status, response_body)
 ), gone AS (
-    DELETE FROM {schema}.outbox o USING reasons r WHERE o.id = r.id
+    DELETE FROM {schema}.outbox o USING reasons r
+    WHERE o.id = ANY(%(ids)s::bigint[]) AND o.id = r.id  -- as in relay_move_to_delivered
     RETURNING o.*, r.reason, r.http_status, r.response_body
 )
 INSERT INTO {schema}.failed
