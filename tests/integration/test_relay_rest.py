@@ -118,3 +118,43 @@ def test_rest_403_is_logged_with_the_peer_s_answer(
     assert len(warnings) == 1
     assert "public.products" in warnings[0] and ": HTTP 403: {}; its key is parked" in warnings[0]
     assert all("tok-not-for-logs" not in r.getMessage() for r in caplog.records)
+
+
+def test_a_transaction_larger_than_a_batch_ships_in_parts_with_every_promise_kept(
+    db: str, peer: PeerServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REST API takes each change by itself: a large source transaction goes in parts
+    of a batch, side by side. Each record's changes keep their order, a refused change
+    parks only its record, and every change's result is recorded."""
+    monkeypatch.setenv("SHOP_TOKEN", "tok")
+    data = yaml.safe_load(rest_config_text(db, peer.url))
+    data["relay"]["batch_size"] = 3
+    config = parse_config(yaml.safe_dump(data), "t.yaml", {})
+    install(config)
+    peer.state.rest_status["/api/products/BAD"] = 422
+    with psycopg.connect(db) as conn:  # one transaction of 14 changes: five parts
+        for i in range(10):
+            conn.execute("INSERT INTO products VALUES (%s, 'Pen', 1.5, 'd', 3)", (f"P{i}",))
+        conn.execute("INSERT INTO products VALUES ('BAD', 'No', 1, 'd', 1)")
+        conn.execute("UPDATE products SET price = 2 WHERE sku = 'P2'")
+        conn.execute("UPDATE products SET price = 3 WHERE sku = 'BAD'")
+        conn.execute("UPDATE products SET price = 4 WHERE sku = 'P8'")
+    with running_relay(config):
+        wait_until(lambda: _outbox_ids(db) == 1, what="all but the parked change")
+    calls = [(c.method, c.path, c.body) for c in peer.state.rest_calls]
+    for i in range(10):
+        sent = [(method, (body or {}).get("price")) for method, path, body in calls
+                if path == f"/api/products/P{i}"]
+        later = {2: [("PATCH", 2)], 8: [("PATCH", 4)]}.get(i, [])
+        assert sent == [("PUT", 1.5), *later], f"P{i}"
+    assert [c[:2] for c in calls if "BAD" in c[1]] == [("PUT", "/api/products/BAD")]
+    with psycopg.connect(db) as conn:
+        delivered = conn.execute(
+            "SELECT count(*), count(DISTINCT batch_id) FROM cdc_bridge.delivered "
+            "WHERE result = 'applied'"
+        ).fetchone()
+        failed = conn.execute("SELECT key, http_status FROM cdc_bridge.failed").fetchall()
+        parked = conn.execute("SELECT key, op FROM cdc_bridge.outbox").fetchall()
+    assert delivered is not None and delivered[0] == 12 and delivered[1] >= 4
+    assert failed == [({"sku": "BAD"}, 422)]
+    assert parked == [({"sku": "BAD"}, "U")]  # waits behind its refused insert
