@@ -186,6 +186,8 @@ def writer(dsn: str, rate: float, stop: threading.Event, counters: Counters, see
                         (order_id, line_no),
                     )
                     done += 1
+                    with counters.lock:
+                        counters.written += 1
             done += 1
             with counters.lock:
                 counters.written += 1
