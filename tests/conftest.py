@@ -6,6 +6,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.peer import PeerServer
 from tests.pg import TestServer, start_test_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,3 +34,10 @@ def db(pg_server: TestServer, template_db: str) -> Iterator[str]:
     dsn = pg_server.create_database(name, template=template_db)
     yield dsn
     pg_server.drop_database(name)
+
+
+@pytest.fixture
+def peer() -> Iterator[PeerServer]:
+    """A real bridge peer on 127.0.0.1 (tests/peer.py), one per test."""
+    with PeerServer() as test_peer:
+        yield test_peer

@@ -20,7 +20,7 @@ import yaml
 
 from cdc_bridge.config import BridgeConfig, parse_config
 from cdc_bridge.relay.daemon import Relay
-from tests.helpers import FIXTURES, SECRET
+from tests.helpers import FIXTURES, SECRET, install
 from tests.peer import record_of
 
 # The installed console script, next to the interpreter running the tests.
@@ -172,3 +172,10 @@ def concurrent_writers(
     for thread in threads:
         thread.start()
     return threads, expected
+
+
+def installed_relay(dsn: str, peer_url: str, **relay: Any) -> BridgeConfig:
+    """A relay config for the erp.yaml fixture, installed."""
+    config = relay_config(dsn, peer_url, **relay)
+    install(config)
+    return config

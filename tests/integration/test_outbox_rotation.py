@@ -10,7 +10,6 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -25,6 +24,7 @@ from tests.peer import PeerServer
 from tests.pg import TestServer
 from tests.relay_support import (
     concurrent_writers,
+    installed_relay,
     relay_config,
     running_relay,
     wait_drained,
@@ -44,16 +44,8 @@ SLOTS = (
 T0, T1, PARENT = "cdc_bridge.outbox_0", "cdc_bridge.outbox_1", "cdc_bridge.outbox"
 
 
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
-
-
 def installed(db: str, peer: PeerServer, **relay: Any) -> BridgeConfig:
-    config = relay_config(db, peer.url, **relay)
-    install(config)
-    return config
+    return installed_relay(db, peer.url, **relay)
 
 
 def rotate(dsn: str, most_moved: int = 10_000) -> outbox.Rotation:

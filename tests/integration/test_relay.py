@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests.helpers import install
 from tests.peer import PeerServer, Record, record_of
 from tests.relay_support import relay_config, running_relay, wait_drained, wait_until
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def captured(dsn: str) -> dict[Record, list[int]]:

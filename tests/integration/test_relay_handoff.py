@@ -9,7 +9,6 @@ handoff is not yet committed (the guard cannot see it, so it allows the edit).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import psycopg
@@ -31,12 +30,6 @@ WAITING_FOR_HANDOFFS = """
 SELECT count(*) FROM pg_locks l
 WHERE l.relation = 'cdc_bridge.handoffs'::regclass AND NOT l.granted
 """
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def test_edit_made_while_the_handoff_is_being_recorded_ships(db: str, peer: PeerServer) -> None:

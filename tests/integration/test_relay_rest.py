@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -20,12 +19,6 @@ PRODUCTS_REST = {
     "delete": "DELETE /api/products/{sku}",
     "rename": {"name": "title"},
 }
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def rest_config_text(dsn: str, peer_url: str) -> str:

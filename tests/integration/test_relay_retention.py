@@ -4,7 +4,6 @@ writes on the shipping path (batches, attempts, delivered) is pruned, and said s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -13,9 +12,13 @@ import pytest
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.sql import query
 from tests import pg
-from tests.helpers import install
 from tests.peer import PeerServer
-from tests.relay_support import relay_config, running_relay, wait_drained, wait_until
+from tests.relay_support import (
+    installed_relay,
+    running_relay,
+    wait_drained,
+    wait_until,
+)
 
 COUNTS = (
     "SELECT (SELECT count(*) FROM cdc_bridge.batches), (SELECT count(*) FROM cdc_bridge.attempts),"
@@ -23,16 +26,8 @@ COUNTS = (
 )
 
 
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
-
-
 def installed(db: str, peer: PeerServer, **relay: Any) -> BridgeConfig:
-    config = relay_config(db, peer.url, **relay)
-    install(config)
-    return config
+    return installed_relay(db, peer.url, **relay)
 
 
 def write(dsn: str, first: int, count: int) -> None:

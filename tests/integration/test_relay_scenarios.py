@@ -11,7 +11,6 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -36,12 +35,6 @@ from tests.relay_support import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def test_sixteen_concurrent_writers_20k_changes(db: str, peer: PeerServer) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from cdc_bridge.config import parse_config
 from tests.helpers import install
@@ -27,12 +25,6 @@ from tests.relay_support import (
     write_config,
     write_versions,
 )
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def health(port: int) -> dict[str, object] | None:

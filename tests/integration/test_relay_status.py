@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,12 +24,6 @@ from tests.relay_support import (
     write_config,
     write_versions,
 )
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def free_port() -> int:

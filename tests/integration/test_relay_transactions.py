@@ -5,11 +5,9 @@ batches an earlier one left unfinished."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests.helpers import fetch, install
 from tests.peer import PeerServer
@@ -20,12 +18,6 @@ from tests.relay_support import (
     wait_drained,
     wait_until,
 )
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def write(dsn: str, statements: list[str], *params: Any) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -42,12 +41,6 @@ from tests.relay_support import (
 # A poll interval far longer than any test: only a read at start, the handshake or a
 # NOTIFY can make the relay read the outbox in time.
 NEVER_POLL_S = 600
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerServer]:
-    with PeerServer() as test_peer:
-        yield test_peer
 
 
 def waiting_for_the_key(dsn: str) -> bool:
