@@ -143,7 +143,6 @@ async def fetch_pending(
     whole_tables: Sequence[str] = (),
     entities: str = "{}",
     max_txn: int = 10_000,
-    whole_txns: bool = True,
 ) -> list[OutboxRow]:
     """Whole source transactions from the outbox head, minus the rows `in_flight` now.
 
@@ -153,8 +152,6 @@ async def fetch_pending(
     Rows that `system` captured in `whole_tables` come pre-encoded (`change_json`), and
     so do those of the mapped tables `entities` describes (JSON text, see
     `Outbound.encoded_entities`), as their entity changes.
-    Not `whole_txns` (a peer that applies each change by itself): a transaction is parked
-    only by a failed change of another transaction.
     """
     async with conn.cursor(row_factory=dataclass_rows(OutboxRow)) as cur:
         await cur.execute(
@@ -165,7 +162,6 @@ async def fetch_pending(
                 "system": system,
                 "whole_tables": text_array(whole_tables),
                 "max_txn": max_txn,
-                "whole_txns": whole_txns,
             },
         )
         return await cur.fetchall()

@@ -241,15 +241,6 @@ class Relay:
         )
         # The watermark is for a peer that keeps its idempotency keys by transaction.
         self._sends_watermark = capabilities.whole_transactions
-        # A peer that applies each change by itself (REST) takes a transaction larger than
-        # a batch in parts of a batch, side by side: per-key order is all it can keep, and
-        # the first part goes while the rest is read (transactions.group).
-        self._whole = capabilities.whole_transactions
-        self._max_txn = (
-            self.relay.max_transaction_changes
-            if self._whole
-            else min(self.relay.batch_size, self.relay.max_transaction_changes)
-        )
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -487,11 +478,10 @@ class Relay:
             system=self.config.system,
             whole_tables=self._encoded_tables,
             entities=self._encoded_entities,
-            max_txn=self._max_txn,
-            whole_txns=self._whole,
+            max_txn=self.relay.max_transaction_changes,
         )
         await self._read_watermark(conn)
-        txns = group(rows, self._families, self._max_txn, self._whole)
+        txns = group(rows, self._families, self.relay.max_transaction_changes)
         lanes = plan_lanes(txns, free, self.relay.batch_size, flight.tokens)
         started = False
         for lane in lanes:
@@ -638,7 +628,7 @@ class Relay:
     def _decided(self, txn: Txn, dropped: dict[int, str]) -> list[tuple[OutboxRow, Ship | None]]:
         """The rows of a transaction that ship, each with what the SOR filter kept (None:
         the row came encoded whole)."""
-        if txn.large and self._whole:  # else every change is applied by itself anyway
+        if txn.large:
             log.warning(
                 "source transaction %s has more than %d changes "
                 "(relay.max_transaction_changes): it ships in parts, each applied "

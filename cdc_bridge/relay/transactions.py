@@ -64,15 +64,8 @@ def token_of(row: OutboxRow, family: Mapping[str, str]) -> Token:
     return (_FAMILY, group) if group is not None else (row.table_name, row.key_text)
 
 
-def group(
-    rows: Sequence[OutboxRow], family: Mapping[str, str], max_changes: int, whole: bool = True
-) -> list[Txn]:
-    """The rows (in id order) as transactions, in the order they may be applied.
-
-    `whole`: the peer applies a transaction whole, so a transaction of more than
-    `max_changes` rows ships one part at a time. Else (a peer that applies each change by
-    itself) every part of one that this read holds goes like a transaction of its own.
-    """
+def group(rows: Sequence[OutboxRow], family: Mapping[str, str], max_changes: int) -> list[Txn]:
+    """The rows (in id order) as transactions, in the order they may be applied."""
     by_txid: dict[str, list[OutboxRow]] = {}
     for row in rows:
         members = by_txid.get(row.txid)
@@ -80,44 +73,9 @@ def group(
             by_txid[row.txid] = [row]
         else:
             members.append(row)
-    if whole:
-        txns = [_txn(txid, members, family, max_changes) for txid, members in by_txid.items()]
-    else:
-        txns = [
-            part
-            for txid, members in by_txid.items()
-            for part in _parts(txid, members, family, max_changes)
-        ]
-    txns.sort(key=_LAST_ID)  # stable: the parts of a transaction stay in their order
+    txns = [_txn(txid, members, family, max_changes) for txid, members in by_txid.items()]
+    txns.sort(key=_LAST_ID)
     return txns
-
-
-def _parts(
-    txid: str, rows: list[OutboxRow], family: Mapping[str, str], max_changes: int
-) -> list[Txn]:
-    """A transaction for a peer that applies each change by itself: when larger than
-    `max_changes`, its rows in parts of `max_changes`, each ready alone. Their tokens keep
-    each record's changes in order; none ties the parts to each other, so parts over other
-    records go side by side and the next is read while one is in flight. (Such a peer goes
-    on past a change of the transaction that it refused: the read parks the transaction
-    only for a change another one had refused, `outbox.fetch_pending`.)"""
-    first = rows[0]
-    total = first.txn_rows if first.txn_rows is not None else len(rows)
-    if total <= max_changes:
-        return [_txn(txid, rows, family, max_changes)]
-    last_id = first.txn_last_id if first.txn_last_id is not None else rows[-1].id
-    return [
-        Txn(
-            txid,
-            chunk,
-            last_id,
-            complete=False,
-            large=True,
-            parked=first.txn_parked,
-            tokens=frozenset(_tokens(chunk, family)),
-        )
-        for chunk in (rows[i : i + max_changes] for i in range(0, len(rows), max_changes))
-    ]
 
 
 def _last_id(txn: Txn) -> int:
@@ -134,7 +92,10 @@ def _txn(txid: str, rows: list[OutboxRow], family: Mapping[str, str], max_change
     if large:
         # Parts go in id order, each applied at once: the peer may see a part.
         rows = rows[:max_changes]
-    tokens = _tokens(rows, family)
+    if family:
+        tokens = {token_of(r, family) for r in rows}
+    else:  # no linked tables: every token is a record (most reads, at ~2 rows a txn)
+        tokens = {(r.table_name, r.key_text) for r in rows}
     if large:
         tokens.add((_PART, txid))
     return Txn(
@@ -146,13 +107,6 @@ def _txn(txid: str, rows: list[OutboxRow], family: Mapping[str, str], max_change
         first.txn_parked,
         frozenset(tokens),
     )
-
-
-def _tokens(rows: Sequence[OutboxRow], family: Mapping[str, str]) -> set[Token]:
-    if family:
-        return {token_of(r, family) for r in rows}
-    # No linked tables: every token is a record (most reads, at ~2 rows a txn).
-    return {(r.table_name, r.key_text) for r in rows}
 
 
 def plan_lanes(

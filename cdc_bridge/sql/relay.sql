@@ -131,11 +131,7 @@ WITH head AS MATERIALIZED (
            b.failures AND EXISTS (
                SELECT FROM {schema}.outbox x
                JOIN {schema}.failed f ON f.table_name = x.table_name AND f.key = x.key
-               WHERE b.failures AND x.txid = h.txid
-                 -- A peer that applies each change by itself (%(whole_txns)s false) went
-                 -- on past a change of this transaction that it refused: only a change
-                 -- another transaction had refused holds this one back.
-                 AND (%(whole_txns)s OR f.txid <> x.txid)) AS parked
+               WHERE b.failures AND x.txid = h.txid) AS parked
     FROM (SELECT txid, count(*) AS rows, max(id) AS last_id FROM head GROUP BY txid) h
     CROSS JOIN bound b
 ), txns AS MATERIALIZED (

@@ -119,32 +119,3 @@ def test_tied_transactions_use_the_room_other_lanes_leave() -> None:
     # Seven transactions of linked tables are tied to one lane: 6 fit (2 lanes x 3), the
     # seventh waits. A record of its own still starts the empty lane.
     assert ids(lanes) == [[1, 2, 3, 4, 5, 6], [8]]
-
-
-def test_for_a_peer_of_single_changes_a_large_transaction_ships_in_parts_side_by_side() -> None:
-    # Transaction 1 has 7 rows: record 1 changed at rows 1 and 6. Parts of 3 rows.
-    keys = [1, 2, 3, 4, 5, 1, 7]
-    rows = [row(i, 1, key=k, txn_rows=7, txn_last_id=7) for i, k in enumerate(keys, 1)]
-    rows.append(row(8, 2, key=9, txn_rows=1, txn_last_id=8))
-    txns = group(rows, {}, max_changes=3, whole=False)
-    assert [[r.id for r in t.rows] for t in txns] == [[1, 2, 3], [4, 5, 6], [7], [8]]
-    assert all(t.large and t.ready for t in txns[:3])
-    # No part waits for another, except the one that changes record 1 again.
-    assert ids(plan_lanes(txns, lanes=4, per_lane=3)) == [[1, 2, 3], [7], [8]]
-    assert ids(plan_lanes(txns, lanes=4, per_lane=3, busy={("public.t", '{"id": 1}')})) == [
-        [7],
-        [8],
-    ]
-
-
-def test_a_parked_transaction_parks_each_of_its_parts() -> None:
-    rows = [row(i, 1, key=i, txn_rows=4, txn_last_id=5, txn_parked=True) for i in (1, 2, 4, 5)]
-    parts = group(rows, {}, max_changes=2, whole=False)
-    assert [[r.id for r in t.rows] for t in parts] == [[1, 2], [4, 5]]
-    assert not any(t.ready for t in parts)
-
-
-def test_a_small_transaction_stays_whole_for_a_peer_of_single_changes() -> None:
-    rows = [row(1, 1, key=1, txn_rows=3, txn_last_id=3), row(2, 1, key=2, txn_rows=3)]
-    txns = group(rows, {}, max_changes=3, whole=False)
-    assert len(txns) == 1 and not txns[0].ready  # its third row was not read: it waits
