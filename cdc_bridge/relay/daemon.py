@@ -223,7 +223,7 @@ class Relay:
         self._rotation_waits = time.monotonic()  # since when no rotation was done
         self._slots = self.relay.concurrency + READ_AHEAD
         self._families: dict[str, str] = {}  # table label -> its group of linked tables
-        self._answered_at = 0.0  # when the peer last answered a batch with 200
+        self._answered_at = 0.0  # when the last batch the peer answered with 200 left
         self._suspects: dict[str, float] = {}  # txid -> when a batch of it first got 500
         self._sending = asyncio.Semaphore(self.relay.concurrency)
         self._probe = OutboxProbe(self._connect, self.schema)
@@ -704,10 +704,13 @@ class Relay:
                 # The peer's last answer before this attempt left: only an answer that
                 # came before it was sent shows the peer working while this one fails.
                 answered_before = self._answered_at
+                sent_at = time.monotonic()
                 with self.metrics.batch_seconds.time():
                     delivery = await client.deliver(batch_id, pending, self._settled_below)
             if delivery.answered:
-                self._answered_at = time.monotonic()
+                # When the answered request left, not when its answer came: an answer to a
+                # request sent before an outage began shows nothing about the peer since.
+                self._answered_at = max(self._answered_at, sent_at)
             crashed = delivery.crashed
             errors = errors + 1 if crashed else 0
             since = self._suspect(pending, crashed)

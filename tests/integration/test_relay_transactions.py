@@ -103,6 +103,33 @@ def test_a_peer_failing_everything_with_500_blames_no_change(db: str, peer: Peer
     assert set(peer.applied_names()) == {customer_record(k) for k in range(1, 61)}
 
 
+def test_an_answer_to_a_batch_sent_before_an_outage_blames_no_change(
+    db: str, peer: PeerServer
+) -> None:
+    # One batch is in the peer's hands (slow, then 200) when the peer starts failing
+    # everything with 500. Its 200 arrives after another transaction first failed, but
+    # it left before that failure: it shows nothing about the peer after the outage began,
+    # so the other transaction, alone and failing, is retried and never failed.
+    config = relay_config(db, peer.url, concurrency=2)
+    install(config)
+    peer.set_mode("slow", delay_s=1.5)
+    with running_relay(config):
+        write(db, ["INSERT INTO customers VALUES (1, 'v0', NULL, NULL)"])
+        wait_until(lambda: peer.state.requests >= 1, what="the first batch at the peer")
+        peer.set_mode("error500")
+        write(db, ["INSERT INTO customers VALUES (2, 'v0', NULL, NULL)"])
+        wait_until(lambda: peer.applied_count() == 1, what="the slow batch answered")
+        answered_at = peer.state.requests
+        wait_until(
+            lambda: peer.state.requests >= answered_at + 2,
+            what="the failing transaction sent twice more after the slow batch's 200",
+        )
+        peer.set_mode("ok")
+        wait_drained(db)
+    assert fetch(db, "SELECT count(*) FROM cdc_bridge.failed") == [(0,)]
+    assert peer.applied_names() == {customer_record(1): ["v0"], customer_record(2): ["v0"]}
+
+
 def test_a_new_leader_closes_unfinished_batches_as_abandoned(db: str, peer: PeerServer) -> None:
     config = relay_config(db, peer.url)
     install(config)
