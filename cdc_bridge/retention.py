@@ -9,6 +9,7 @@ a large backlog never holds long locks or a long snapshot.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,8 @@ from psycopg import sql
 
 from cdc_bridge import sql as queries
 from cdc_bridge.config import BridgeConfig, TableSpec
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 5000
 EVERY_ROW: sql.Composable = sql.SQL("true")
@@ -137,35 +140,65 @@ def prune(
     return counts
 
 
-async def vacuumable_async(
-    conn: psycopg.AsyncConnection[Any], schema: str, tables: list[str]
-) -> list[str]:
-    """Which of `tables` (in the bridge schema) this connection's role may VACUUM."""
-    cur = await conn.execute(
-        queries.query("retention_vacuumable"), {"schema": schema, "tables": tables}
+@dataclass(frozen=True)
+class Vacuumed:
+    """What `vacuum` did with the tables it was given."""
+
+    done: list[str]
+    # Neither vacuumed by this role nor looked after by autovacuum: the space of the rows
+    # retention deletes is never reused, and the table grows (see `warn_left_to_grow`).
+    left_to_grow: list[str]
+
+
+def _vacuumed(rows: list[tuple[Any, ...]]) -> Vacuumed:
+    return Vacuumed(
+        done=[name for name, may, _auto in rows if may],
+        left_to_grow=[name for name, may, auto in rows if not may and not auto],
     )
-    return [row[0] for row in await cur.fetchall()]
 
 
 async def vacuum_async(
     conn: psycopg.AsyncConnection[Any], schema: str, tables: list[str]
-) -> list[str]:
-    """VACUUM those of `tables` this role may (autocommit `conn`); returns which it did."""
-    allowed = await vacuumable_async(conn, schema, tables) if tables else []
-    for table in allowed:
+) -> Vacuumed:
+    """VACUUM those of `tables` this role may (autocommit `conn`)."""
+    if not tables:
+        return Vacuumed([], [])
+    cur = await conn.execute(
+        queries.query("retention_vacuumable"), {"schema": schema, "tables": tables}
+    )
+    vacuumed = _vacuumed(await cur.fetchall())
+    for table in vacuumed.done:
         await conn.execute(_vacuum(schema, table))
-    return allowed
+    return vacuumed
 
 
-def vacuum(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> list[str]:
+def vacuum(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> Vacuumed:
     """`vacuum_async` for a blocking connection (autocommit)."""
     rows = conn.execute(
         queries.query("retention_vacuumable"), {"schema": schema, "tables": tables}
     ).fetchall()
-    allowed = [row[0] for row in rows]
-    for table in allowed:
+    vacuumed = _vacuumed(rows)
+    for table in vacuumed.done:
         conn.execute(_vacuum(schema, table))
-    return allowed
+    return vacuumed
+
+
+def warn_left_to_grow(schema: str, vacuumed: Vacuumed, warned: set[str]) -> None:
+    """Say once (per table, per `warned`) that a pruned table is left to grow."""
+    for table in vacuumed.left_to_grow:
+        if table in warned:
+            continue
+        warned.add(table)
+        log.warning(
+            "retention deletes rows of %s.%s, but this role may not VACUUM it and autovacuum "
+            "is off for it: the space of deleted rows is never reused and the table grows. "
+            "Fix one of: switch autovacuum on for it (ALTER TABLE %s.%s SET "
+            "(autovacuum_enabled = on), or autovacuum = on for the server); VACUUM it "
+            "regularly as its owner; on PostgreSQL 17 or later install again, which grants "
+            "this role MAINTAIN on it (docs/security.md)",
+            schema, table, schema, table,
+            extra={"event": "left_to_grow", "table": table},
+        )
 
 
 def _vacuum(schema: str, table: str) -> sql.Composed:

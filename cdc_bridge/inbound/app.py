@@ -69,6 +69,7 @@ class Inbound:
         self.config = config
         self.signer = Signer(config.peer.secrets) if config.peer.secrets else None
         self.applier = Applier(config)
+        self._left_to_grow: set[str] = set()  # tables said to grow (pruning)
         self.outbound = Outbound(config)  # reads this side's rows as entities (reconcile)
         self.webhooks = [
             Webhooks.build(route, config.table(route.table), os.environ)
@@ -245,7 +246,7 @@ class Inbound:
 
     def prune(self) -> int:
         with self.pool.connection() as conn:
-            return prune_applied_keys(conn, self.config)
+            return prune_applied_keys(conn, self.config, self._left_to_grow)
 
     def database_problem(self) -> str | None:
         """Why no batch could be applied now, or None: one `SELECT 1` on a pooled connection."""

@@ -855,14 +855,20 @@ def json_object(columns: Iterable[str]) -> sql.Composable:
 # ------------------------------------------------------------------ pruning
 
 
-def prune_applied_keys(conn: Connection, config: BridgeConfig) -> int:
+def prune_applied_keys(
+    conn: Connection, config: BridgeConfig, left_to_grow: set[str] | None = None
+) -> int:
     """Forget keys below their sender's watermark or older than the retention; returns how
-    many went. Their space is then vacuumed for reuse if this role may (autocommit conn)."""
+    many went. Their space is then vacuumed for reuse if this role may (autocommit conn);
+    if neither it nor autovacuum may, that is said once per `left_to_grow`."""
     age_s = config.inbound.applied_key_retention_days * 86400
     with conn.transaction():
         cursor = conn.execute(
             queries.query("inbound_prune_keys", schema=config.bridge_schema), {"age_s": age_s}
         )
     if cursor.rowcount:
-        retention.vacuum(conn, config.bridge_schema, ["applied_keys"])
+        vacuumed = retention.vacuum(conn, config.bridge_schema, ["applied_keys"])
+        retention.warn_left_to_grow(
+            config.bridge_schema, vacuumed, set() if left_to_grow is None else left_to_grow
+        )
     return cursor.rowcount

@@ -223,6 +223,7 @@ class Relay:
         self._rotation_waits = time.monotonic()  # since when no rotation was done
         self._slots = self.relay.concurrency + READ_AHEAD
         self._families: dict[str, str] = {}  # table label -> its group of linked tables
+        self._left_to_grow: set[str] = set()  # tables said to grow (retention)
         self._answered_at = 0.0  # when the last batch the peer answered with 200 left
         self._suspects: dict[str, float] = {}  # txid -> when a batch of it first got 500
         self._sending = asyncio.Semaphore(self.relay.concurrency)
@@ -550,7 +551,8 @@ class Relay:
                     counts = await retention.prune_async(conn, self.schema, items)
                     pruned = [table for table, n in counts.items() if n]
                     # Their space is reused at once, with or without autovacuum.
-                    await retention.vacuum_async(conn, self.schema, pruned)
+                    vacuumed = await retention.vacuum_async(conn, self.schema, pruned)
+                    retention.warn_left_to_grow(self.schema, vacuumed, self._left_to_grow)
             except psycopg.Error as exc:
                 log.warning(
                     "retention prune failed, next try in %.0f s: %s",

@@ -20,19 +20,28 @@ NOT EXISTS (SELECT FROM {failed} f WHERE f.batch_id = {batch})
 {keys}.txid < (SELECT w.settled_below FROM {watermarks} w WHERE w.source = {keys}.source)
 
 -- name: retention_vacuumable
--- Which of the bridge's tables this role may VACUUM: their owner (or a member of it), the
--- database owner or a superuser, and from PostgreSQL 17 a holder of MAINTAIN. VACUUM
--- skips any other table with only a warning, so the relay asks first and says so.
-SELECT c.relname::text
+-- Of the bridge's tables named, whether this role may VACUUM each (`may_vacuum`: its
+-- owner or a member of it, the database owner or a superuser, and from PostgreSQL 17 a
+-- holder of MAINTAIN; VACUUM skips any other table with only a warning, so the bridge
+-- asks first), and whether autovacuum looks after it (`autovacuumed`: on for the server
+-- and not switched off for the table). A table neither may be vacuumed by this role nor
+-- is autovacuumed keeps the space of every row retention deletes.
+SELECT c.relname::text,
+       (pg_catalog.pg_has_role(c.relowner, 'USAGE')
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+        OR pg_catalog.pg_has_role((SELECT d.datdba FROM pg_catalog.pg_database d
+                                   WHERE d.datname = pg_catalog.current_database()), 'USAGE')
+        OR CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 170000
+                THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END)
+       AS may_vacuum,
+       (pg_catalog.current_setting('autovacuum')::bool
+        AND coalesce((SELECT o.option_value::bool
+                      FROM pg_catalog.pg_options_to_table(c.reloptions) o
+                      WHERE o.option_name = 'autovacuum_enabled'), true))
+       AS autovacuumed
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s::text[])
-  AND (pg_catalog.pg_has_role(c.relowner, 'USAGE')
-       OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
-       OR pg_catalog.pg_has_role((SELECT d.datdba FROM pg_catalog.pg_database d
-                                  WHERE d.datname = pg_catalog.current_database()), 'USAGE')
-       OR CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 170000
-               THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END)
 ORDER BY 1;
 
 -- name: retention_vacuum

@@ -8,13 +8,17 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from cdc_bridge import retention
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.sql import query
 from tests import pg
+from tests.helpers import login_role
 from tests.peer import PeerServer
 from tests.relay_support import (
     installed_relay,
+    relay_config,
     running_relay,
     wait_drained,
     wait_until,
@@ -74,6 +78,60 @@ def test_the_relay_prunes_batches_and_attempts_and_logs_it(
         # vacuumed them: the rows can be gone before its line is written.
         wait_until(lambda: all(t in pruned_text(caplog) for t in TABLES), 60, "the log line")
     assert all(t in pruned_text(caplog) for t in TABLES)
+
+
+def no_maintenance_for(dsn: str, table: str, role: str) -> None:
+    """Autovacuum off for `table`, and (PostgreSQL 17+) no MAINTAIN on it for `role`."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE cdc_bridge.{table} SET (autovacuum_enabled = off)")
+        if conn.info.server_version >= 170000:
+            conn.execute(f"REVOKE MAINTAIN ON cdc_bridge.{table} FROM {role}")
+
+
+def grow_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "grows" in r.getMessage()]
+
+
+def test_a_relay_that_may_not_vacuum_what_it_prunes_says_the_table_grows_once(
+    db: str, peer: PeerServer, pg_server: pg.TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cdc_bridge")
+    settings: dict[str, Any] = {"delivered_retention_days": 0.5 / 86400,
+                                "retention_interval_s": 0.2}
+    config = installed(db, peer, **settings)
+    no_maintenance_for(db, "delivered", config.database.relay_role)
+    with login_role(pg_server, db, "relay", member_of=config.database.relay_role) as name:
+        relay = relay_config(make_conninfo(db, user=name), peer.url, **settings)
+        with running_relay(relay):
+            for first in (1, 100, 200):  # three passes that prune delivered
+                write(db, first, 5)
+                wait_drained(db)
+                wait_until(lambda: counts(db)[2] == 0, 60, "delivered pruned")
+    warnings = [w for w in grow_warnings(caplog) if "cdc_bridge.delivered" in w]
+    assert len(warnings) == 1  # said once, not at every pass
+    assert "may not VACUUM" in warnings[0] and "autovacuum_enabled = on" in warnings[0]
+    assert "MAINTAIN" in warnings[0]
+
+
+def test_tables_a_role_may_vacuum_or_autovacuum_keeps_are_not_left_to_grow(
+    db: str, pg_server: pg.TestServer
+) -> None:
+    config = installed_relay(db, "http://127.0.0.1:1")
+    no_maintenance_for(db, "applied_keys", config.database.relay_role)
+    with psycopg.connect(db, autocommit=True) as conn:  # the owner may VACUUM anything
+        owner = retention.vacuum(conn, "cdc_bridge", ["applied_keys", "delivered"])
+    assert owner == retention.Vacuumed(done=["applied_keys", "delivered"], left_to_grow=[])
+    with login_role(pg_server, db, "relay", member_of=config.database.relay_role) as name:
+        with psycopg.connect(make_conninfo(db, user=name), autocommit=True) as conn:
+            autovacuum = conn.execute("SHOW autovacuum").fetchone() == ("on",)
+            member = retention.vacuum(conn, "cdc_bridge", ["applied_keys", "delivered"])
+    assert "applied_keys" in member.left_to_grow and "applied_keys" not in member.done
+    # delivered keeps its settings: vacuumed by this role from PostgreSQL 17 on (MAINTAIN),
+    # else left to autovacuum when the server runs it.
+    with psycopg.connect(db) as conn:
+        maintain = conn.info.server_version >= 170000
+    assert ("delivered" in member.done) == maintain
+    assert ("delivered" in member.left_to_grow) == (not maintain and not autovacuum)
 
 
 TABLES = ("batches", "attempts", "delivered")
