@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "inbound"))
 sys.path.insert(0, str(ROOT / "bench"))
 from db_to_db import free_port, listening  # noqa: E402 - sibling bench scripts
-from transactions import stop, wait  # noqa: E402
+from transactions import cpu_seconds, stop, wait  # noqa: E402
 
 SECRET = "bench-secret"
 TARGET = 0.8
@@ -295,16 +295,6 @@ class Measured:
     @property
     def cpu_us(self) -> float:
         return self.relay_us + self.serve_us + self.erp_pg_us + self.shop_pg_us
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads); 0 once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    after_name = stat.rsplit(")", 1)[1].split()  # fields 3.. (utime is 14, stime 15)
-    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Clocks:

@@ -11,7 +11,9 @@ On an embedded PostgreSQL 18 (fsync off), the bridges as real processes.
    clock runs from SIGCONT until the outbox is empty, against the minimal acking peer
    (bench/relay/peer.py). The baseline's code (a source tree given by --baseline, run
    through PYTHONPATH, with its own install in its own database) and this tree's take
-   turns, --rounds times each; the ratio is of the medians.
+   turns, --rounds times each; the ratio is of the medians. Each turn also gives the
+   relay process's CPU per change (from /proc), which moves far less than the rate
+   on a shared machine.
 2. DB -> DB, foreign-key-linked tables (tests/fixtures/fk_schema.sql): orders of one
    customer, two orders and three lines each (9 changes a transaction), written by 4
    writers while the shop's relay is stopped; the clock runs from SIGCONT until the ERP
@@ -105,6 +107,16 @@ class Code:
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads); 0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    after_name = stat.rsplit(")", 1)[1].split()  # fields 3.. (utime is 14, stime 15)
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGCONT)
     process.terminate()
@@ -134,7 +146,9 @@ class Bench:
 
     # ------------------------------------------------------------ 1. relay
 
-    def relay_run(self, code: Code, peer_url: str, transactions: int) -> float:
+    def relay_run(self, code: Code, peer_url: str, transactions: int) -> tuple[float, float]:
+        """Changes/s from SIGCONT until the outbox is empty, and the relay's CPU
+        microseconds per change in that time (steadier than the rate on a shared machine)."""
         dsn = self.database(FIXTURES / "schema.sql")
         data = yaml.safe_load((FIXTURES / "erp.yaml").read_text())
         data["database"]["url"] = dsn
@@ -158,17 +172,20 @@ class Bench:
             )
             relay.send_signal(signal.SIGSTOP)
             write_small_transactions(dsn, transactions)
+            cpu = cpu_seconds(relay.pid)
             relay.send_signal(signal.SIGCONT)
             started = time.perf_counter()
             done = wait(
                 "the outbox to drain",
                 lambda: not scalar(dsn, "SELECT EXISTS (SELECT FROM cdc_bridge.outbox)"),
             )
+            cpu = cpu_seconds(relay.pid) - cpu
             failed = scalar(dsn, "SELECT count(*) FROM cdc_bridge.failed")
             assert failed == 0, f"{failed} failed changes"
         finally:
             stop(relay)
-        return 2 * transactions / (done - started)
+        changes = 2 * transactions
+        return changes / (done - started), 1e6 * cpu / changes
 
     # ------------------------------------------------------------ 2. DB -> DB
 
@@ -305,15 +322,23 @@ def main() -> None:
         try:
             wait("the bench peer", lambda: listening(port), 30)
             rates: dict[str, list[float]] = {c.name: [] for c in codes}
+            cpus: dict[str, list[float]] = {c.name: [] for c in codes}
             print(
                 f"1. relay, {args.transactions} transactions of 2 changes, batch 500, "
                 "concurrency 4 (changes/s)"
             )
             for round_ in range(1, args.rounds + 1):
                 for code in codes:
-                    rate = bench.relay_run(code, f"http://127.0.0.1:{port}", args.transactions)
+                    rate, cpu = bench.relay_run(
+                        code, f"http://127.0.0.1:{port}", args.transactions
+                    )
                     rates[code.name].append(rate)
-                    print(f"   round {round_} {code.name:8}: {rate:,.0f}", flush=True)
+                    cpus[code.name].append(cpu)
+                    print(
+                        f"   round {round_} {code.name:8}: {rate:,.0f}, "
+                        f"relay CPU {cpu:.1f} us/change",
+                        flush=True,
+                    )
         finally:
             peer.terminate()
             peer.wait(10)
@@ -321,6 +346,11 @@ def main() -> None:
         print(
             f"   median baseline {base:,.0f}, this {this:,.0f}: ratio {this / base:.2f}x "
             f"(target {RELAY_TARGET}x)"
+        )
+        base_cpu, this_cpu = (statistics.median(cpus[c.name]) for c in codes)
+        print(
+            f"   relay CPU per change, median: baseline {base_cpu:.1f} us, this "
+            f"{this_cpu:.1f} us: baseline / this {base_cpu / this_cpu:.2f}x"
         )
         rate, failed = bench.db_to_db(codes[1], args.orders)
         print(
