@@ -121,10 +121,12 @@ def test_tables_a_role_may_vacuum_or_autovacuum_keeps_are_not_left_to_grow(
     with psycopg.connect(db, autocommit=True) as conn:  # the owner may VACUUM anything
         owner = retention.vacuum(conn, "cdc_bridge", ["applied_keys", "delivered"])
     assert owner == retention.Vacuumed(done=["applied_keys", "delivered"], left_to_grow=[])
-    with login_role(pg_server, db, "relay", member_of=config.database.relay_role) as name:
-        with psycopg.connect(make_conninfo(db, user=name), autocommit=True) as conn:
-            autovacuum = conn.execute("SHOW autovacuum").fetchone() == ("on",)
-            member = retention.vacuum(conn, "cdc_bridge", ["applied_keys", "delivered"])
+    with (
+        login_role(pg_server, db, "relay", member_of=config.database.relay_role) as name,
+        psycopg.connect(make_conninfo(db, user=name), autocommit=True) as conn,
+    ):
+        autovacuum = conn.execute("SHOW autovacuum").fetchone() == ("on",)
+        member = retention.vacuum(conn, "cdc_bridge", ["applied_keys", "delivered"])
     assert "applied_keys" in member.left_to_grow and "applied_keys" not in member.done
     # delivered keeps its settings: vacuumed by this role from PostgreSQL 17 on (MAINTAIN),
     # else left to autovacuum when the server runs it.
