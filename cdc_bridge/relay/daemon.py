@@ -942,13 +942,15 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
     acked: dict[int, str] = {}
     failures: list[Failure] = []
     handoffs: list[tuple[str, str]] = []
+    results = delivery.results
     for change in sent:
-        result = delivery.results.get(change.id)
+        result = results.get(change.id)
         if result is None:
             continue
-        if result.status.acknowledged:
-            acked[change.id] = result.status.value
-            if change.table in handoff_tables and change.op != "D":
+        text = _ACKED.get(result.status)
+        if text is not None:
+            acked[change.id] = text
+            if handoff_tables and change.table in handoff_tables and change.op != "D":
                 handoffs.append((change.table, change.key_text))
         elif result.status is ResultStatus.REJECTED:
             status, body = delivery.answers.get(change.id, (delivery.status, delivery.detail))
@@ -961,6 +963,9 @@ def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[st
     retry = [c for c in sent if c.id not in delivery.results] if delivery.transient else []
     return _Verdict(acked, failures, handoffs, retry)
 
+
+# Acknowledged statuses, as recorded (a lookup per change instead of enum properties).
+_ACKED = {s: s.value for s in ResultStatus if s.acknowledged}
 
 LOGGED_REJECTIONS = 10  # per batch; `batches show` lists them all
 

@@ -139,6 +139,12 @@ def test_an_odd_answer_is_validated_in_full_and_refused() -> None:
         {"results": [{"idempotency_key": "erp:9:1", "status": "applied", "reason": 3}]},
         {"results": "nope"},
         ["results"],
+        # Values of the wrong kind where a status or key is looked up (unhashable).
+        {"results": [{"idempotency_key": "erp:9:1", "status": []}]},
+        {"results": [{"idempotency_key": "erp:9:1", "status": {"applied": 1}}]},
+        {"results": [{"idempotency_key": ["erp:9:1"], "status": "applied"}]},
+        {"results": [{"idempotency_key": "erp:9:1", "status": "applied", "resolution": []}]},
+        {"protocol": ["cdc-bridge/2"], "results": []},
     ]
     for body in odd:
         assert fast_results(orjson.dumps(body)) is None
