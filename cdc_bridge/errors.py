@@ -56,6 +56,10 @@ class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached."""
 
 
+class IncompleteInstall(DatabaseError):
+    """The bridge schema lacks something the install writes (a row, a table)."""
+
+
 class ProblemsFound(BridgeError):
     """A check found problems (exit code 1)."""
 

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import BaseRowFactory, RowMaker
 
+from cdc_bridge.errors import IncompleteInstall
 from cdc_bridge.peer import codec
 from cdc_bridge.sql import compact_query, query, raw
 
@@ -433,7 +434,9 @@ async def rotate(
             )
             row = await cur.fetchone()
             if row is None:
-                raise psycopg.errors.UndefinedObject(f"{schema}.outbox_rotation has no row")
+                raise IncompleteInstall(
+                    f"{schema}.outbox_rotation has no row, so the outbox cannot rotate"
+                )
             current, parent_used = int(row[0]), bool(row[1])
             other = 1 - current
             emptied = [sql.Identifier(schema, "outbox")] if parent_used else []

@@ -51,7 +51,7 @@ from cdc_bridge import outbox, retention
 from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.entity.outbound import Lookups, Outbound
-from cdc_bridge.errors import PortInUse, Unmapped, Unresolved
+from cdc_bridge.errors import IncompleteInstall, PortInUse, Unmapped, Unresolved
 from cdc_bridge.outbox import Failure, OutboxRow
 from cdc_bridge.peer import codec, kinds
 from cdc_bridge.peer.endpoint import Capabilities, Delivery, Endpoint, Outgoing
@@ -586,6 +586,10 @@ class Relay:
             log.warning("cannot rotate %s.outbox as this role, rotation is off: %s; fix: "
                         "install again (it grants TRUNCATE on %s.outbox_0 and outbox_1)",
                         self.schema, _first_line(exc), self.schema)
+            self._rotate_at = math.inf
+            return
+        except IncompleteInstall as exc:
+            log.warning("%s; rotation is off; fix: install again (it writes that row)", exc)
             self._rotate_at = math.inf
             return
         if done.moved is not None:

@@ -229,3 +229,21 @@ def test_a_relay_that_owns_nothing_rotates_while_concurrent_writers_lose_nothing
     moved = [int(m) for m in re.findall(r"outbox rotated, (\d+) pending", caplog.text)]
     assert any(n > 0 for n in moved), moved  # pending rows moved while shipping
     assert partition_bytes(db, 0) == 0 and partition_bytes(db, 1) == 0
+
+
+def test_an_install_missing_its_rotation_row_is_named_and_the_relay_still_ships(
+    db: str, peer: PeerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cdc_bridge.relay.daemon")
+    config = installed(db, peer, rotate_interval_s=0.05)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DELETE FROM cdc_bridge.outbox_rotation")
+    with running_relay(config):
+        write_orders(db, 1, 5)
+        wait_drained(db)
+    warnings = [r.getMessage() for r in caplog.records if "outbox_rotation" in r.getMessage()]
+    assert warnings == [
+        "cdc_bridge.outbox_rotation has no row, so the outbox cannot rotate; rotation is "
+        "off; fix: install again (it writes that row)"
+    ]
+    assert len(peer.applied_ids()) == 10
