@@ -93,11 +93,11 @@ def _txn(txid: str, rows: list[OutboxRow], family: Mapping[str, str], max_change
         # Parts go in id order, each applied at once: the peer may see a part.
         rows = rows[:max_changes]
     if family:
-        tokens = {token_of(r, family) for r in rows}
+        tokens = frozenset([token_of(r, family) for r in rows])
     else:  # no linked tables: every token is a record (most reads, at ~2 rows a txn)
-        tokens = {(r.table_name, r.key_text) for r in rows}
+        tokens = frozenset([(r.table_name, r.key_text) for r in rows])
     if large:
-        tokens.add((_PART, txid))
+        tokens |= {(_PART, txid)}
     return Txn(
         txid,
         rows,
@@ -105,7 +105,7 @@ def _txn(txid: str, rows: list[OutboxRow], family: Mapping[str, str], max_change
         len(rows) >= total,
         large,
         first.txn_parked,
-        frozenset(tokens),
+        tokens,
     )
 
 
@@ -144,11 +144,11 @@ def _lane_for(
 ) -> int | None:
     if not txn.ready or not held.isdisjoint(txn.tokens):
         return None
-    taken = {owner[t] for t in txn.tokens if t in owner}
-    if len(taken) > 1:
+    taken = {owner[t] for t in txn.tokens if t in owner} if owner else None
+    if taken and len(taken) > 1:
         return None
     tied = bool(taken)
-    lane = taken.pop() if tied else min(range(len(sizes)), key=sizes.__getitem__)
+    lane = taken.pop() if taken else sizes.index(min(sizes))  # the least full lane
     if not sizes[lane]:
         return lane
     if txn.large:
