@@ -19,8 +19,15 @@ each, to show what each part costs (none of these is a working capture):
 - `no_wake`: the relay wake-up condition (capture.sql: capture_wake) replaced by `true`;
 - `no_origin`: the origin test (echo suppression) replaced by the system's name;
 - `invoker`: the capture functions run as the writer, with the writer's search_path;
-- `no_txid_index`: the outbox without its (txid, id) index (whole-transaction reads);
-- `bare`: all four.
+- `no_txid_index`: the outbox without its (txid, id) indexes (whole-transaction reads);
+- `bare`: all four;
+- `no_key`: the key (`jsonb_build_object` of the key columns) replaced by a constant;
+- `no_key_txid`: no key and no (txid, id) indexes (what the outbox's shape costs).
+
+`--workloads bulk` counts one UPDATE of all 100k rows instead (`capture_sql/bulk_update.sql`,
+after three single-row updates in the same session, as bench/capture.py runs it), against
+the same UPDATE without a trigger; `--keep DIR` keeps its callgrind files, for
+`callgrind_annotate --inclusive=yes`.
 
 Needs valgrind (Debian: `apt-get install valgrind`).
 """
@@ -46,8 +53,8 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.capture import HERE, REFERENCES, install
 from bench.capture import LABELS as DESIGN_LABELS
-from bench.capture import REFERENCES, install
 from cdc_bridge.embedded import UNPRIVILEGED_USER, _child_setup, _free_port, _reachable_install_dir
 
 PARTS = {
@@ -56,7 +63,13 @@ PARTS = {
     "invoker": "cdc-bridge, functions run as the writer",
     "no_txid_index": "cdc-bridge without the txid index",
     "bare": "cdc-bridge without all four",
+    "no_key": "cdc-bridge, key not built",
+    "no_key_txid": "cdc-bridge, no key, no txid index",
 }
+# What `bare` takes out.
+_BARE = ("no_wake", "no_origin", "invoker", "no_txid_index")
+# The key of every capture part: jsonb_build_object of the key columns of n or o.
+_KEY = re.compile(r"""pg_catalog\.jsonb_build_object\('id', [no]\."id"\)""")
 LABELS = {**DESIGN_LABELS, "shipping": "cdc-bridge install", **PARTS}
 DEFAULT_VARIANTS = (
     "plain", "shipping", "per_field", "where", *REFERENCES, "noop_trigger", "constant_row",
@@ -70,8 +83,17 @@ STATEMENTS = {
     ),
 }
 WARMUP = 300
+# The bulk workload: one UPDATE of all 100k rows (capture_sql/bulk_update.sql) after a few
+# single-row updates in the same session (as bench/capture.py runs it: a plan cached for
+# one row would show).
+BULK_WARMUP = (
+    "UPDATE public.items SET qty = qty + 1 WHERE id = 1;\n"
+    "UPDATE public.items SET qty = qty + 1 WHERE id = 2;\n"
+    "UPDATE public.items SET qty = qty + 1 WHERE id = 3;\n"
+)
 _WAKE = re.compile(r"\(SELECT pg_catalog\.pg_try_advisory_xact_lock_shared\(.*?IS NOT NULL\)")
 _ORIGIN = re.compile(r"CASE WHEN pg_catalog\.current_setting\('cdc_bridge\.origin'.*? END")
+KEEP: Path | None = None  # --keep: where the bulk workload's callgrind files are copied
 _TOTAL = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
@@ -170,7 +192,10 @@ def create(cluster: Cluster, variant: str) -> None:
 
 def take_out(dsn: str, variant: str) -> None:
     """The install with one of its parts taken out (`PARTS`)."""
-    parts = set(PARTS) - {"bare"} if variant == "bare" else {variant}
+    parts = {
+        "bare": set(_BARE),
+        "no_key_txid": {"no_key", "no_txid_index"},
+    }.get(variant, {variant})
     with psycopg.connect(dsn, autocommit=True) as conn:
         functions = conn.execute(
             "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid) FROM pg_proc p"
@@ -181,11 +206,14 @@ def take_out(dsn: str, variant: str) -> None:
                 definition = _WAKE.sub("true", definition)
             if "no_origin" in parts:
                 definition = _ORIGIN.sub("'bench'", definition)
+            if "no_key" in parts:
+                definition = _KEY.sub("'{}'::jsonb", definition)
             conn.execute(definition)
             if "invoker" in parts:
                 conn.execute(f"ALTER FUNCTION {signature} SECURITY INVOKER RESET search_path")
-        if "no_txid_index" in parts:
-            conn.execute("DROP INDEX cdc_bridge.outbox_txid")
+        if "no_txid_index" in parts:  # the outbox's and its two tables' (rotation)
+            for index in ("outbox_txid", "outbox_0_txid", "outbox_1_txid"):
+                conn.execute(sql.SQL("DROP INDEX cdc_bridge.{}").format(sql.Identifier(index)))
 
 
 def script(workdir: Path, workload: str, count: int) -> Path:
@@ -199,6 +227,8 @@ def script(workdir: Path, workload: str, count: int) -> Path:
 def per_statement(
     cluster: Cluster, variant: str, workload: str, statements: int, workdir: Path
 ) -> float:
+    if workload == "bulk":
+        return bulk(cluster, variant, workdir)
     counts = []
     for count in (WARMUP, WARMUP + statements):
         out = workdir / f"{variant}.{workload}.{count}.out"
@@ -208,7 +238,28 @@ def per_statement(
     return (counts[1] - counts[0]) / statements
 
 
+def bulk(cluster: Cluster, variant: str, workdir: Path) -> float:
+    """Instructions of the one 100k-row UPDATE (the session's start and warm-up aside)."""
+    counts = []
+    for name, text in (("warmup", BULK_WARMUP),
+                       ("bulk", BULK_WARMUP + (HERE / "bulk_update.sql").read_text())):  # fmt: skip
+        given = workdir / f"bulk_{name}.sql"
+        given.write_text(text)
+        out = workdir / f"{variant}.bulk.{name}.out"
+        counts.append(cluster.instructions(f"bench_{variant}", given, out))
+        if KEEP is not None:
+            shutil.copy(out, KEEP / out.name)  # for callgrind_annotate
+        out.unlink()
+    return counts[1] - counts[0]
+
+
 def report(workload: str, costs: dict[str, float]) -> None:
+    if workload == "bulk":
+        plain = costs["plain"]
+        print("\nbulk: one UPDATE of 100k rows, instructions (x no trigger)")
+        for variant, cost in costs.items():
+            print(f"  {LABELS[variant]:44} {cost / 1e6:9.1f}M {cost / plain:6.2f}x")
+        return
     plain = costs["plain"]
     refs = [costs[r] for r in REFERENCES if r in costs]
     best = min(refs) if refs else None
@@ -224,13 +275,16 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--statements", type=int, default=2000, help="statements counted")
     parser.add_argument("--pg-bin", type=Path, help="PostgreSQL binaries (default embedded)")
-    parser.add_argument("--workloads", default="update,insert")
+    parser.add_argument("--workloads", default="update,insert", help="update,insert,bulk")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    parser.add_argument("--keep", type=Path, help="copy the bulk runs' callgrind files here")
     return parser.parse_args()
 
 
 def main() -> None:
+    global KEEP
     args = parse_args()
+    KEEP = args.keep
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     variants = [v for v in args.variants.split(",") if v]
