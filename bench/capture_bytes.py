@@ -32,7 +32,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.capture import event_tables, prepare, read, reset
+from bench.capture import drop_databases, event_tables, prepare, read, reset
 
 UPDATES = 20_000
 DEFAULT = "shipping,per_field,ref_pgq"
@@ -205,9 +205,12 @@ def main() -> None:
     args = parser.parse_args()
     variants = tuple(v for v in args.variants.split(",") if v)
     dsns = prepare(args.dsn, "bench_bytes", variants)
-    for variant, dsn in dsns.items():
-        print(f"\n== {variant}")
-        breakdown(dsn, args.commit_each)
+    try:
+        for variant, dsn in dsns.items():
+            print(f"\n== {variant}")
+            breakdown(dsn, args.commit_each)
+    finally:
+        drop_databases(args.dsn, dsns)
 
 
 if __name__ == "__main__":
