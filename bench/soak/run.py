@@ -78,6 +78,38 @@ CREATE TABLE heartbeat (id int PRIMARY KEY, beat bigint NOT NULL, at timestamptz
 INSERT INTO orders SELECT i, 'customer ' || i, now() FROM generate_series(1, 1000) i;
 INSERT INTO heartbeat VALUES (1, 0, now());
 """
+# At the shop only: when `serve` wrote each beat (its transaction's start, and the row
+# itself), for the breakdown of the heartbeat's latency. Not a bridge table, not compared.
+SHOP_TRACE = """
+CREATE TABLE heartbeat_applied (
+    beat bigint PRIMARY KEY, xact_at timestamptz NOT NULL, row_at timestamptz NOT NULL
+);
+CREATE FUNCTION heartbeat_applied() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO heartbeat_applied VALUES (NEW.beat, now(), clock_timestamp())
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER heartbeat_applied AFTER INSERT OR UPDATE ON heartbeat
+    FOR EACH ROW EXECUTE FUNCTION heartbeat_applied();
+ALTER TABLE heartbeat ENABLE ALWAYS TRIGGER heartbeat_applied;
+"""
+# At the ERP: when each beat was captured and when the batch that carried it left (its
+# last attempt's record time less the attempt's duration). The key's hash index finds
+# the heartbeat's changes in `delivered` (kept for --retention-s, longer than an interval).
+ERP_TRACE = """
+SELECT (d.fields ->> 'beat')::bigint, extract(epoch FROM d.captured_at)::float8,
+       extract(epoch FROM a.attempted_at)::float8 - a.duration_ms / 1000,
+       extract(epoch FROM a.attempted_at)::float8
+FROM cdc_bridge.delivered d
+CROSS JOIN LATERAL (
+    SELECT attempted_at, duration_ms FROM cdc_bridge.attempts a
+    WHERE a.batch_id = d.batch_id ORDER BY attempted_at DESC LIMIT 1
+) a
+WHERE d.key = '{"id": 1}'::jsonb AND d.table_name = 'public.heartbeat'
+  AND (d.fields ->> 'beat')::bigint = ANY(%(beats)s)
+"""
 # With --least-privilege, `run` and `serve` log in as this role: a member of the relay
 # role, owning nothing (README: DBA guide). Roles belong to the server: it is kept.
 LOGIN = "cdc_bridge_soak"
@@ -138,11 +170,25 @@ class Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
     latencies_ms: list[float] = field(default_factory=list)
     sent: dict[int, float] = field(default_factory=dict)
+    # Wall-clock times (comparable with the databases' clocks) of each beat: written, and
+    # seen at the shop (beats not yet broken down).
+    sent_wall: dict[int, float] = field(default_factory=dict)
+    seen_wall: dict[int, float] = field(default_factory=dict)
 
     def take_latencies(self) -> list[float]:
         with self.lock:
             taken, self.latencies_ms = self.latencies_ms, []
             return taken
+
+    def take_seen(self, before: float) -> dict[int, tuple[float, float]]:
+        """(written, seen) wall times of the beats seen before `before` and not yet taken
+        (the relay records a beat's batch after the shop shows it: a beat just seen waits
+        for the next report)."""
+        with self.lock:
+            taken = {b: t for b, t in self.seen_wall.items() if t < before}
+            for b in taken:
+                del self.seen_wall[b]
+            return {b: (self.sent_wall.pop(b), t) for b, t in taken.items() if b in self.sent_wall}
 
 
 def writer(dsn: str, rate: float, stop: threading.Event, counters: Counters, seed: int) -> None:
@@ -203,6 +249,7 @@ def heartbeat(dsn: str, stop: threading.Event, counters: Counters) -> None:
             beat += 1
             with counters.lock:
                 counters.sent[beat] = time.monotonic()
+                counters.sent_wall[beat] = time.time()
             conn.execute("UPDATE heartbeat SET beat = %s, at = clock_timestamp()", (beat,))
 
 
@@ -211,7 +258,7 @@ def watch_heartbeat(dsn: str, stop: threading.Event, counters: Counters) -> None
     with psycopg.connect(dsn, autocommit=True) as conn:
         while not stop.is_set():
             row = conn.execute("SELECT beat FROM heartbeat").fetchone()
-            now = time.monotonic()
+            now, wall = time.monotonic(), time.time()
             beat = int(row[0]) if row else 0
             if beat > seen:
                 with counters.lock:
@@ -219,6 +266,7 @@ def watch_heartbeat(dsn: str, stop: threading.Event, counters: Counters) -> None
                         sent = counters.sent.pop(b, None)
                         if sent is not None:
                             counters.latencies_ms.append((now - sent) * 1000)
+                            counters.seen_wall[b] = wall
                 seen = beat
             time.sleep(0.005)
 
@@ -258,6 +306,82 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+# The stages of a beat's latency, in order: the heartbeat's UPDATE until its capture;
+# the capture until its batch left the relay (reads, lanes); until `serve` began the
+# batch's transaction (HTTP, request parsing, a pooled connection); until the beat's row
+# was written in it; until the watcher saw it (the rest of the batch, commit, polling).
+STAGES = ("capture", "outbox", "to serve", "in apply", "to seen")
+
+
+def breakdown(erp: str, shop: str, beats: dict[int, tuple[float, float]]) -> str:
+    """Median / p99 ms of each stage over `beats` (beat -> written and seen wall times)."""
+    wanted = sorted(beats)
+    with psycopg.connect(erp, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # delivered may have no statistics
+        shipped = {int(r[0]): r[1:] for r in conn.execute(ERP_TRACE, {"beats": wanted})}
+    with psycopg.connect(shop, autocommit=True) as conn:
+        applied = {int(r[0]): r[1:] for r in conn.execute(
+            "SELECT beat, extract(epoch FROM xact_at)::float8, extract(epoch FROM row_at)::float8"
+            " FROM heartbeat_applied WHERE beat = ANY(%s)", (wanted,))}
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    for beat in wanted:
+        if beat not in shipped or beat not in applied:
+            continue
+        written, seen = beats[beat]
+        captured, left, _ = shipped[beat]
+        xact_at, row_at = applied[beat]
+        times = (written, captured, left, xact_at, row_at, seen)
+        for name, start, end in zip(STAGES, times, times[1:], strict=False):
+            stages[name].append((end - start) * 1000)
+    found = len(stages["capture"])
+    if found < 2:
+        return f"- (n={found})"
+    parts = []
+    for name, values in stages.items():
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        parts.append(f"{name} {cuts[49]:.0f}/{cuts[98]:.0f}")
+    return ", ".join(parts) + f" ms p50/p99 (n={found})"
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backends(dsn: str, application: str) -> list[int]:
+    """The server processes of `application`'s connections to the database of `dsn`."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE %s AND pid <> pg_backend_pid()", (application + "%",)
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+class CpuUse:
+    """Share of one core each process group used since the last call (a process first
+    seen counts all it used; backends that ended in between are not counted)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, float] = {}
+        self.at = time.monotonic()
+
+    def shares(self, groups: dict[str, list[int]]) -> str:
+        now = time.monotonic()
+        spent: dict[str, float] = {}
+        for name, pids in groups.items():
+            for pid in pids:
+                total = cpu_s(pid)
+                spent[name] = spent.get(name, 0.0) + total - self.seen.get(pid, 0.0)
+                self.seen[pid] = total
+        elapsed, self.at = max(now - self.at, 1e-9), now
+        return ", ".join(f"{name} {spent[name] / elapsed:.0%}" for name in groups)
+
+
 def percentiles(values: list[float]) -> str:
     if len(values) < 2:
         return f"p50 -, p95 -, p99 -, max - (n={len(values)})"
@@ -281,7 +405,7 @@ def kib(size: int) -> str:
 
 
 def report(started: float, erp: str, shop: str, procs: dict[str, int], counters: Counters,
-           previous: list[int]) -> None:
+           previous: list[int], cpu: CpuUse) -> None:
     with counters.lock:
         written = counters.written
     elapsed = time.monotonic() - started
@@ -295,6 +419,13 @@ def report(started: float, erp: str, shop: str, procs: dict[str, int], counters:
     memory = ", ".join(f"{name} {rss_mb(pid):.0f} MB" for name, pid in procs.items())
     print(f"[{elapsed / 60:5.1f} min] written {rate:,.0f}/s | heartbeat "
           f"{percentiles(counters.take_latencies())} | rss {memory}", flush=True)
+    print(f"    heartbeat stages: {breakdown(erp, shop, counters.take_seen(time.time() - 2))}",
+          flush=True)
+    groups = {
+        "run": [procs["run"]], "run's backends": backends(erp, "cdc-bridge relay"),
+        "serve": [procs["serve"]], "serve's backends": backends(shop, "cdc-bridge serve"),
+    }
+    print(f"    cpu (of one core): {cpu.shares(groups)}", flush=True)
     print(f"    sizes: {sizes}", flush=True)
 
 
@@ -315,6 +446,8 @@ def bridges(admin: str, workdir: Path, args: argparse.Namespace) -> Iterator[
             paths[side].write_text(text)
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(SCHEMA.encode())
+                if side == "shop":
+                    conn.execute(SHOP_TRACE.encode())
                 conn.execute(render_install(parse_config(text, side, {})))
                 if args.least_privilege:
                     conn.execute(LOGIN_ROLE)
@@ -427,10 +560,11 @@ def main() -> None:
             thread.start()
         started = time.monotonic()
         previous = [0, 0.0]
+        cpu = CpuUse()
         try:
             while time.monotonic() - started < args.minutes * 60:
                 time.sleep(min(args.interval, args.minutes * 60 - (time.monotonic() - started)))
-                report(started, erp, shop, procs, counters, previous)
+                report(started, erp, shop, procs, counters, previous, cpu)
         finally:
             stop.set()
             for thread in threads:
