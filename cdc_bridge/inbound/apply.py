@@ -188,7 +188,7 @@ class Applier:
     def apply(self, conn: Connection, batch: Batch) -> BatchResponse:
         plans = [Planned(change) for change in batch.changes]
         with conn.transaction():
-            conn.execute(queries.query("inbound_set_origin"), {"origin": self.config.peer.name})
+            conn.execute(queries.query("inbound_begin_apply"), {"origin": self.config.peer.name})
             conn.execute(queries.query("inbound_defer_constraints"))
             # One change of an entity held in a main table and 1:1 side tables is a plan
             # per table; they share the change, its transaction and its result.

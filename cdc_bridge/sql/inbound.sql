@@ -77,13 +77,39 @@ WHERE NOT EXISTS (
 -- name: inbound_set_origin
 SELECT set_config('cdc_bridge.origin', %(origin)s, true);
 
+-- name: inbound_begin_apply
+-- The first statement of a batch's transaction: the origin, and for this transaction
+-- only, plans that look every incoming row up by its key (nested loops over the table's
+-- unique index, which ON CONFLICT requires). The pool's connections prepare each
+-- statement, and a prepared statement's generic plan is kept until the table is
+-- ANALYZEd: one planned while the table was nearly empty scanned it whole (a hash join)
+-- for every batch after it had grown, and without autovacuum nothing ever planned it
+-- again (measured: the shop's DELETE of a soak's order lines, a third of each of
+-- `serve`'s backends). Every statement of an apply is driven by the batch's keys.
+SELECT set_config('cdc_bridge.origin', %(origin)s, true),
+       set_config('enable_seqscan', 'off', true),
+       set_config('enable_hashjoin', 'off', true),
+       set_config('enable_mergejoin', 'off', true);
+
 -- name: inbound_watermark
 SELECT settled_below FROM {schema}.watermarks WHERE source = %(source)s;
 
 -- name: inbound_raise_watermark
 -- Watermarks only rise: a batch sent before a later one may arrive after it.
+-- Most batches carry a watermark an earlier batch already raised it to (the relay reads
+-- it once a second): they lock nothing. An UPDATE locks only the rows its condition
+-- keeps, and waits only for a batch raising it at that moment (then checks the raised
+-- value again). ON CONFLICT DO UPDATE locked the row for every batch until its commit,
+-- so concurrent batches committed one after another (measured: each of `serve`'s
+-- backends waited on this row in one sample of 14). A sender's first batch inserts its row.
+WITH raised AS (
+    UPDATE {schema}.watermarks AS w
+    SET settled_below = %(settled_below)s, updated_at = now()
+    WHERE w.source = %(source)s AND w.settled_below < %(settled_below)s
+)
 INSERT INTO {schema}.watermarks AS w (source, settled_below)
-VALUES (%(source)s, %(settled_below)s)
+SELECT %(source)s, %(settled_below)s
+WHERE NOT EXISTS (SELECT FROM {schema}.watermarks x WHERE x.source = %(source)s)
 ON CONFLICT (source) DO UPDATE
 SET settled_below = greatest(w.settled_below, excluded.settled_below), updated_at = now()
 WHERE excluded.settled_below > w.settled_below;
