@@ -85,11 +85,14 @@ SELECT set_config('cdc_bridge.origin', %(origin)s, true);
 -- ANALYZEd: one planned while the table was nearly empty scanned it whole (a hash join)
 -- for every batch after it had grown, and without autovacuum nothing ever planned it
 -- again (measured: the shop's DELETE of a soak's order lines, a third of each of
--- `serve`'s backends). Every statement of an apply is driven by the batch's keys.
+-- `serve`'s backends). Every statement of an apply is driven by the batch's keys. No
+-- JIT compilation: a statement that can only scan (costed at enable_seqscan's penalty)
+-- would be compiled with inlining and optimization, taking far longer than it runs.
 SELECT set_config('cdc_bridge.origin', %(origin)s, true),
        set_config('enable_seqscan', 'off', true),
        set_config('enable_hashjoin', 'off', true),
-       set_config('enable_mergejoin', 'off', true);
+       set_config('enable_mergejoin', 'off', true),
+       set_config('jit', 'off', true);
 
 -- name: inbound_watermark
 SELECT settled_below FROM {schema}.watermarks WHERE source = %(source)s;
