@@ -31,6 +31,7 @@ create and drop databases), or an embedded PostgreSQL 18.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import signal
@@ -324,6 +325,7 @@ def breakdown(erp: str, shop: str, beats: dict[int, tuple[float, float]]) -> str
             "SELECT beat, extract(epoch FROM xact_at)::float8, extract(epoch FROM row_at)::float8"
             " FROM heartbeat_applied WHERE beat = ANY(%s)", (wanted,))}
     stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    worst: tuple[float, float, list[float]] = (-1.0, 0.0, [])
     for beat in wanted:
         if beat not in shipped or beat not in applied:
             continue
@@ -331,8 +333,11 @@ def breakdown(erp: str, shop: str, beats: dict[int, tuple[float, float]]) -> str
         captured, left, _ = shipped[beat]
         xact_at, row_at = applied[beat]
         times = (written, captured, left, xact_at, row_at, seen)
-        for name, start, end in zip(STAGES, times, times[1:], strict=False):
-            stages[name].append((end - start) * 1000)
+        spent = [(end - start) * 1000 for start, end in itertools.pairwise(times)]
+        for name, ms in zip(STAGES, spent, strict=True):
+            stages[name].append(ms)
+        if seen - written > worst[0]:
+            worst = (seen - written, written, spent)
     found = len(stages["capture"])
     if found < 2:
         return f"- (n={found})"
@@ -340,7 +345,10 @@ def breakdown(erp: str, shop: str, beats: dict[int, tuple[float, float]]) -> str
     for name, values in stages.items():
         cuts = statistics.quantiles(values, n=100, method="inclusive")
         parts.append(f"{name} {cuts[49]:.0f}/{cuts[98]:.0f}")
-    return ", ".join(parts) + f" ms p50/p99 (n={found})"
+    # The slowest beat, when it was written (to match with the logs of run and serve).
+    at = time.strftime("%H:%M:%S", time.localtime(worst[1]))
+    slowest = "/".join(f"{ms:.0f}" for ms in worst[2])
+    return ", ".join(parts) + f" ms p50/p99 (n={found}); slowest written at {at}: {slowest}"
 
 
 def cpu_s(pid: int) -> float:
