@@ -1,15 +1,20 @@
 """Outbound REST bench: the relay shipping products to an API, vs the API's bare rate.
 
-    .venv/bin/python bench/rest/bench_rest.py [--changes 5000] [--repeat 3]
+    .venv/bin/python bench/rest/bench_rest.py [--changes 10000] [--repeat 3]
 
 On $CDC_BRIDGE_BENCH_DSN or an embedded PostgreSQL 18, against a minimal API in its own
 process (bench/rest/api.py, 200 to everything). For request concurrency 1 and 8:
   bare:  the same number of PUT requests with the same HTTP client library (aiohttp,
-         keep-alive, TCP_NODELAY) and the same JSON body, at that concurrency, nothing
-         read or recorded: the rate the server and client allow;
-  relay: N products inserted in one transaction, then `cdc-bridge run` (REST adapter,
-         peer.rate_limit.concurrency = C) until the outbox is empty: changes/s.
-The ratio relay / bare is printed per concurrency, median of the repetitions.
+         keep-alive, TCP_NODELAY) and the same JSON body, sent by C workers that each take
+         the next request when their last is answered (as the relay's REST endpoint does),
+         nothing read or recorded: the rate the server and client allow;
+  relay: `cdc-bridge run` (REST adapter, peer.rate_limit.concurrency = C), stopped
+         (SIGSTOP) while N new products are written, then let go (SIGCONT): changes/s
+         until the outbox is empty. Two workloads: `small`, the N products in
+         transactions of 10 (what an application writes), and `bulk`, all N in one
+         transaction (an import).
+The ratio relay / bare is printed per concurrency and workload, median of the repetitions,
+with the CPU per change of the relay and per request of the bare loop (from /proc).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,6 +39,7 @@ import psycopg
 import yaml
 
 from bench.common import bench_database, server
+from bench.transactions import cpu_seconds
 from cdc_bridge.capture.render import render_install
 from cdc_bridge.config import parse_config
 
@@ -77,23 +85,37 @@ def config_yaml(dsn: str, api_url: str, concurrency: int) -> str:
 async def bare(api_url: str, count: int, concurrency: int) -> float:
     body = orjson.dumps({"sku": "P-000001", "name": "name", "price": 12.5,
                          "description": "d", "stock": 3})
-    slots = asyncio.Semaphore(concurrency)
+    numbers = iter(range(count))
     async with aiohttp.ClientSession() as http:  # aiohttp sets TCP_NODELAY itself
 
-        async def one(i: int) -> None:
-            async with slots, http.put(
-                f"{api_url}/api/products/P-{i:06d}", data=body,
-                headers={"content-type": "application/json"},
-            ) as response:
-                await response.read()
-                response.raise_for_status()
+        async def worker() -> None:
+            # A worker per request slot: a task per request, queued on a semaphore, cost
+            # the loop a tenth of its rate (10,000 tasks waiting on one lock).
+            for i in numbers:
+                async with http.put(
+                    f"{api_url}/api/products/P-{i:06d}", data=body,
+                    headers={"content-type": "application/json"},
+                ) as response:
+                    await response.read()
+                    response.raise_for_status()
 
         started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         return count / (time.perf_counter() - started)
 
 
-def relay(dsn: str, api_url: str, count: int, concurrency: int, workdir: Path) -> float:
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+WORKLOADS = {"small": 10, "bulk": None}  # rows per transaction (None: all in one)
+
+
+def relay(
+    dsn: str, api_url: str, count: int, concurrency: int, per_txn: int | None, workdir: Path
+) -> tuple[float, float]:
+    """changes/s and relay CPU us per change, from SIGCONT until the outbox is empty."""
     path = workdir / f"rest-{concurrency}.yaml"
     path.write_text(config_yaml(dsn, api_url, concurrency))
     run = next(RUNS)  # new SKUs each run: synced tables refuse TRUNCATE
@@ -102,15 +124,22 @@ def relay(dsn: str, api_url: str, count: int, concurrency: int, workdir: Path) -
         try:
             conn.execute("INSERT INTO products VALUES (%s, 'w', 1, 'd', 1)", (f"warm-{run}",))
             wait_empty(conn)
+            process.send_signal(signal.SIGSTOP)
+            step = per_txn or count
+            for first in range(1, count + 1, step):
+                conn.execute(
+                    "INSERT INTO products SELECT %s || g, 'name', 12.50, 'd', 3 "
+                    "FROM generate_series(%s::int, %s::int) g",
+                    (f"R{run}-", first, min(count, first + step - 1)),
+                )
+            cpu = cpu_seconds(process.pid)
             started = time.perf_counter()
-            conn.execute(
-                "INSERT INTO products SELECT %s || g, 'name', 12.50, 'd', 3 "
-                "FROM generate_series(1, %s) g",
-                (f"R{run}-", count),
-            )
+            process.send_signal(signal.SIGCONT)
             wait_empty(conn)
-            return count / (time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            return count / elapsed, (cpu_seconds(process.pid) - cpu) / count * 1e6
         finally:
+            process.send_signal(signal.SIGCONT)
             process.terminate()
             process.wait(30)
 
@@ -125,7 +154,7 @@ def wait_empty(conn: psycopg.Connection[Any], timeout: float = 600) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--changes", type=int, default=5000)
+    parser.add_argument("--changes", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     port = free_port()
@@ -139,15 +168,28 @@ def main() -> None:
                 conn.execute((ROOT / "tests" / "fixtures" / "schema.sql").read_text())
                 config = parse_config(config_yaml(dsn, api_url, 8), "bench", {})
                 conn.execute(render_install(config))
-            print(f"{args.changes} changes, {args.repeat} repetitions (median), req/s")
-            print(f"{'concurrency':>11} {'bare':>9} {'relay':>9} {'ratio':>6}")
+            print(f"{args.changes} changes, {args.repeat} repetitions (median); rates per "
+                  "second, CPU in us per request (bare) or change (relay)")
+            print(f"{'concurrency':>11} {'workload':>8} {'bare':>7} {'relay':>7} {'ratio':>6} "
+                  f"{'bare CPU':>9} {'relay CPU':>9}")
             for concurrency in (1, 8):
-                bares, relays = [], []
-                for _ in range(args.repeat):  # alternate, so drift hits both alike
-                    bares.append(asyncio.run(bare(api_url, args.changes, concurrency)))
-                    relays.append(relay(dsn, api_url, args.changes, concurrency, workdir))
-                b, r = statistics.median(bares), statistics.median(relays)
-                print(f"{concurrency:>11} {b:>9.0f} {r:>9.0f} {r / b:>6.2f}")
+                bares: list[tuple[float, float]] = []
+                relays: dict[str, list[tuple[float, float]]] = {w: [] for w in WORKLOADS}
+                for _ in range(args.repeat):  # alternate, so drift hits all alike
+                    cpu = own_cpu()
+                    rate = asyncio.run(bare(api_url, args.changes, concurrency))
+                    bares.append((rate, (own_cpu() - cpu) / args.changes * 1e6))
+                    for workload, per_txn in WORKLOADS.items():
+                        relays[workload].append(
+                            relay(dsn, api_url, args.changes, concurrency, per_txn, workdir)
+                        )
+                b = statistics.median(r for r, _ in bares)
+                b_cpu = statistics.median(c for _, c in bares)
+                for workload, runs in relays.items():
+                    r = statistics.median(x for x, _ in runs)
+                    r_cpu = statistics.median(c for _, c in runs)
+                    print(f"{concurrency:>11} {workload:>8} {b:>7.0f} {r:>7.0f} {r / b:>6.2f} "
+                          f"{b_cpu:>9.0f} {r_cpu:>9.0f}")
     finally:
         api.terminate()
         api.wait(10)
