@@ -25,7 +25,7 @@ import asyncio
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -113,7 +113,7 @@ class PeerClient:
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
 
-    async def request(
+    def request(
         self,
         method: str,
         target: str,
@@ -121,20 +121,32 @@ class PeerClient:
         body: bytes | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Response:
+    ) -> Coroutine[Any, Any, Response]:
         """Send one request (`target`: a path under `peer.url`, or an absolute URL) with
-        the peer's credential; raises `RequestFailed` when the peer does not answer."""
+        the peer's credential; raises `RequestFailed` when the peer does not answer.
+
+        A plain function returning the sending coroutine: one coroutine less to resume
+        at every step of every request."""
         url = peer_url(self._base, target, params)
         sent = {**self._headers, **headers} if headers else self._headers
         if self._credential is None:
-            return await self._send(method, url, body, sent)
+            return self._send(method, url, body, sent)
+        return self._authorized(self._credential, method, url, body, sent)
 
+    async def _authorized(
+        self,
+        credential: Credential,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        sent: Mapping[str, str],
+    ) -> Response:
         async def send(extra: Mapping[str, str], query: Mapping[str, str]) -> Response:
             return await self._send(
                 method, url.extend_query(query) if query else url, body, {**sent, **extra}
             )
 
-        reply = await self._credential.send(send, self._post)
+        reply = await credential.send(send, self._post)
         assert isinstance(reply, Response)
         return reply
 

@@ -167,31 +167,31 @@ class Xref:
 class Pace:
     """How fast this side may call the peer's API: at most `concurrency` requests
     at once, at most `requests_per_s`, and none while a 429's `Retry-After` lasts (a rate
-    limit is the API's, for all our requests, not for the one record that hit it)."""
+    limit is the API's, for all our requests, not for the one record that hit it).
+
+    A sender holds a `slot()` for as long as it sends, one request after the other, and
+    waits its `turn()` before each request. A slot per sender, not per request: the
+    semaphore's acquire and release cost a few percent of the relay's CPU per request."""
 
     def __init__(self, limit: RateLimit) -> None:
         self._slots = asyncio.Semaphore(limit.concurrency)
         self._rate = AsyncLimiter(limit.requests_per_s, 1) if limit.requests_per_s else None
         self._resume_at = 0.0
 
-    def turn(self) -> Pace:
-        """`async with pace.turn():` one request (a plain context manager: this runs for
-        every request, and a generator-based one cost a few percent of the relay's CPU)."""
-        return self
+    def slot(self) -> asyncio.Semaphore:
+        """`async with pace.slot():` one sender of requests, one at a time."""
+        return self._slots
 
-    async def __aenter__(self) -> None:
-        await self._slots.acquire()
-        try:
-            while (wait := self._resume_at - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            if self._rate is not None:
-                await self._rate.acquire()
-        except BaseException:
-            self._slots.release()
-            raise
+    def free(self) -> bool:
+        """No wait before the next request (checked first: it needs no await)."""
+        return self._rate is None and self._resume_at <= time.monotonic()
 
-    async def __aexit__(self, *exc: object) -> None:
-        self._slots.release()
+    async def turn(self) -> None:
+        """Wait until the next request may go."""
+        while (wait := self._resume_at - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        if self._rate is not None:
+            await self._rate.acquire()
 
     def pause(self, seconds: float) -> None:
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
@@ -239,8 +239,9 @@ class RestEndpoint:
         records = iter(by_record.values())
 
         async def worker() -> None:
-            for group in records:
-                await self._deliver_record(group, outcome)
+            async with self._pace.slot():
+                for group in records:
+                    await self._deliver_record(group, outcome)
 
         workers = min(self._peer.rate_limit.concurrency, len(by_record))
         await asyncio.gather(*(worker() for _ in range(workers)))
@@ -260,20 +261,48 @@ class RestEndpoint:
                 return
 
     async def _send(self, change: Outgoing, outcome: Delivery) -> Answer | None:
+        """One change: its request, or the tracked steps of a table with `rest.id`."""
+        planned = self._planned(change)
+        if isinstance(planned, Answer):
+            return planned
+        if planned is None:
+            mapping = self._mappings[change.table].rest
+            assert mapping is not None
+            try:
+                return await self._send_tracked(change, mapping, outcome)
+            except KeyError as exc:
+                return _url_names(change, exc)
+            except BodyError as exc:
+                return _rejected(change, str(exc))
+        # The usual request, awaited here: each coroutine between the worker and the HTTP
+        # client is resumed at every step of every request.
+        if not self._pace.free():
+            await self._pace.turn()
+        try:
+            response = await self._http.request(planned[0], planned[1], body=planned[2])
+        except (RequestFailed, TokenError) as exc:
+            outcome.transient, outcome.error = True, str(exc)
+            return None
+        return self._result(change, response, outcome)
+
+    def _planned(self, change: Outgoing) -> tuple[str, str, bytes | None] | Answer | None:
+        """The request for a change (method, target, body); an Answer when it is refused
+        before any request; None for a table whose records the API names (`rest.id`)."""
         operation = self._operation(change)
         if isinstance(operation, str):
             return _rejected(change, operation)
         mapping = self._mappings[change.table].rest
         assert mapping is not None
+        if mapping.id is not None:
+            return None
         try:
-            if mapping.id is not None:
-                return await self._send_tracked(change, mapping, outcome)
-            response = await self._request(operation, change, outcome)
+            target = fill_path(operation.path, change.key_values())
+            body = self._body(change) if change.op != "D" else None
         except KeyError as exc:
-            return _rejected(change, f"the URL template names {exc}, which is not a key column")
+            return _url_names(change, exc)
         except BodyError as exc:
             return _rejected(change, str(exc))
-        return None if response is None else self._result(change, response, outcome)
+        return operation.method, target, body
 
     async def _request(
         self,
@@ -288,13 +317,11 @@ class RestEndpoint:
         if peer_id is not None:
             values["peer_id"] = peer_id
         body = self._body(change) if with_body and change.op != "D" else None
+        target = fill_path(operation.path, values)
+        if not self._pace.free():
+            await self._pace.turn()
         try:
-            async with self._pace.turn():
-                return await self._http.request(
-                    operation.method,
-                    fill_path(operation.path, values),
-                    body=body,
-                )
+            return await self._http.request(operation.method, target, body=body)
         except (RequestFailed, TokenError) as exc:
             outcome.transient, outcome.error = True, str(exc)
         return None
@@ -413,6 +440,10 @@ def _json_or_none(response: Response) -> Any:
 
 def _rejected(change: Outgoing, reason: str) -> Answer:
     return Answer(ResultStatus.REJECTED, reason)
+
+
+def _url_names(change: Outgoing, exc: KeyError) -> Answer:
+    return _rejected(change, f"the URL template names {exc}, which is not a key column")
 
 
 def fill_path(template: str, key: Mapping[str, Any]) -> str:
