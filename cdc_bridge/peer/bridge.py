@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from cdc_bridge.config import BridgeConfig, BridgePeer, TableSpec
 from cdc_bridge.errors import CodecError, RequestFailed
+from cdc_bridge.outbox import Encoded
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.endpoint import (
     APPLIED,
@@ -59,10 +60,14 @@ class BridgeEndpoint:
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         whole_transactions=True,
-        encoded_changes=True,
+        encoded=Encoded.CHANGE,
         lists_rows=True,
         exact_values=True,
     )
+
+    @staticmethod
+    def takes_encoded(spec: TableSpec) -> bool:
+        return True  # a whole row ships as it is
 
     def __init__(self, config: BridgeConfig) -> None:
         peer = config.peer

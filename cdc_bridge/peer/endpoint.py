@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from cdc_bridge.config import TableSpec
+from cdc_bridge.outbox import Encoded
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.protocol import ResultStatus
 
@@ -30,9 +31,11 @@ class Capabilities:
     # applied by source transaction, so it takes the sender's watermark (`settled_below`);
     # else it applies change by change, in order per record.
     whole_transactions: bool
-    # Takes the change as the batch protocol's JSON, which PostgreSQL can encode for
-    # whole-row tables (else it needs the parsed fields to build its own requests).
-    encoded_changes: bool
+    # What PostgreSQL may encode, as the relay reads them, of this side's own changes of
+    # the whole-row tables the kind `takes_encoded`: the batch protocol's change JSON, or
+    # the fields (a request body that is the row as it is). Those rows are neither parsed
+    # nor filtered by the relay.
+    encoded: Encoded
     # Can list its rows in our key order, so reconcile finds rows only it has.
     lists_rows: bool
     # Gives values back exactly as they were sent (reconcile compares them as text);
@@ -58,7 +61,7 @@ class Outgoing:
     old: dict[str, Any] | None
     committed_at: datetime
     origin: str
-    # The whole change already encoded as protocol JSON (by PostgreSQL): sent as is.
+    # What PostgreSQL encoded of the change (`Capabilities.encoded`): sent as is.
     encoded: str | None = None
     txid: str | None = None  # the source transaction: the peer applies it whole
     # The entity on the wire (the table's own name unless the config maps it); then
@@ -136,6 +139,11 @@ class Endpoint(Protocol):
     """One kind of peer: delivers changes, reads rows back for reconcile."""
 
     capabilities: ClassVar[Capabilities]
+
+    @staticmethod
+    def takes_encoded(spec: TableSpec) -> bool:
+        """Whether a whole-row table's changes may come as `capabilities.encoded` says."""
+        ...
 
     async def deliver(
         self, batch_id: str, changes: Sequence[Outgoing], settled_below: int | None = None

@@ -46,6 +46,7 @@ from cdc_bridge.errors import (
     TokenError,
     UserError,
 )
+from cdc_bridge.outbox import Encoded
 from cdc_bridge.peer import codec
 from cdc_bridge.peer.endpoint import APPLIED, Answer, Capabilities, Delivery, Outgoing
 from cdc_bridge.peer.http import (
@@ -202,11 +203,17 @@ class RestEndpoint:
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         whole_transactions=False,
-        encoded_changes=False,
+        encoded=Encoded.FIELDS,
         lists_rows=False,
         exact_values=False,
         names_records=True,
     )
+
+    @staticmethod
+    def takes_encoded(spec: TableSpec) -> bool:
+        """A table whose request body is its row as it is (no `rest.body`, no renames):
+        the body is the fields as PostgreSQL prints them, with every number exact."""
+        return spec.rest is not None and spec.rest.body is None and not spec.rest.rename
 
     def __init__(self, config: BridgeConfig, environ: Mapping[str, str] | None = None) -> None:
         peer = config.peer
@@ -409,6 +416,8 @@ class RestEndpoint:
         return operation or f"no REST operation for {name} on {change.table}"
 
     def _body(self, change: Outgoing) -> bytes:
+        if change.encoded is not None:  # the row's fields, as PostgreSQL printed them
+            return change.encoded.encode()
         mapping = self._mappings[change.table].rest
         assert mapping is not None
         return codec.dumps(body_of(mapping, change.fields or {}))  # numbers as written

@@ -40,7 +40,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,13 +48,13 @@ import psycopg
 from psycopg import sql
 
 from cdc_bridge import outbox, retention
-from cdc_bridge.config import BridgeConfig, TableMode, TableSpec
+from cdc_bridge.config import BridgeConfig, TableMode
 from cdc_bridge.db import mask_dsn
 from cdc_bridge.entity.outbound import Lookups, Outbound
 from cdc_bridge.errors import IncompleteInstall, PortInUse, Unmapped, Unresolved
-from cdc_bridge.outbox import Failure, OutboxRow
+from cdc_bridge.outbox import Encoded, Failure, OutboxRow
 from cdc_bridge.peer import codec, kinds
-from cdc_bridge.peer.endpoint import Capabilities, Delivery, Endpoint, Outgoing
+from cdc_bridge.peer.endpoint import Delivery, Endpoint, Outgoing
 from cdc_bridge.peer.protocol import ResultStatus
 from cdc_bridge.relay.health import Observed, OutboxProbe, report
 from cdc_bridge.relay.metrics import RelayMetrics, serve_metrics
@@ -235,10 +235,11 @@ class Relay:
             s.label for s in config.table_specs if self.outbound.mapped(s.label)
         )
         capabilities = client.capabilities if client else kinds.capabilities(config.peer)
-        self._encoded_tables = encoded_tables(config.table_specs, capabilities)
+        self._encoded = capabilities.encoded
+        self._encoded_tables = kinds.encoded_tables(config)
         # Mapped tables PostgreSQL can translate too (renames and text code maps).
         self._encoded_entities = codec.dumps_text(
-            self.outbound.encoded_entities() if capabilities.encoded_changes else {}
+            self.outbound.encoded_entities() if self._encoded is Encoded.CHANGE else {}
         )
         # The watermark is for a peer that keeps its idempotency keys by transaction.
         self._sends_watermark = capabilities.whole_transactions
@@ -480,6 +481,7 @@ class Relay:
             whole_tables=self._encoded_tables,
             entities=self._encoded_entities,
             max_txn=self.relay.max_transaction_changes,
+            encoded=self._encoded,
         )
         await self._read_watermark(conn)
         txns = group(rows, self._families, self.relay.max_transaction_changes)
@@ -920,17 +922,6 @@ async def _first_of(waitables: list[_Waitable], timeout: float) -> None:
 
 def _ready(item: _Waitable) -> bool:
     return item.is_set() if isinstance(item, asyncio.Event) else item.done()
-
-
-def encoded_tables(specs: Iterable[TableSpec], capabilities: Capabilities) -> list[str]:
-    """Tables whose changes PostgreSQL encodes as the batch protocol's JSON (whole rows
-    ship unchanged), for a peer that takes them so; other kinds build their requests
-    from the parsed fields."""
-    if not capabilities.encoded_changes:
-        return []
-    # A table mapped to an entity ships translated: PostgreSQL encodes those that
-    # `Outbound.encoded_entities` names, the relay translates the others.
-    return [s.label for s in specs if s.captures and s.ships_whole_rows and not s.mapped]
 
 
 def judge(delivery: Delivery, sent: list[Outgoing], handoff_tables: frozenset[str]) -> _Verdict:

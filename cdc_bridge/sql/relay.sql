@@ -169,20 +169,7 @@ SELECT o.id, o.txid::text AS txid, o.table_name, o.op,
        CASE WHEN c.encoded THEN NULL ELSE o.fields END AS fields,
        CASE WHEN c.encoded THEN NULL ELSE o.old END AS old,
        o.changed, o.origin, o.captured_at,
-       CASE WHEN c.encoded THEN
-           '{{"idempotency_key":'
-           || to_json(%(system)s || ':' || o.txid::text || ':' || o.id::text)::text
-           || ',"txid":"' || o.txid::text || '"'
-           || ',"entity":' || to_json(c.entity)::text
-           || ',"op":' || CASE o.op WHEN 'I' THEN '"insert"' WHEN 'U' THEN '"update"'
-                                    ELSE '"delete"' END
-           || ',"key":' || c.key_json
-           || ',"committed_at":' || to_json(o.captured_at)::text
-           || ',"origin":' || to_json(o.origin)::text
-           || coalesce(',"fields":' || c.fields_json, '')
-           || coalesce(',"old":' || o.old::text, '')
-           || '}}'
-       END AS change_json,
+       {change_json} AS change_json,
        t.txn_rows, t.txn_last_id, t.txn_parked
 FROM (SELECT * FROM head UNION ALL SELECT * FROM tail) o
 JOIN txns t ON t.txid = o.txid
@@ -273,6 +260,30 @@ coalesce({field} || (o.fields -> {column})::text, '')
 -- entity value's JSON text); JSON null stays null.
 coalesce({field} || CASE o.fields ->> {column} {codes}
                    ELSE (o.fields -> {column})::text END, '')
+
+-- name: relay_encoded_change
+-- relay_fetch_pending's change_json for a peer that takes the batch protocol: the whole
+-- change, as the protocol writes it.
+CASE WHEN c.encoded THEN
+    '{{"idempotency_key":'
+    || to_json(%(system)s || ':' || o.txid::text || ':' || o.id::text)::text
+    || ',"txid":"' || o.txid::text || '"'
+    || ',"entity":' || to_json(c.entity)::text
+    || ',"op":' || CASE o.op WHEN 'I' THEN '"insert"' WHEN 'U' THEN '"update"'
+                             ELSE '"delete"' END
+    || ',"key":' || c.key_json
+    || ',"committed_at":' || to_json(o.captured_at)::text
+    || ',"origin":' || to_json(o.origin)::text
+    || coalesce(',"fields":' || c.fields_json, '')
+    || coalesce(',"old":' || o.old::text, '')
+    || '}}'
+END
+
+-- name: relay_encoded_fields
+-- relay_fetch_pending's change_json for a peer that builds its own requests from a row as
+-- it is (a REST body of the row's columns): the change's fields, as jsonb prints them.
+-- A delete has none: it comes parsed.
+CASE WHEN c.encoded THEN c.fields_json END
 
 -- name: relay_encode_whole
 -- The part of relay_fetch_pending that encodes changes when no mapped table is: only

@@ -21,10 +21,11 @@ from cdc_bridge import outbox
 from cdc_bridge.config import BridgeConfig, parse_config
 from cdc_bridge.entity.outbound import Lookups, Outbound
 from cdc_bridge.errors import Unmapped
-from cdc_bridge.peer import codec
+from cdc_bridge.peer import codec, kinds
 from cdc_bridge.peer.bridge import batch_body
 from cdc_bridge.peer.endpoint import Outgoing
 from cdc_bridge.peer.protocol import Batch
+from cdc_bridge.peer.rest import RestEndpoint
 from cdc_bridge.relay.daemon import outgoing_of
 from tests.helpers import FIXTURES, install
 from tests.relay_support import config_text, relay_config
@@ -268,3 +269,98 @@ def test_names_and_codes_that_look_like_sql_keep_their_text(db: str) -> None:
     assert sent == _sent(outbound, parsed)
     assert sent[0]["entity"] == "person" and sent[0]["key"] == {"no\n-- id": 1}
     assert sent[1]["fields"] == {"number": 7, "state": "odd\n"}
+
+
+# ---------------------------------------------------------------- REST bodies
+
+LEDGER = """
+CREATE TYPE mood AS ENUM ('calm', 'odd "one"');
+CREATE TABLE public.ledger (
+    id bigint PRIMARY KEY, amount numeric(20,6), huge numeric, doc jsonb, tags text[],
+    at timestamptz, mood mood, note text);
+"""
+
+
+def _rest_config(dsn: str, body: dict[str, Any] | None = None) -> BridgeConfig:
+    rest: dict[str, Any] = {
+        "insert": "PUT /ledger/{id}", "update": "PUT /ledger/{id}",
+        "delete": "DELETE /ledger/{id}",
+    }
+    if body is not None:
+        rest["body"] = body
+    data = yaml.safe_load(config_text(dsn, "http://127.0.0.1:9", peer={"adapter": "rest"}))
+    data["peer"].pop("secret")
+    data["tables"] = {"public.ledger": {"key": ["id"], "sor": "local", "rest": rest}}
+    return parse_config(yaml.safe_dump(data), "rest.yaml", {})
+
+
+def _write_ledger(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ledger VALUES (1, 12345678901234.123456, 123456789012345678901234567890,"
+            " '{\"n\": 123456789012345678901234567890.5, \"s\": \"é ☃ \\\"q\\\"\", \"deep\": "
+            "{\"a\": [1, 2.50, null]}}', ARRAY['a,b', 'c\"d', NULL], "
+            "'2026-03-29 01:30:00.123456+02', 'odd \"one\"', E'tab\\there')"
+        )
+        conn.execute("INSERT INTO ledger (id, amount) VALUES (2, 0.000001)")
+        conn.execute("UPDATE ledger SET amount = -1.100000, note = NULL WHERE id = 1")
+        conn.execute("DELETE FROM ledger WHERE id = 2")
+        with conn.transaction():
+            conn.execute("SELECT set_config('cdc_bridge.origin', 'shop', true)")
+            conn.execute("INSERT INTO ledger (id, amount) VALUES (3, 7.5)")
+
+
+async def _fetch_rest(dsn: str, whole_tables: list[str]) -> list[outbox.OutboxRow]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        codec.use_exact_json(conn)
+        return await outbox.fetch_pending(
+            conn, "cdc_bridge", 100, [], system="erp", whole_tables=whole_tables,
+            encoded=outbox.Encoded.FIELDS,
+        )
+
+
+def _bodies(config: BridgeConfig, rows: list[outbox.OutboxRow]) -> list[bytes | None]:
+    endpoint = RestEndpoint(config)
+    return [
+        None if r.op == "D" else endpoint._body(_outgoing(r))  # what each request carries
+        for r in rows
+    ]
+
+
+def _exact(body: bytes | None) -> bytes | None:
+    """The body as canonical JSON with every number's text kept (12.50 stays 12.50)."""
+    return None if body is None else codec.dumps(codec.loads(body), sort_keys=True)
+
+
+def test_postgres_encoded_rest_bodies_equal_python_built_ones(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(LEDGER)
+    config = _rest_config(db)
+    install(config)
+    _write_ledger(db)
+    assert kinds.encoded_tables(config) == ["public.ledger"]
+    encoded = asyncio.run(_fetch_rest(db, ["public.ledger"]))
+    parsed = asyncio.run(_fetch_rest(db, []))
+    # This side's inserts and updates come as their fields; the delete and the echo parsed.
+    assert [r.change_json is not None for r in encoded] == [True, True, True, False, False]
+    assert all(r.change_json is None for r in parsed)
+    by_postgres = [_exact(b) for b in _bodies(config, encoded)]
+    by_python = [_exact(b) for b in _bodies(config, parsed)]
+    assert by_postgres == by_python
+    first = codec.loads(_bodies(config, encoded)[0] or b"")
+    assert str(first["amount"]) == "12345678901234.123456"
+    assert first["huge"] == 123456789012345678901234567890
+    assert str(first["doc"]["n"]) == "123456789012345678901234567890.5"
+    assert first["tags"] == ["a,b", 'c"d', None] and first["mood"] == 'odd "one"'
+
+
+def test_a_rest_body_built_by_the_mapping_comes_parsed(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(LEDGER)
+    config = _rest_config(db, body={"/price": {"field": "amount", "cast": "string", "scale": 2}})
+    install(config)
+    _write_ledger(db)
+    assert kinds.encoded_tables(config) == []
+    rows = asyncio.run(_fetch_rest(db, kinds.encoded_tables(config)))
+    assert all(r.change_json is None for r in rows)
+    assert codec.loads(_bodies(config, rows)[0] or b"") == {"price": "12345678901234.12"}

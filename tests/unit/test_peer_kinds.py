@@ -19,11 +19,11 @@ from cdc_bridge.config import (
     RestPeer,
     parse_config,
 )
+from cdc_bridge.outbox import Encoded
 from cdc_bridge.peer import kinds
 from cdc_bridge.peer.bridge import BridgeEndpoint
 from cdc_bridge.peer.endpoint import Capabilities, KeyedReader, PagedReader
 from cdc_bridge.peer.rest import RestEndpoint
-from cdc_bridge.relay.daemon import encoded_tables
 
 PACKAGE = Path(cdc_bridge.__file__).parent
 
@@ -65,21 +65,35 @@ def test_each_kind_declares_what_it_does() -> None:
         name: dataclasses.asdict(kinds.capabilities(config.peer))
         for name, config in (("bridge", BRIDGE), ("rest", REST))
     }
-    # (whole transactions, encoded changes, lists rows, exact values, names records)
+    # (whole transactions, encoded, lists rows, exact values, names records)
     expected = {
-        "bridge": (True, True, True, True, False),
-        "rest": (False, False, False, False, True),
+        "bridge": (True, Encoded.CHANGE, True, True, False),
+        "rest": (False, Encoded.FIELDS, False, False, True),
     }
     fields = [f.name for f in dataclasses.fields(Capabilities)]
     assert declared == {name: dict(zip(fields, row, strict=True)) for name, row in expected.items()}
 
 
-def test_postgresql_encodes_whole_rows_only_for_a_peer_that_takes_encoded_changes() -> None:
-    takes = Capabilities(True, True, True, True)
-    builds_its_own = Capabilities(True, False, True, True)
+def test_postgresql_encodes_whole_rows_in_the_form_the_kind_of_peer_takes() -> None:
     # customers ships whole rows; products is a field map (filtered); invoices ships nothing.
-    assert encoded_tables(BRIDGE.table_specs, takes) == ["public.customers"]
-    assert encoded_tables(BRIDGE.table_specs, builds_its_own) == []
+    assert kinds.encoded_tables(BRIDGE) == ["public.customers"]
+    # A REST body that is the row as it is comes encoded; one built by `rest.body` or with
+    # renames is built from the parsed fields.
+    assert kinds.encoded_tables(REST) == ["public.customers"]
+    ops = 'insert: "POST /x", update: "PUT /x/{id}", delete: "DELETE /x/{id}"'
+    rest = parse_config(
+        "system: erp\n"
+        'database: {url: "postgresql://u@127.0.0.1/erp"}\n'
+        'peer: {name: shop, url: "http://127.0.0.1:1", adapter: rest}\n'
+        "tables:\n"
+        f"  public.a: {{key: [id], sor: local, rest: {{{ops}}}}}\n"
+        f"  public.b: {{key: [id], sor: local, rest: {{{ops}, rename: {{n: name}}}}}}\n"
+        f"  public.c: {{key: [id], sor: local, rest: {{{ops}, body: {{/n: n}}}}}}\n"
+        f"  public.d: {{key: [id], sor: peer, rest: {{{ops}}}}}\n",
+        "erp.yaml",
+        {},
+    )
+    assert kinds.encoded_tables(rest) == ["public.a"]
 
 
 def test_reconcile_reads_in_pages_from_a_lister_and_by_key_from_the_others() -> None:
