@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import time
 from collections.abc import Coroutine, Mapping
@@ -84,6 +85,28 @@ def peer_url(base: str, target: str, params: Mapping[str, Any] | None = None) ->
     return url
 
 
+# A path already percent-encoded (every fixed path, and what rest.fill_path makes): only
+# unreserved and sub-delimiter characters, ':', '@', '/' and %XX escapes; no query.
+_ENCODED_PATH = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
+
+
+class PeerUrls:
+    """`peer_url` for one base URL. A path that is already percent-encoded is joined to
+    the base parsed once, instead of parsing the whole URL again at every request (about
+    2 us of the relay's CPU per REST request); any other target goes through `peer_url`."""
+
+    def __init__(self, base: str) -> None:
+        self._base = base
+        parsed = URL(base)
+        self._parsed = None if parsed.query_string or parsed.fragment else parsed
+        self._prefix = parsed.raw_path.rstrip("/")
+
+    def __call__(self, target: str, params: Mapping[str, Any] | None = None) -> URL:
+        if not params and self._parsed is not None and _ENCODED_PATH.fullmatch(target):
+            return self._parsed.with_path(self._prefix + "/" + target.lstrip("/"), encoded=True)
+        return peer_url(self._base, target, params)
+
+
 def _query_value(value: Any) -> str:
     if value is None:
         return ""
@@ -104,7 +127,7 @@ class PeerClient:
         environ: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._base = peer.url
+        self._url = PeerUrls(peer.url)
         self._ssl: ssl.SSLContext | bool = tls_context(peer) or True
         self._timeout = aiohttp.ClientTimeout(total=peer.timeout_s)
         self._credential: Credential | None = build_auth(
@@ -127,7 +150,7 @@ class PeerClient:
 
         A plain function returning the sending coroutine: one coroutine less to resume
         at every step of every request."""
-        url = peer_url(self._base, target, params)
+        url = self._url(target, params)
         sent = {**self._headers, **headers} if headers else self._headers
         if self._credential is None:
             return self._send(method, url, body, sent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc_bridge.peer.http import peer_url
+from cdc_bridge.peer.http import PeerUrls, peer_url
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,21 @@ from cdc_bridge.peer.http import peer_url
 )
 def test_a_path_goes_under_the_peers_url(base: str, target: str, expected: str) -> None:
     assert str(peer_url(base, target)) == expected
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["http://127.0.0.1:8081", "https://shop.example/wp-json", "https://shop.example/wp-json/",
+     "http://user:pw@api:8080/v2/", "http://api/?token=1"],
+)
+@pytest.mark.parametrize(
+    "target",
+    ["/v1/batches", "/api/products/A%2F1%20b", "api/products/7", "//api//x", "/",
+     "/api/products/é", "/api/products/a b", "/api/products/100%", "/api/x?sku=A&b=2",
+     "/api/x#part", "http://api/v2/customers?page=2", "/api/(1);a=b,c:d@e!$'*+~"],
+)
+def test_a_peers_urls_are_the_same_whichever_way_they_are_joined(base: str, target: str) -> None:
+    assert str(PeerUrls(base)(target)) == str(peer_url(base, target))
 
 
 def test_parameters_are_added_to_the_query_encoded() -> None:
