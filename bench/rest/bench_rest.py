@@ -16,6 +16,11 @@ process (bench/rest/api.py, 200 to everything). For request concurrency 1 and 8:
          transaction (an import).
 The ratio relay / bare is printed per concurrency and workload, median of the repetitions,
 with the CPU per change of the relay and per request of the bare loop (from /proc).
+
+    .venv/bin/python bench/rest/bench_rest.py --own-work
+
+runs the same relay workloads against a peer that answers at once without any I/O
+(bench/rest/null_peer.py): the relay's own CPU per change, with no HTTP client work.
 """
 
 from __future__ import annotations
@@ -118,14 +123,20 @@ WORKLOADS = {"small": 10, "bulk": None}  # rows per transaction (None: all in on
 
 
 def relay(
-    dsn: str, api_url: str, count: int, concurrency: int, per_txn: int | None, workdir: Path
+    dsn: str,
+    api_url: str,
+    count: int,
+    concurrency: int,
+    per_txn: int | None,
+    workdir: Path,
+    command: list[str] | None = None,
 ) -> tuple[float, float]:
     """changes/s and relay CPU us per change, from SIGCONT until the outbox is empty."""
     path = workdir / f"rest-{concurrency}.yaml"
     path.write_text(config_yaml(dsn, api_url, concurrency))
     run = next(RUNS)  # new SKUs each run: synced tables refuse TRUNCATE
     with psycopg.connect(dsn, autocommit=True) as conn:
-        process = subprocess.Popen([CLI, "--config", str(path), "run"])
+        process = subprocess.Popen([*(command or [CLI]), "--config", str(path), "run"])
         try:
             conn.execute("INSERT INTO products VALUES (%s, 'w', 1, 'd', 1)", (f"warm-{run}",))
             wait_empty(conn)
@@ -157,10 +168,25 @@ def wait_empty(conn: psycopg.Connection[Any], timeout: float = 600) -> None:
         time.sleep(0.005)
 
 
+def own_work(dsn: str, api_url: str, args: argparse.Namespace, workdir: Path) -> None:
+    null_peer = [sys.executable, str(ROOT / "bench" / "rest" / "null_peer.py")]
+    print(f"{args.changes} changes, {args.repeat} repetitions (median), a peer that answers "
+          "without I/O: the relay's own work")
+    print(f"{'workload':>8} {'changes/s':>10} {'CPU us/change':>14}")
+    for workload, per_txn in WORKLOADS.items():
+        runs = [relay(dsn, api_url, args.changes, 8, per_txn, workdir, null_peer)
+                for _ in range(args.repeat)]
+        rate = statistics.median(r for r, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"{workload:>8} {rate:>10.0f} {cpu:>14.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--own-work", action="store_true",
+                        help="the relay against a peer that answers without I/O")
     args = parser.parse_args()
     port = free_port()
     api = subprocess.Popen([sys.executable, str(ROOT / "bench" / "rest" / "api.py"), str(port)])
@@ -173,6 +199,9 @@ def main() -> None:
                 conn.execute((ROOT / "tests" / "fixtures" / "schema.sql").read_text())
                 config = parse_config(config_yaml(dsn, api_url, 8), "bench", {})
                 conn.execute(render_install(config))
+            if args.own_work:
+                own_work(dsn, api_url, args, workdir)
+                return
             print(f"{args.changes} changes, {args.repeat} repetitions (median); rates per "
                   "second, CPU in us per request (bare) or change (relay)")
             print(f"{'concurrency':>11} {'workload':>8} {'bare':>7} {'relay':>7} {'ratio':>6} "
