@@ -471,12 +471,17 @@ class Relay:
         free = flight.free(self._slots)
         limit = self.relay.batch_size * free
         self._notified.clear()
+        # What is in flight, taken once for the read and for the plan: a batch that splits
+        # while the read runs puts rows back that this read left out, and frees their
+        # tokens; planned with the tokens of after, a later transaction of the same record
+        # would go before them.
+        in_flight, busy = flight.ids_array(), frozenset(flight.tokens)
         # Only this loop uses `conn` (batches record on record_conn): no lock needed.
         rows = await outbox.fetch_pending(
             conn,
             self.schema,
             limit,
-            flight.ids_array(),
+            in_flight,
             system=self.config.system,
             whole_tables=self._encoded_tables,
             entities=self._encoded_entities,
@@ -485,7 +490,7 @@ class Relay:
         )
         await self._read_watermark(conn)
         txns = group(rows, self._families, self.relay.max_transaction_changes)
-        lanes = plan_lanes(txns, free, self.relay.batch_size, flight.tokens)
+        lanes = plan_lanes(txns, free, self.relay.batch_size, busy)
         started = False
         for lane in lanes:
             shipment = await self._filter(conn, lane)
